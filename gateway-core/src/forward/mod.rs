@@ -1,0 +1,2 @@
+//! Sending requests upstream.
+pub mod url;

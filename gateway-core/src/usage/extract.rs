@@ -1,0 +1,267 @@
+//! Reading token usage from upstream responses: whole JSON bodies and SSE streams as they pass.
+
+use serde::Deserialize;
+
+use super::TokenUsage;
+use crate::sse::SseDecoder;
+
+#[derive(Debug, Default, Deserialize)]
+struct CacheCreationSplit {
+    #[serde(default)]
+    ephemeral_5m_input_tokens: Option<u64>,
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
+}
+
+/// Anthropic's `usage` object; every field optional because deltas carry only some.
+#[derive(Debug, Default, Deserialize)]
+struct AnthropicUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation: Option<CacheCreationSplit>,
+}
+
+impl AnthropicUsage {
+    /// Overlays the fields present in `self` onto `into` (later events win).
+    fn merge_into(self, into: &mut TokenUsage) {
+        if let Some(v) = self.input_tokens {
+            into.input_tokens = v;
+        }
+        if let Some(v) = self.output_tokens {
+            into.output_tokens = v;
+        }
+        if let Some(v) = self.cache_read_input_tokens {
+            into.cache_read_input_tokens = v;
+        }
+        if let Some(split) = self.cache_creation {
+            if let Some(v) = split.ephemeral_5m_input_tokens {
+                into.cache_creation_5m_input_tokens = v;
+            }
+            if let Some(v) = split.ephemeral_1h_input_tokens {
+                into.cache_creation_1h_input_tokens = v;
+            }
+        }
+        match self.cache_creation_input_tokens {
+            Some(v) => into.cache_creation_input_tokens = v,
+            None => {
+                let split = into.cache_creation_5m_input_tokens + into.cache_creation_1h_input_tokens;
+                into.cache_creation_input_tokens = into.cache_creation_input_tokens.max(split);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageBody {
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+/// Usage of a complete (non-streaming) Anthropic Messages response; `None` when the body has
+/// no `usage` object or is not JSON.
+pub fn usage_from_json(body: &[u8]) -> Option<TokenUsage> {
+    let parsed: MessageBody = serde_json::from_slice(body).ok()?;
+    let mut usage = TokenUsage::default();
+    parsed.usage?.merge_into(&mut usage);
+    Some(usage)
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageStart {
+    message: MessageBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamError {
+    error: StreamErrorDetail,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamErrorDetail {
+    #[serde(default)]
+    r#type: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// Watches an Anthropic SSE stream as it is relayed and keeps what the log needs: usage (from
+/// `message_start`, then `message_delta`, later values winning), whether generation began (first
+/// `content_block_delta`), whether the stream ended properly (`message_stop`) and any `error`
+/// event. The relayed bytes themselves are never modified.
+#[derive(Debug, Default)]
+pub struct SseUsageTap {
+    decoder: SseDecoder,
+    /// Usage so far.
+    pub usage: TokenUsage,
+    /// Set once a usage-bearing event was seen.
+    pub saw_usage: bool,
+    /// Set at the first content delta.
+    pub saw_first_token: bool,
+    /// Set at `message_stop`.
+    pub saw_stop: bool,
+    /// Message of an `error` event, if one came.
+    pub error: Option<String>,
+}
+
+/// What one chunk changed, for timing.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TapProgress {
+    /// The chunk held the first generated token.
+    pub first_token: bool,
+}
+
+impl SseUsageTap {
+    /// Feeds relayed bytes.
+    pub fn push(&mut self, chunk: &[u8]) -> TapProgress {
+        let mut progress = TapProgress::default();
+        let Self { decoder, usage, saw_usage, saw_first_token, saw_stop, error } = self;
+        let result = decoder.push(chunk, |ev| {
+            observe(ev.event, &ev.data, usage, saw_usage, saw_first_token, saw_stop, error, &mut progress)
+        });
+        if let Err(e) = result {
+            self.error.get_or_insert_with(|| e.to_string());
+        }
+        progress
+    }
+
+    /// Feeds the end of the stream.
+    pub fn finish(&mut self) {
+        let Self { decoder, usage, saw_usage, saw_first_token, saw_stop, error } = self;
+        let mut progress = TapProgress::default();
+        decoder.finish(|ev| {
+            observe(ev.event, &ev.data, usage, saw_usage, saw_first_token, saw_stop, error, &mut progress)
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn observe(
+    event: Option<&str>,
+    data: &str,
+    usage: &mut TokenUsage,
+    saw_usage: &mut bool,
+    saw_first_token: &mut bool,
+    saw_stop: &mut bool,
+    error: &mut Option<String>,
+    progress: &mut TapProgress,
+) {
+    // Anthropic names every event; fall back to the JSON `type` only when a relay dropped it.
+    let kind = match event {
+        Some(k) => k,
+        None => json_type(data).unwrap_or(""),
+    };
+    match kind {
+        "content_block_delta" => {
+            if !*saw_first_token {
+                *saw_first_token = true;
+                progress.first_token = true;
+            }
+        }
+        "message_start" => {
+            if let Ok(start) = serde_json::from_str::<MessageStart>(data) {
+                if let Some(u) = start.message.usage {
+                    u.merge_into(usage);
+                    *saw_usage = true;
+                }
+            }
+        }
+        "message_delta" => {
+            if let Ok(delta) = serde_json::from_str::<MessageBody>(data) {
+                if let Some(u) = delta.usage {
+                    u.merge_into(usage);
+                    *saw_usage = true;
+                }
+            }
+        }
+        "message_stop" => *saw_stop = true,
+        "error" => {
+            let message = serde_json::from_str::<StreamError>(data)
+                .map(|e| format!("{}: {}", e.error.r#type, e.error.message))
+                .unwrap_or_else(|_| data.to_owned());
+            error.get_or_insert(message);
+        }
+        _ => {}
+    }
+}
+
+/// Cheap read of a top-level `"type"` without parsing the whole event.
+fn json_type(data: &str) -> Option<&str> {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(borrow)]
+        r#type: &'a str,
+    }
+    serde_json::from_str::<Typed<'_>>(data).ok().map(|t| t.r#type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_from_a_whole_message() {
+        let body = br#"{"id":"msg_1","type":"message","content":[{"type":"text","text":"hi"}],
+            "usage":{"input_tokens":12,"output_tokens":7,"cache_creation_input_tokens":30,
+            "cache_read_input_tokens":100,"cache_creation":{"ephemeral_5m_input_tokens":10,"ephemeral_1h_input_tokens":20}}}"#;
+        let usage = usage_from_json(body).expect("usage");
+        assert_eq!(
+            usage,
+            TokenUsage {
+                input_tokens: 12,
+                output_tokens: 7,
+                cache_creation_input_tokens: 30,
+                cache_creation_5m_input_tokens: 10,
+                cache_creation_1h_input_tokens: 20,
+                cache_read_input_tokens: 100,
+            }
+        );
+        assert!(usage_from_json(b"not json").is_none());
+        assert!(usage_from_json(b"{\"id\":1}").is_none());
+    }
+
+    #[test]
+    fn cache_total_derived_from_split_when_absent() {
+        let usage = usage_from_json(
+            br#"{"usage":{"input_tokens":1,"output_tokens":1,"cache_creation":{"ephemeral_5m_input_tokens":4,"ephemeral_1h_input_tokens":6}}}"#,
+        )
+        .expect("usage");
+        assert_eq!(usage.cache_creation_input_tokens, 10);
+    }
+
+    #[test]
+    fn stream_usage_merges_start_and_delta() {
+        let stream = concat!(
+            "event: message_start\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":25,\"output_tokens\":1,\"cache_read_input_tokens\":50,\"cache_creation_input_tokens\":5}}}\n\n",
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let mut tap = SseUsageTap::default();
+        let mut first_token_chunks = 0;
+        for chunk in stream.as_bytes().chunks(7) {
+            if tap.push(chunk).first_token {
+                first_token_chunks += 1;
+            }
+        }
+        tap.finish();
+        assert_eq!(first_token_chunks, 1);
+        assert!(tap.saw_stop && tap.saw_usage && tap.error.is_none());
+        assert_eq!(tap.usage.input_tokens, 25);
+        assert_eq!(tap.usage.output_tokens, 15);
+        assert_eq!(tap.usage.cache_read_input_tokens, 50);
+        assert_eq!(tap.usage.cache_creation_input_tokens, 5);
+    }
+
+    #[test]
+    fn error_event_is_kept() {
+        let mut tap = SseUsageTap::default();
+        tap.push(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
+        assert_eq!(tap.error.as_deref(), Some("overloaded_error: Overloaded"));
+    }
+}
