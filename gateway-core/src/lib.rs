@@ -8,3 +8,7 @@ pub mod forward;
 pub mod sse;
 pub mod store;
 pub mod usage;
+
+/// The fake upstream vendor server (feature `mock`), re-exported from `gateway-mock`.
+#[cfg(feature = "mock")]
+pub use gateway_mock as mock;
