@@ -107,7 +107,12 @@ impl ModelRedirect {
     /// Builds a rule, compiling the regex once; an invalid regex is an error here rather than a
     /// silent non-match at request time.
     pub fn new(match_kind: MatchKind, from: &str, to: &str) -> Result<Self, ConfigError> {
-        let mut rule = Self { match_kind, from: from.to_owned(), to: to.to_owned(), compiled: None };
+        let mut rule = Self {
+            match_kind,
+            from: from.to_owned(),
+            to: to.to_owned(),
+            compiled: None,
+        };
         rule.compile()?;
         Ok(rule)
     }
@@ -137,7 +142,10 @@ impl ModelRedirect {
 
 /// Applies the first matching redirect; `None` when no rule matches.
 pub fn redirect_model<'a>(rules: &'a [ModelRedirect], model: &str) -> Option<&'a str> {
-    rules.iter().find(|r| r.matches(model)).map(|r| r.to.as_str())
+    rules
+        .iter()
+        .find(|r| r.matches(model))
+        .map(|r| r.to.as_str())
 }
 
 /// An upstream account the gateway forwards to.
@@ -389,8 +397,10 @@ impl ConfigFile {
     /// Reads and parses a TOML file.
     pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_toml_str(&text)
     }
 
@@ -422,7 +432,10 @@ impl ConfigFile {
         let mut names = std::collections::HashSet::new();
         for p in &self.providers {
             if !names.insert(p.name.as_str()) {
-                return Err(ConfigError::Invalid(format!("duplicate provider name {:?}", p.name)));
+                return Err(ConfigError::Invalid(format!(
+                    "duplicate provider name {:?}",
+                    p.name
+                )));
             }
             crate::forward::url::validate_base_url(&p.base_url).map_err(|e| {
                 ConfigError::Invalid(format!("provider {:?}: base_url: {e}", p.name))
@@ -438,7 +451,10 @@ impl ConfigFile {
         let mut keys = std::collections::HashSet::new();
         for u in &self.users {
             if !users.insert(u.name.as_str()) {
-                return Err(ConfigError::Invalid(format!("duplicate user name {:?}", u.name)));
+                return Err(ConfigError::Invalid(format!(
+                    "duplicate user name {:?}",
+                    u.name
+                )));
             }
             for k in &u.keys {
                 if k.key.len() < 8 {
@@ -485,7 +501,9 @@ pub fn expand_env(
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            return Err(ConfigError::Invalid(format!("unterminated ${{ in {value:?}")));
+            return Err(ConfigError::Invalid(format!(
+                "unterminated ${{ in {value:?}"
+            )));
         };
         let name = &after[..end];
         let resolved = env(name).ok_or_else(|| ConfigError::MissingEnv(name.to_owned()))?;
@@ -538,7 +556,10 @@ cache_read_per_mtok = "0.30"
         assert_eq!(cfg.providers[0].api_key, "sk-ant-test");
         assert_eq!(cfg.providers[0].provider_type, ProviderType::Claude);
         assert_eq!(
-            redirect_model(&cfg.providers[0].model_redirects, "claude-3-5-sonnet-latest"),
+            redirect_model(
+                &cfg.providers[0].model_redirects,
+                "claude-3-5-sonnet-latest"
+            ),
             Some("claude-sonnet-4-5")
         );
         assert_eq!(cfg.users[0].keys[0].key, "sk-alice-0001");
@@ -553,8 +574,10 @@ cache_read_per_mtok = "0.30"
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = ConfigFile::from_toml_str("[[providers]]\nname='a'\ntype='claude'\nbase_url='http://x'\napi_key='k'\nwieght=2\n")
-            .expect_err("typo must fail");
+        let err = ConfigFile::from_toml_str(
+            "[[providers]]\nname='a'\ntype='claude'\nbase_url='http://x'\napi_key='k'\nwieght=2\n",
+        )
+        .expect_err("typo must fail");
         assert!(err.to_string().contains("wieght"), "{err}");
     }
 
@@ -566,8 +589,18 @@ cache_read_per_mtok = "0.30"
             (MatchKind::Prefix, "claude-", "claude-x", true),
             (MatchKind::Suffix, "-latest", "x-latest", true),
             (MatchKind::Contains, "sonnet", "claude-sonnet-4", true),
-            (MatchKind::Regex, "^claude-(3|4)-opus", "claude-4-opus-x", true),
-            (MatchKind::Regex, "^claude-(3|4)-opus", "claude-5-opus", false),
+            (
+                MatchKind::Regex,
+                "^claude-(3|4)-opus",
+                "claude-4-opus-x",
+                true,
+            ),
+            (
+                MatchKind::Regex,
+                "^claude-(3|4)-opus",
+                "claude-5-opus",
+                false,
+            ),
         ];
         for (kind, from, model, expect) in cases {
             let rule = ModelRedirect::new(kind, from, "to").expect("rule");

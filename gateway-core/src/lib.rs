@@ -1,13 +1,30 @@
 //! `gateway-core`: the LLM gateway pipeline as composable tower services.
+//!
+//! Build a [`Gateway`] with [`GatewayBuilder`] from a [`config::ConfigFile`] (or a live
+//! [`catalog::CatalogHandle`]), give it a [`store::UsageSink`], and serve HTTP requests with
+//! [`Gateway::handle`] or mount it as a tower `Service`. The layer order and what each stage
+//! adds to the request is documented in [`pipeline`].
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod dialect;
+pub mod error;
 pub mod forward;
+pub mod ingress;
+pub mod models;
+pub mod pipeline;
+pub mod request;
+pub mod route;
+pub mod session;
 pub mod sse;
 pub mod store;
 pub mod usage;
+
+pub use error::{ErrorKind, GatewayError};
+pub use pipeline::{Gateway, GatewayBuilder, GatewaySettings};
+pub use request::{GatewayBody, GatewayRequest, GatewayResponse, RequestContext};
 
 /// The fake upstream vendor server (feature `mock`), re-exported from `gateway-mock`.
 #[cfg(feature = "mock")]

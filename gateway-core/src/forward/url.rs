@@ -7,7 +7,9 @@
 
 /// Checks that a base URL is absolute `http(s)` with a host.
 pub fn validate_base_url(base: &str) -> Result<(), String> {
-    let uri: http::Uri = base.parse().map_err(|e| format!("{base:?} is not a URL: {e}"))?;
+    let uri: http::Uri = base
+        .parse()
+        .map_err(|e| format!("{base:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => return Err(format!("{base:?} must start with http:// or https://")),
@@ -39,7 +41,8 @@ pub fn join_upstream_url(base: &str, client_path: &str, query: Option<&str>) -> 
     } else {
         format!("{base_path}{version}{endpoint}")
     };
-    let mut url = String::with_capacity(origin.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    let mut url =
+        String::with_capacity(origin.len() + path.len() + query.map_or(0, |q| q.len() + 1));
     url.push_str(origin);
     url.push_str(&path);
     if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -67,8 +70,12 @@ fn split_version(path: &str) -> (&str, &str) {
 }
 
 fn is_version_segment(seg: &str) -> bool {
-    let Some(digits) = seg.strip_prefix('v') else { return false };
-    let numeric_end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let Some(digits) = seg.strip_prefix('v') else {
+        return false;
+    };
+    let numeric_end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
     numeric_end > 0 && matches!(&digits[numeric_end..], "" | "beta" | "alpha" | "internal")
 }
 
@@ -100,23 +107,97 @@ mod tests {
     #[test]
     fn joins_every_base_shape() {
         let cases = [
-            ("https://api.anthropic.com", "/v1/messages", None, "https://api.anthropic.com/v1/messages"),
-            ("https://api.anthropic.com/", "/v1/messages", None, "https://api.anthropic.com/v1/messages"),
-            ("https://relay.example/v1", "/v1/messages", None, "https://relay.example/v1/messages"),
-            ("https://relay.example/api/v1", "/v1/messages", None, "https://relay.example/api/v1/messages"),
-            ("https://relay.example/api", "/v1/messages", None, "https://relay.example/api/v1/messages"),
-            ("https://relay.example/v1/messages", "/v1/messages", None, "https://relay.example/v1/messages"),
-            ("https://relay.example/v1/messages", "/v1/messages/count_tokens", None, "https://relay.example/v1/messages/count_tokens"),
-            ("https://api.anthropic.com", "/v1/messages", Some("beta=true"), "https://api.anthropic.com/v1/messages?beta=true"),
-            ("https://open.bigmodel.cn/api/paas/v4", "/v1/chat/completions", None, "https://open.bigmodel.cn/api/paas/v4/chat/completions"),
-            ("https://x.example/v1/chat/completions", "/v1/chat/completions", None, "https://x.example/v1/chat/completions"),
-            ("https://g.example/v1beta", "/v1beta/models/gemini-pro:generateContent", Some("alt=sse"), "https://g.example/v1beta/models/gemini-pro:generateContent?alt=sse"),
-            ("http://127.0.0.1:8080", "/v1/models", None, "http://127.0.0.1:8080/v1/models"),
-            ("https://relay.example/v1", "/v1/responses", None, "https://relay.example/v1/responses"),
-            ("https://relay.example/openai/responses", "/v1/responses", None, "https://relay.example/openai/responses"),
+            (
+                "https://api.anthropic.com",
+                "/v1/messages",
+                None,
+                "https://api.anthropic.com/v1/messages",
+            ),
+            (
+                "https://api.anthropic.com/",
+                "/v1/messages",
+                None,
+                "https://api.anthropic.com/v1/messages",
+            ),
+            (
+                "https://relay.example/v1",
+                "/v1/messages",
+                None,
+                "https://relay.example/v1/messages",
+            ),
+            (
+                "https://relay.example/api/v1",
+                "/v1/messages",
+                None,
+                "https://relay.example/api/v1/messages",
+            ),
+            (
+                "https://relay.example/api",
+                "/v1/messages",
+                None,
+                "https://relay.example/api/v1/messages",
+            ),
+            (
+                "https://relay.example/v1/messages",
+                "/v1/messages",
+                None,
+                "https://relay.example/v1/messages",
+            ),
+            (
+                "https://relay.example/v1/messages",
+                "/v1/messages/count_tokens",
+                None,
+                "https://relay.example/v1/messages/count_tokens",
+            ),
+            (
+                "https://api.anthropic.com",
+                "/v1/messages",
+                Some("beta=true"),
+                "https://api.anthropic.com/v1/messages?beta=true",
+            ),
+            (
+                "https://open.bigmodel.cn/api/paas/v4",
+                "/v1/chat/completions",
+                None,
+                "https://open.bigmodel.cn/api/paas/v4/chat/completions",
+            ),
+            (
+                "https://x.example/v1/chat/completions",
+                "/v1/chat/completions",
+                None,
+                "https://x.example/v1/chat/completions",
+            ),
+            (
+                "https://g.example/v1beta",
+                "/v1beta/models/gemini-pro:generateContent",
+                Some("alt=sse"),
+                "https://g.example/v1beta/models/gemini-pro:generateContent?alt=sse",
+            ),
+            (
+                "http://127.0.0.1:8080",
+                "/v1/models",
+                None,
+                "http://127.0.0.1:8080/v1/models",
+            ),
+            (
+                "https://relay.example/v1",
+                "/v1/responses",
+                None,
+                "https://relay.example/v1/responses",
+            ),
+            (
+                "https://relay.example/openai/responses",
+                "/v1/responses",
+                None,
+                "https://relay.example/openai/responses",
+            ),
         ];
         for (base, path, query, expected) in cases {
-            assert_eq!(join_upstream_url(base, path, query), expected, "{base} + {path}");
+            assert_eq!(
+                join_upstream_url(base, path, query),
+                expected,
+                "{base} + {path}"
+            );
         }
     }
 

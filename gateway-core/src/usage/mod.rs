@@ -2,6 +2,7 @@
 
 pub mod cost;
 pub mod extract;
+pub mod meter;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ use crate::dialect::Dialect;
 
 pub use cost::{UsdNanos, compute_cost};
 pub use extract::{SseUsageTap, usage_from_json};
+pub use meter::{MeteredBody, Recorder};
 
 /// Token counts of one request, in Anthropic's accounting: `input_tokens` excludes cached and
 /// cache-written tokens.

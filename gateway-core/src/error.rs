@@ -1,0 +1,202 @@
+//! `GatewayError`: every way the gateway itself refuses or fails a request, rendered in the
+//! caller's own API dialect.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+
+use crate::dialect::Dialect;
+
+/// Machine-readable category of a gateway error; decides status and the vendor error type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Malformed request (bad JSON, missing field, undecodable body).
+    InvalidRequest,
+    /// Missing, unknown, disabled or expired credentials.
+    Authentication,
+    /// Authenticated but not allowed.
+    Permission,
+    /// Route or resource does not exist.
+    NotFound,
+    /// Body over the configured limit.
+    RequestTooLarge,
+    /// A rate or concurrency limit was hit.
+    RateLimited,
+    /// No provider can serve the request.
+    NoProvider,
+    /// The upstream could not be reached or answered unusably.
+    Upstream,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// A bug or an unexpected failure inside the gateway.
+    Internal,
+}
+
+impl ErrorKind {
+    /// HTTP status for this kind.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::Authentication => StatusCode::UNAUTHORIZED,
+            Self::Permission => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::NoProvider => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upstream => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Anthropic's `error.type` for this kind.
+    pub fn anthropic_type(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request_error",
+            Self::Authentication => "authentication_error",
+            Self::Permission => "permission_error",
+            Self::NotFound => "not_found_error",
+            Self::RequestTooLarge => "request_too_large",
+            Self::RateLimited => "rate_limit_error",
+            Self::NoProvider => "overloaded_error",
+            Self::Upstream | Self::UpstreamTimeout | Self::Internal => "api_error",
+        }
+    }
+
+    /// OpenAI's `error.type` for this kind.
+    pub fn openai_type(self) -> &'static str {
+        match self {
+            Self::InvalidRequest | Self::RequestTooLarge | Self::NotFound => {
+                "invalid_request_error"
+            }
+            Self::Authentication => "authentication_error",
+            Self::Permission => "permission_error",
+            Self::RateLimited => "rate_limit_error",
+            Self::NoProvider | Self::Upstream | Self::UpstreamTimeout | Self::Internal => {
+                "server_error"
+            }
+        }
+    }
+
+    /// Google's canonical status name for this kind.
+    pub fn gemini_status(self) -> &'static str {
+        match self {
+            Self::InvalidRequest | Self::RequestTooLarge => "INVALID_ARGUMENT",
+            Self::Authentication => "UNAUTHENTICATED",
+            Self::Permission => "PERMISSION_DENIED",
+            Self::NotFound => "NOT_FOUND",
+            Self::RateLimited => "RESOURCE_EXHAUSTED",
+            Self::NoProvider => "UNAVAILABLE",
+            Self::UpstreamTimeout => "DEADLINE_EXCEEDED",
+            Self::Upstream | Self::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// An error produced by the gateway (not an upstream error response, which is relayed as is).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct GatewayError {
+    /// Category.
+    pub kind: ErrorKind,
+    /// Stable machine code, e.g. `invalid_api_key`, `missing_model`.
+    pub code: &'static str,
+    /// Human-readable explanation; never contains secrets.
+    pub message: String,
+}
+
+impl GatewayError {
+    /// A new error.
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// The JSON error body in `dialect`'s shape, with the request id appended to the message so
+    /// operators can find the log row from a user's report.
+    pub fn body(&self, dialect: Dialect, request_id: &str) -> Bytes {
+        let message = format!("{} (request id: {request_id})", self.message);
+        let value = match dialect {
+            Dialect::Anthropic => serde_json::json!({
+                "type": "error",
+                "error": { "type": self.kind.anthropic_type(), "message": message },
+                "request_id": request_id,
+            }),
+            Dialect::OpenaiChat | Dialect::OpenaiResponses => serde_json::json!({
+                "error": {
+                    "message": message,
+                    "type": self.kind.openai_type(),
+                    "param": null,
+                    "code": self.code,
+                }
+            }),
+            Dialect::Gemini => serde_json::json!({
+                "error": {
+                    "code": self.status().as_u16(),
+                    "message": message,
+                    "status": self.kind.gemini_status(),
+                }
+            }),
+        };
+        Bytes::from(value.to_string())
+    }
+
+    /// A complete HTTP response in `dialect`'s shape.
+    pub fn to_response<B: From<Bytes>>(
+        &self,
+        dialect: Dialect,
+        request_id: &str,
+    ) -> http::Response<B> {
+        let mut resp = http::Response::new(B::from(self.body(dialect, request_id)));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+
+    /// An SSE frame announcing the error to a client whose stream has already begun.
+    pub fn sse_frame(&self, dialect: Dialect, request_id: &str) -> Bytes {
+        let body = self.body(dialect, request_id);
+        let mut frame = Vec::with_capacity(body.len() + 24);
+        if dialect == Dialect::Anthropic {
+            frame.extend_from_slice(b"event: error\n");
+        }
+        frame.extend_from_slice(b"data: ");
+        frame.extend_from_slice(&body);
+        frame.extend_from_slice(b"\n\n");
+        Bytes::from(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_each_dialect() {
+        let err = GatewayError::new(ErrorKind::Authentication, "invalid_api_key", "bad key");
+        let anthropic: serde_json::Value =
+            serde_json::from_slice(&err.body(Dialect::Anthropic, "r1")).expect("json");
+        assert_eq!(anthropic["type"], "error");
+        assert_eq!(anthropic["error"]["type"], "authentication_error");
+        assert_eq!(anthropic["error"]["message"], "bad key (request id: r1)");
+        let openai: serde_json::Value =
+            serde_json::from_slice(&err.body(Dialect::OpenaiChat, "r1")).expect("json");
+        assert_eq!(openai["error"]["code"], "invalid_api_key");
+        let gemini: serde_json::Value =
+            serde_json::from_slice(&err.body(Dialect::Gemini, "r1")).expect("json");
+        assert_eq!(gemini["error"]["status"], "UNAUTHENTICATED");
+        assert_eq!(gemini["error"]["code"], 401);
+        let frame = err.sse_frame(Dialect::Anthropic, "r1");
+        assert!(frame.starts_with(b"event: error\ndata: {") && frame.ends_with(b"\n\n"));
+    }
+}

@@ -1,0 +1,198 @@
+//! Header hygiene between client and upstream: the client's credentials, hop-by-hop headers
+//! and client-IP headers never reach the provider; the provider's credentials are added.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use crate::config::{Provider, ProviderType};
+
+/// Anthropic API version sent when the client did not name one.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus ones the
+/// client library recomputes.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Client credentials of any dialect.
+const CLIENT_AUTH: &[&str] = &["authorization", "x-api-key", "x-goog-api-key"];
+
+/// Headers that reveal the client's address or the path through proxies.
+const CLIENT_IP: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+    "forwarded",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "via",
+];
+
+fn is_client_ip_header(name: &str) -> bool {
+    CLIENT_IP.contains(&name) || name.starts_with("cf-")
+}
+
+/// The headers sent upstream for a client request to `provider`.
+pub fn upstream_request_headers(client: &HeaderMap, provider: &Provider) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(client.len() + 2);
+    for (name, value) in client {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || CLIENT_AUTH.contains(&n)
+            || is_client_ip_header(n)
+            || n == "accept-encoding"
+            || n == "content-encoding"
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    // The usage tap reads the body, so ask for it uncompressed.
+    out.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    if !out.contains_key(header::CONTENT_TYPE) {
+        out.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    match provider.provider_type {
+        ProviderType::Claude => {
+            if let Ok(v) = HeaderValue::from_str(&provider.api_key) {
+                out.insert(HeaderName::from_static("x-api-key"), sensitive(v));
+            }
+            if !out.contains_key("anthropic-version") {
+                out.insert(
+                    HeaderName::from_static("anthropic-version"),
+                    HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+                );
+            }
+        }
+        ProviderType::Gemini => {
+            if let Ok(v) = HeaderValue::from_str(&provider.api_key) {
+                out.insert(HeaderName::from_static("x-goog-api-key"), sensitive(v));
+            }
+        }
+        ProviderType::Codex | ProviderType::OpenaiCompatible => {
+            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", provider.api_key)) {
+                out.insert(header::AUTHORIZATION, sensitive(v));
+            }
+        }
+    }
+    out
+}
+
+fn sensitive(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
+}
+
+/// Removes connection-level headers from an upstream response before it is relayed.
+pub fn clean_response_headers(headers: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        if *name == "content-length" {
+            continue;
+        }
+        headers.remove(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claude() -> Provider {
+        Provider {
+            id: 1,
+            name: "p".into(),
+            provider_type: ProviderType::Claude,
+            base_url: "https://api.anthropic.com".into(),
+            api_key: "sk-ant-upstream".into(),
+            weight: 1,
+            priority: 0,
+            groups: vec!["default".into()],
+            cost_multiplier: rust_decimal::Decimal::ONE,
+            model_redirects: vec![],
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn swaps_credentials_and_strips_hop_by_hop_and_ip_headers() {
+        let mut client = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer sk-gateway-user"),
+            ("x-api-key", "sk-gateway-user"),
+            ("anthropic-version", "2023-06-01"),
+            (
+                "anthropic-beta",
+                "interleaved-thinking-2025-05-14,context-1m-2025-08-07",
+            ),
+            ("x-app", "cli"),
+            ("user-agent", "claude-cli/2.1.0 (external, cli)"),
+            ("connection", "keep-alive"),
+            ("content-length", "123"),
+            ("host", "gateway.local"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("cf-connecting-ip", "10.0.0.2"),
+            ("accept-encoding", "gzip, br"),
+        ] {
+            client.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = upstream_request_headers(&client, &claude());
+        assert_eq!(
+            out.get("x-api-key").and_then(|v| v.to_str().ok()),
+            Some("sk-ant-upstream")
+        );
+        assert!(out.get("authorization").is_none());
+        assert_eq!(
+            out.get("anthropic-beta").and_then(|v| v.to_str().ok()),
+            Some("interleaved-thinking-2025-05-14,context-1m-2025-08-07")
+        );
+        assert_eq!(out.get("x-app").and_then(|v| v.to_str().ok()), Some("cli"));
+        assert!(out.get("user-agent").is_some());
+        for gone in [
+            "connection",
+            "content-length",
+            "host",
+            "x-forwarded-for",
+            "cf-connecting-ip",
+        ] {
+            assert!(out.get(gone).is_none(), "{gone} must be stripped");
+        }
+        assert_eq!(
+            out.get("accept-encoding").and_then(|v| v.to_str().ok()),
+            Some("identity")
+        );
+        assert!(
+            !format!("{out:?}").contains("sk-ant-upstream"),
+            "secret must be marked sensitive"
+        );
+    }
+
+    #[test]
+    fn adds_a_default_anthropic_version() {
+        let out = upstream_request_headers(&HeaderMap::new(), &claude());
+        assert_eq!(
+            out.get("anthropic-version").and_then(|v| v.to_str().ok()),
+            Some(DEFAULT_ANTHROPIC_VERSION)
+        );
+    }
+}

@@ -1,0 +1,410 @@
+//! Ingress: buffer the body once (with a size limit), undo `content-encoding`, detect the
+//! dialect and parse the few fields the pipeline needs. Everything else in the body is left
+//! untouched and forwarded byte for byte.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use http::{HeaderMap, header};
+use http_body::Body;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::dialect::Dialect;
+use crate::error::{ErrorKind, GatewayError};
+use crate::request::{GatewayBody, RequestHints};
+
+/// Default request body limit: 32 MiB, after decompression.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+fn too_large(limit: usize) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::RequestTooLarge,
+        "request_too_large",
+        format!("request body exceeds the gateway limit of {limit} bytes"),
+    )
+}
+
+/// Reads the whole body, up to `limit` bytes. Hand-rolled rather than `Limited` + `collect`
+/// because their generic error conversion trips rustc's `Send` inference for boxed bodies.
+pub async fn read_body(mut body: GatewayBody, limit: usize) -> Result<Bytes, GatewayError> {
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large(limit));
+    }
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            GatewayError::new(
+                ErrorKind::InvalidRequest,
+                "body_read_failed",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > limit {
+            return Err(too_large(limit));
+        }
+        // The common case is one frame: keep it without copying.
+        match first.take() {
+            None if rest.is_empty() => first = Some(data),
+            Some(prev) => {
+                rest.extend_from_slice(&prev);
+                rest.extend_from_slice(&data);
+            }
+            None => rest.extend_from_slice(&data),
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(rest)))
+}
+
+/// Undoes `content-encoding` (gzip, x-gzip, deflate, br, zstd; several in sequence) and removes
+/// the header. The decoded size is bounded by `limit` so a small bomb cannot exhaust memory.
+pub fn decode_content_encoding(
+    headers: &mut HeaderMap,
+    body: Bytes,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let Some(value) = headers.remove(header::CONTENT_ENCODING) else {
+        return Ok(body);
+    };
+    let encodings = value.to_str().map_err(|_| {
+        GatewayError::new(
+            ErrorKind::InvalidRequest,
+            "bad_content_encoding",
+            "content-encoding is not ASCII",
+        )
+    })?;
+    let mut data = body;
+    // Encodings are listed in the order they were applied; undo them in reverse.
+    for enc in encodings
+        .split(',')
+        .map(str::trim)
+        .rev()
+        .filter(|e| !e.is_empty())
+    {
+        let decoded = match enc.to_ascii_lowercase().as_str() {
+            "identity" => continue,
+            "gzip" | "x-gzip" => read_limited(flate2::read::MultiGzDecoder::new(&data[..]), limit),
+            "deflate" => read_limited(flate2::read::ZlibDecoder::new(&data[..]), limit),
+            "br" => read_limited(brotli::Decompressor::new(&data[..], 64 * 1024), limit),
+            "zstd" => match zstd::stream::read::Decoder::new(&data[..]) {
+                Ok(d) => read_limited(d, limit),
+                Err(e) => Err(DecodeError::Corrupt(e)),
+            },
+            other => {
+                return Err(GatewayError::new(
+                    ErrorKind::InvalidRequest,
+                    "unsupported_content_encoding",
+                    format!("unsupported content-encoding {other:?}"),
+                ));
+            }
+        };
+        data = match decoded {
+            Ok(v) => Bytes::from(v),
+            Err(DecodeError::TooLarge) => return Err(too_large(limit)),
+            Err(DecodeError::Corrupt(e)) => {
+                return Err(GatewayError::new(
+                    ErrorKind::InvalidRequest,
+                    "bad_content_encoding",
+                    format!("request body is not valid {enc}: {e}"),
+                ));
+            }
+        };
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    Ok(data)
+}
+
+enum DecodeError {
+    TooLarge,
+    Corrupt(std::io::Error),
+}
+
+fn read_limited(reader: impl Read, limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    reader
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(DecodeError::Corrupt)?;
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow, default)]
+    user_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The only fields ingress reads; serde skips the rest without building it.
+#[derive(Deserialize)]
+struct BodyProbe<'a> {
+    #[serde(borrow, default)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    metadata: Option<Metadata<'a>>,
+    #[serde(borrow, default)]
+    system: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct RoleOnly<'a> {
+    #[serde(borrow, default)]
+    role: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Parses the hints of a JSON body. `require_model` makes a missing `model` an error.
+pub fn parse_hints(
+    body: &[u8],
+    dialect: Dialect,
+    require_model: bool,
+) -> Result<RequestHints, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::new(
+            ErrorKind::InvalidRequest,
+            "empty_body",
+            "request body is empty; a JSON object is required",
+        ));
+    }
+    let probe: BodyProbe<'_> = serde_json::from_slice(body).map_err(|e| {
+        let what = if e.is_data() {
+            "must be a JSON object"
+        } else {
+            "is not valid JSON"
+        };
+        GatewayError::new(
+            ErrorKind::InvalidRequest,
+            "invalid_json",
+            format!("request body {what}: {e}"),
+        )
+    })?;
+    let model = probe
+        .model
+        .map(|m| m.into_owned())
+        .filter(|m| !m.is_empty());
+    if require_model && model.is_none() {
+        return Err(GatewayError::new(
+            ErrorKind::InvalidRequest,
+            "missing_model",
+            "model: field required",
+        ));
+    }
+    let stream = match probe.stream {
+        Some(serde_json::Value::Bool(b)) => b,
+        _ => false,
+    };
+    let conversation_fingerprint = match dialect {
+        Dialect::Anthropic | Dialect::OpenaiChat => {
+            let first_user = probe
+                .messages
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|m| {
+                    serde_json::from_str::<RoleOnly<'_>>(m.get())
+                        .ok()
+                        .and_then(|r| r.role)
+                        .is_some_and(|r| r == "user")
+                });
+            if probe.system.is_none() && first_user.is_none() {
+                None
+            } else {
+                let mut h = Sha256::new();
+                h.update(probe.system.map_or("", |s| s.get()).as_bytes());
+                h.update([0]);
+                h.update(first_user.map_or("", |m| m.get()).as_bytes());
+                Some(h.finalize().into())
+            }
+        }
+        _ => None,
+    };
+    Ok(RequestHints {
+        model,
+        stream,
+        metadata_user_id: probe
+            .metadata
+            .and_then(|m| m.user_id)
+            .map(|u| u.into_owned()),
+        conversation_fingerprint,
+    })
+}
+
+/// Replaces the value of one top-level field of a JSON object, keeping every other byte of the
+/// body as it was (key order, unknown fields, number formatting). Adds the field if absent.
+pub fn set_top_level_field(
+    body: &[u8],
+    field: &str,
+    value: &serde_json::Value,
+) -> Result<Bytes, GatewayError> {
+    let entries: Vec<(std::borrow::Cow<'_, str>, &RawValue)> =
+        serde_json::from_slice::<OrderedObject<'_>>(body)
+            .map_err(|e| {
+                GatewayError::new(
+                    ErrorKind::InvalidRequest,
+                    "invalid_json",
+                    format!("request body is not a JSON object: {e}"),
+                )
+            })?
+            .0;
+    let value_text = value.to_string();
+    let mut out = Vec::with_capacity(body.len() + value_text.len());
+    out.push(b'{');
+    let mut replaced = false;
+    for (i, (key, raw)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Keys were unescaped by parsing; re-encode them.
+        out.extend_from_slice(
+            serde_json::Value::String(key.to_string())
+                .to_string()
+                .as_bytes(),
+        );
+        out.push(b':');
+        if key == field {
+            out.extend_from_slice(value_text.as_bytes());
+            replaced = true;
+        } else {
+            out.extend_from_slice(raw.get().as_bytes());
+        }
+    }
+    if !replaced {
+        if !entries.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(
+            serde_json::Value::String(field.to_owned())
+                .to_string()
+                .as_bytes(),
+        );
+        out.push(b':');
+        out.extend_from_slice(value_text.as_bytes());
+    }
+    out.push(b'}');
+    Ok(Bytes::from(out))
+}
+
+/// A JSON object as its entries in order, values left raw.
+struct OrderedObject<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for OrderedObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OrderedObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((k, v)) =
+                    map.next_entry::<std::borrow::Cow<'de, str>, &'de RawValue>()?
+                {
+                    entries.push((k, v));
+                }
+                Ok(OrderedObject(entries))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn hints_are_parsed_leniently() {
+        let body = br#"{"model":"claude-sonnet-4-5","stream":true,"max_tokens":10,"metadata":{"user_id":"u"},
+            "system":[{"type":"text","text":"x-anthropic-billing-header: cc"}],
+            "messages":[{"role":"user","content":"hi"},{"role":"system","content":"mid"}],
+            "thinking":{"type":"adaptive"},"output_config":{"effort":"high"},"future_field":[1,2]}"#;
+        let h = parse_hints(body, Dialect::Anthropic, true).expect("hints");
+        assert_eq!(h.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert!(h.stream);
+        assert_eq!(h.metadata_user_id.as_deref(), Some("u"));
+        assert!(h.conversation_fingerprint.is_some());
+    }
+
+    #[test]
+    fn bad_bodies_are_invalid_requests() {
+        for (body, code) in [
+            (&b"{not json"[..], "invalid_json"),
+            (b"[1,2]", "invalid_json"),
+            (b"", "empty_body"),
+            (br#"{"messages":[]}"#, "missing_model"),
+            (br#"{"model":""}"#, "missing_model"),
+        ] {
+            let err = parse_hints(body, Dialect::Anthropic, true).expect_err("must fail");
+            assert_eq!(err.code, code, "{}", String::from_utf8_lossy(body));
+            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn rewrites_only_the_model() {
+        let body = br#"{"z":1.50,"model":"a","messages":[{"role":"user","content":"\u00e9"}],"k\"q":true}"#;
+        let out = set_top_level_field(body, "model", &serde_json::json!("b")).expect("rewrite");
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf8"),
+            r#"{"z":1.50,"model":"b","messages":[{"role":"user","content":"\u00e9"}],"k\"q":true}"#
+        );
+        let added = set_top_level_field(b"{}", "model", &serde_json::json!("m")).expect("add");
+        assert_eq!(&added[..], br#"{"model":"m"}"#);
+    }
+
+    #[test]
+    fn decodes_every_supported_encoding() {
+        let plain = br#"{"model":"m"}"#.repeat(100);
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&plain).expect("gz");
+            e.finish().expect("gz")
+        };
+        let br = {
+            let mut out = Vec::new();
+            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            w.write_all(&plain).expect("br");
+            drop(w);
+            out
+        };
+        let zs = zstd::encode_all(&plain[..], 3).expect("zstd");
+        for (name, data) in [("gzip", gz), ("br", br), ("zstd", zs)] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_ENCODING, name.parse().expect("hv"));
+            let out = decode_content_encoding(&mut headers, Bytes::from(data.clone()), 1 << 20)
+                .expect(name);
+            assert_eq!(&out[..], &plain[..], "{name}");
+            assert!(headers.get(header::CONTENT_ENCODING).is_none());
+            // The same data over the decoded limit is a 413, not an allocation.
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_ENCODING, name.parse().expect("hv"));
+            let err =
+                decode_content_encoding(&mut headers, Bytes::from(data), 100).expect_err("limit");
+            assert_eq!(err.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, "gzip".parse().expect("hv"));
+        let err = decode_content_encoding(&mut headers, Bytes::from_static(b"nope"), 100)
+            .expect_err("corrupt");
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    }
+}

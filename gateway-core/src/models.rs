@@ -1,0 +1,156 @@
+//! `GET /v1/models`: the models a caller can use, in the caller's list shape.
+//!
+//! The list is the upstream's own model list (from a provider the caller may use, chosen like
+//! any request) plus every model name the provider's redirects accept. When the upstream list
+//! cannot be fetched, the redirect names and the priced models are listed instead.
+
+use std::collections::BTreeSet;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use tower::Service;
+
+use crate::catalog::CatalogHandle;
+use crate::config::{DEFAULT_GROUP, MatchKind};
+use crate::dialect::Dialect;
+use crate::error::GatewayError;
+use crate::forward::{headers, url};
+use crate::request::{GatewayRequest, GatewayResponse, full_body};
+use crate::route::select_provider;
+
+/// Lists models; the leaf service of the models stack.
+#[derive(Debug, Clone)]
+pub struct ModelsService {
+    catalog: CatalogHandle,
+    client: reqwest::Client,
+}
+
+impl ModelsService {
+    /// Lists from `catalog`'s providers through `client`.
+    pub fn new(catalog: CatalogHandle, client: reqwest::Client) -> Self {
+        Self { catalog, client }
+    }
+}
+
+#[derive(Deserialize)]
+struct UpstreamList {
+    data: Vec<UpstreamModel>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamModel {
+    id: String,
+}
+
+/// Model listing requests to upstreams must not hang a client's startup.
+const UPSTREAM_LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Service<GatewayRequest> for ModelsService {
+    type Response = GatewayResponse;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<GatewayResponse, GatewayError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: GatewayRequest) -> Self::Future {
+        let catalog = self.catalog.load();
+        let client = self.client.clone();
+        let groups = req
+            .ctx
+            .snapshot()
+            .user
+            .map(|u| u.groups.clone())
+            .unwrap_or_else(|| vec![DEFAULT_GROUP.to_owned()]);
+        let chosen = select_provider(
+            catalog.providers(),
+            Dialect::Anthropic,
+            &groups,
+            &mut rand::rng(),
+        );
+        Box::pin(async move {
+            let mut names = BTreeSet::new();
+            let mut upstream_ok = false;
+            if let Ok(provider) = chosen {
+                req.ctx.update(|s| s.provider = Some(provider.clone()));
+                for rule in &provider.model_redirects {
+                    if rule.match_kind == MatchKind::Exact {
+                        names.insert(rule.from.clone());
+                    }
+                }
+                let list_url =
+                    url::join_upstream_url(&provider.base_url, "/v1/models", Some("limit=1000"));
+                let sent = client
+                    .get(list_url)
+                    .headers(headers::upstream_request_headers(&req.headers, &provider))
+                    .timeout(UPSTREAM_LIST_TIMEOUT)
+                    .send()
+                    .await;
+                if let Ok(resp) = sent {
+                    if resp.status().is_success() {
+                        let parsed = resp
+                            .bytes()
+                            .await
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<UpstreamList>(&b).ok());
+                        if let Some(list) = parsed {
+                            upstream_ok = true;
+                            names.extend(list.data.into_iter().map(|m| m.id));
+                        }
+                    }
+                }
+            }
+            if !upstream_ok {
+                for p in catalog.providers() {
+                    if p.enabled && crate::route::groups_overlap(&groups, &p.groups) {
+                        names.extend(
+                            p.model_redirects
+                                .iter()
+                                .filter(|r| r.match_kind == MatchKind::Exact)
+                                .map(|r| r.from.clone()),
+                        );
+                    }
+                }
+                names.extend(catalog.prices().map(|p| p.model.clone()));
+            }
+            let body = render(&names, req.dialect);
+            let mut resp = http::Response::new(full_body(body));
+            *resp.status_mut() = StatusCode::OK;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(resp)
+        })
+    }
+}
+
+/// A fixed, plausible creation time: the list is a union over providers, so no single
+/// upstream timestamp applies.
+const LISTED_CREATED_AT: &str = "2025-01-01T00:00:00Z";
+const LISTED_CREATED_UNIX: i64 = 1_735_689_600;
+
+fn render(names: &BTreeSet<String>, dialect: Dialect) -> String {
+    let value = if dialect == Dialect::Anthropic {
+        let data: Vec<_> = names
+            .iter()
+            .map(|id| serde_json::json!({"type": "model", "id": id, "display_name": id, "created_at": LISTED_CREATED_AT}))
+            .collect();
+        serde_json::json!({
+            "data": data,
+            "has_more": false,
+            "first_id": names.first(),
+            "last_id": names.last(),
+        })
+    } else {
+        let data: Vec<_> = names
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "object": "model", "created": LISTED_CREATED_UNIX, "owned_by": "llm-gateway"}))
+            .collect();
+        serde_json::json!({"object": "list", "data": data})
+    };
+    value.to_string()
+}

@@ -1,0 +1,464 @@
+//! Assembles the pipeline. The layers, outermost first, and the contract between them:
+//!
+//! | stage | reads | adds |
+//! |---|---|---|
+//! | ingress ([`Gateway::handle`]) | raw HTTP request | [`GatewayRequest`] (decoded body, dialect, hints), context (`dialect`, `original_model`, `stream`, `billable`) |
+//! | [`RecordService`] | the whole context, the response | one usage record per request via the [`Recorder`]; errors rendered in the caller's dialect; `x-request-id` |
+//! | [`AuthLayer`] | API key headers | context `user`, `key` |
+//! | [`SessionLayer`] | session headers, `metadata.user_id`, conversation fingerprint | context `session_id` |
+//! | [`RouterLayer`] | `user.groups`, `dialect`, `model` | request `target` (provider, redirected model and body); context `provider`, `forwarded_model` |
+//! | [`ForwardService`] | `target` | the upstream response, body streaming; context `ttfb` |
+//!
+//! The recorder wraps the response body in a [`MeteredBody`], which reads usage as frames pass
+//! and writes the record when the body ends or is dropped.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceBuilder};
+
+use crate::auth::AuthLayer;
+use crate::catalog::{Catalog, CatalogHandle};
+use crate::config::ConfigFile;
+use crate::dialect::Dialect;
+use crate::error::{ErrorKind, GatewayError};
+use crate::forward::{ClientOptions, ForwardService, build_client};
+use crate::ingress;
+use crate::models::ModelsService;
+use crate::request::{
+    BoxError, GatewayBody, GatewayRequest, GatewayResponse, RequestContext, full_body,
+};
+use crate::route::RouterLayer;
+use crate::session::SessionLayer;
+use crate::store::{NullUsageSink, UsageSink};
+use crate::usage::{MeteredBody, Outcome, Recorder, TokenUsage};
+
+type Inner = BoxCloneSyncService<GatewayRequest, GatewayResponse, GatewayError>;
+
+/// Outermost stage: never fails; renders errors, meters bodies, records every request.
+#[derive(Clone)]
+pub struct RecordService<S> {
+    inner: S,
+    recorder: Recorder,
+}
+
+impl<S> std::fmt::Debug for RecordService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordService").finish_non_exhaustive()
+    }
+}
+
+/// Adds [`RecordService`].
+#[derive(Debug, Clone)]
+pub struct RecordLayer {
+    recorder: Recorder,
+}
+
+impl RecordLayer {
+    /// Records through `recorder`.
+    pub fn new(recorder: Recorder) -> Self {
+        Self { recorder }
+    }
+}
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = RecordService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RecordService {
+            inner,
+            recorder: self.recorder.clone(),
+        }
+    }
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"))
+}
+
+fn set_request_id(headers: &mut http::HeaderMap, ctx: &RequestContext) {
+    if let Ok(v) = HeaderValue::from_str(ctx.request_id()) {
+        headers.insert("x-request-id", v);
+    }
+}
+
+/// Renders `err`, records it, and returns the response.
+fn error_response(
+    recorder: &Recorder,
+    ctx: &RequestContext,
+    err: &GatewayError,
+) -> GatewayResponse {
+    if err.kind == ErrorKind::Internal || err.kind == ErrorKind::Upstream {
+        tracing::warn!(
+            request_id = ctx.request_id(),
+            code = err.code,
+            "{}",
+            err.message
+        );
+    }
+    recorder.finish_error(ctx, err);
+    let mut resp: GatewayResponse = err
+        .to_response::<Bytes>(ctx.error_dialect(), ctx.request_id())
+        .map(full_body);
+    set_request_id(resp.headers_mut(), ctx);
+    resp
+}
+
+impl<S> Service<GatewayRequest> for RecordService<S>
+where
+    S: Service<GatewayRequest, Response = GatewayResponse, Error = GatewayError> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = GatewayResponse;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<GatewayResponse, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Inner stages are always ready; an error here would be a bug, surfaced per request.
+        let _ = self.inner.poll_ready(cx);
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: GatewayRequest) -> Self::Future {
+        let ctx = req.ctx.clone();
+        let recorder = self.recorder.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = match fut.await {
+                Ok(resp) => resp,
+                Err(err) => return Ok(error_response(&recorder, &ctx, &err)),
+            };
+            let (mut parts, body) = resp.into_parts();
+            let sse = is_event_stream(&parts.headers);
+            set_request_id(&mut parts.headers, &ctx);
+            let metered = MeteredBody::new(body, sse, parts.status.as_u16(), ctx, recorder);
+            Ok(GatewayResponse::from_parts(parts, metered.boxed_unsync()))
+        })
+    }
+}
+
+/// Settings of a [`Gateway`] that are not part of the catalog.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Request body limit after decompression.
+    pub max_body_bytes: usize,
+    /// Upstream HTTP client settings.
+    pub client: ClientOptions,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: ingress::DEFAULT_MAX_BODY_BYTES,
+            client: ClientOptions::default(),
+        }
+    }
+}
+
+/// Builds a [`Gateway`].
+pub struct GatewayBuilder {
+    catalog: Option<CatalogHandle>,
+    sink: Arc<dyn UsageSink>,
+    settings: GatewaySettings,
+    client: Option<reqwest::Client>,
+}
+
+impl std::fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        Self {
+            catalog: None,
+            sink: Arc::new(NullUsageSink),
+            settings: GatewaySettings::default(),
+            client: None,
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// A builder with an empty catalog and a sink that discards records.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves from a live, swappable catalog (the server swaps it when config changes).
+    pub fn catalog_handle(mut self, handle: CatalogHandle) -> Self {
+        self.catalog = Some(handle);
+        self
+    }
+
+    /// Serves from a fixed catalog.
+    pub fn catalog(self, catalog: Catalog) -> Self {
+        self.catalog_handle(CatalogHandle::new(catalog))
+    }
+
+    /// Serves from a TOML config (ids assigned in file order).
+    pub fn config(self, file: &ConfigFile) -> Self {
+        self.catalog(Catalog::from_config(file))
+    }
+
+    /// Where usage records go.
+    pub fn usage_sink(mut self, sink: Arc<dyn UsageSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// Limits and client settings.
+    pub fn settings(mut self, settings: GatewaySettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Uses a given upstream client instead of building one.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Assembles the stack.
+    pub fn build(self) -> Result<Gateway, GatewayError> {
+        let catalog = self
+            .catalog
+            .unwrap_or_else(|| CatalogHandle::new(Catalog::default()));
+        let client = match self.client {
+            Some(c) => c,
+            None => build_client(&self.settings.client)?,
+        };
+        let recorder = Recorder::new(catalog.clone(), self.sink);
+        let proxy: Inner = BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(AuthLayer::new(catalog.clone()))
+                .layer(SessionLayer)
+                .layer(RouterLayer::new(catalog.clone()))
+                .service(ForwardService::new(client.clone())),
+        );
+        let models: Inner = BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(AuthLayer::new(catalog.clone()))
+                .service(ModelsService::new(catalog.clone(), client)),
+        );
+        Ok(Gateway(Arc::new(GatewayInner {
+            proxy: RecordLayer::new(recorder.clone()).layer(proxy),
+            models: RecordLayer::new(recorder.clone()).layer(models),
+            recorder,
+            catalog,
+            settings: self.settings,
+        })))
+    }
+}
+
+struct GatewayInner {
+    proxy: RecordService<Inner>,
+    models: RecordService<Inner>,
+    recorder: Recorder,
+    catalog: CatalogHandle,
+    settings: GatewaySettings,
+}
+
+/// The assembled gateway. Cheap to clone; serves any number of requests concurrently.
+#[derive(Clone)]
+pub struct Gateway(Arc<GatewayInner>);
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("settings", &self.0.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the gateway does with a path.
+enum Endpoint {
+    /// Proxied to a provider; `billable` false for e.g. token counting.
+    Proxy {
+        dialect: Dialect,
+        require_model: bool,
+        billable: bool,
+    },
+    /// The model list.
+    Models,
+}
+
+fn classify(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
+    let not_found = || {
+        GatewayError::new(
+            ErrorKind::NotFound,
+            "not_found",
+            format!("{method} {path} is not an endpoint of this gateway"),
+        )
+    };
+    match (method, path) {
+        (&Method::POST, "/v1/messages") => Ok(Endpoint::Proxy {
+            dialect: Dialect::Anthropic,
+            require_model: true,
+            billable: true,
+        }),
+        (&Method::POST, "/v1/messages/count_tokens") => Ok(Endpoint::Proxy {
+            dialect: Dialect::Anthropic,
+            require_model: true,
+            billable: false,
+        }),
+        (&Method::GET, "/v1/models") => Ok(Endpoint::Models),
+        _ => Err(not_found()),
+    }
+}
+
+impl Gateway {
+    /// A builder.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::new()
+    }
+
+    /// The live catalog.
+    pub fn catalog(&self) -> &CatalogHandle {
+        &self.0.catalog
+    }
+
+    /// Serves one HTTP request. Never fails: errors become responses in the caller's dialect,
+    /// and every request yields one usage record.
+    pub fn handle<B>(
+        &self,
+        req: http::Request<B>,
+    ) -> impl Future<Output = GatewayResponse> + Send + 'static
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+        let gw = self.clone();
+        async move { gw.handle_boxed(req).await }
+    }
+
+    async fn handle_boxed(&self, req: http::Request<GatewayBody>) -> GatewayResponse {
+        let (mut parts, body) = req.into_parts();
+        let ctx = RequestContext::new(&parts.method, &parts.uri, &parts.headers);
+        let endpoint = match classify(&parts.method, parts.uri.path()) {
+            Ok(e) => e,
+            Err(err) => {
+                ctx.update(|s| s.dialect = Dialect::from_path(parts.uri.path()));
+                drop(body);
+                return error_response(&self.0.recorder, &ctx, &err);
+            }
+        };
+        let (dialect, require_model, billable, is_models) = match endpoint {
+            Endpoint::Proxy {
+                dialect,
+                require_model,
+                billable,
+            } => (dialect, require_model, billable, false),
+            Endpoint::Models => (models_dialect(&parts.headers), false, false, true),
+        };
+        ctx.update(|s| {
+            s.dialect = Some(dialect);
+            s.billable = billable;
+        });
+        let mut greq = GatewayRequest {
+            method: parts.method,
+            uri: parts.uri,
+            headers: std::mem::take(&mut parts.headers),
+            body: Bytes::new(),
+            dialect,
+            hints: Default::default(),
+            ctx: ctx.clone(),
+            target: None,
+        };
+        let service = if is_models {
+            drop(body);
+            &self.0.models
+        } else {
+            let limit = self.0.settings.max_body_bytes;
+            let prepared = async {
+                let raw = ingress::read_body(body, limit).await?;
+                let decoded = ingress::decode_content_encoding(&mut greq.headers, raw, limit)?;
+                let hints = ingress::parse_hints(&decoded, dialect, require_model)?;
+                Ok::<_, GatewayError>((decoded, hints))
+            }
+            .await;
+            match prepared {
+                Ok((decoded, hints)) => {
+                    ctx.update(|s| {
+                        s.original_model = hints.model.clone();
+                        s.stream = hints.stream;
+                    });
+                    greq.body = decoded;
+                    greq.hints = hints;
+                }
+                Err(err) => return error_response(&self.0.recorder, &ctx, &err),
+            }
+            &self.0.proxy
+        };
+        // RecordService is always ready and its future owns everything it needs.
+        let fut = service.clone().call(greq);
+        match fut.await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Records a request the host application rejected before it reached the gateway (for
+    /// example its own routing), so that it still leaves a log row.
+    pub fn record_rejection(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        status: StatusCode,
+        error: &str,
+    ) {
+        let ctx = RequestContext::new(method, uri, headers);
+        self.0.recorder.finish(
+            &ctx,
+            crate::request::Completion {
+                status: status.as_u16(),
+                outcome: Outcome::Rejected,
+                usage: TokenUsage::default(),
+                error: Some(error.to_owned()),
+            },
+        );
+    }
+}
+
+/// `GET /v1/models` answers in Anthropic's shape when the client sends `anthropic-version`
+/// (Claude Code and the Anthropic SDKs do), else in OpenAI's list shape.
+fn models_dialect(headers: &http::HeaderMap) -> Dialect {
+    if headers.contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenaiChat
+    }
+}
+
+impl<B> Service<http::Request<B>> for Gateway
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = http::Response<GatewayBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = self.handle(req);
+        Box::pin(async move { Ok(fut.await) })
+    }
+}
