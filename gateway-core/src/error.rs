@@ -122,30 +122,67 @@ impl GatewayError {
     /// The JSON error body in `dialect`'s shape, with the request id appended to the message so
     /// operators can find the log row from a user's report.
     pub fn body(&self, dialect: Dialect, request_id: &str) -> Bytes {
+        #[derive(serde::Serialize)]
+        struct Detail<'a> {
+            r#type: &'a str,
+            message: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct AnthropicError<'a> {
+            r#type: &'a str,
+            error: Detail<'a>,
+            request_id: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct OpenaiDetail<'a> {
+            message: &'a str,
+            r#type: &'a str,
+            param: Option<&'a str>,
+            code: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct OpenaiError<'a> {
+            error: OpenaiDetail<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct GeminiDetail<'a> {
+            code: u16,
+            message: &'a str,
+            status: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct GeminiError<'a> {
+            error: GeminiDetail<'a>,
+        }
         let message = format!("{} (request id: {request_id})", self.message);
-        let value = match dialect {
-            Dialect::Anthropic => serde_json::json!({
-                "type": "error",
-                "error": { "type": self.kind.anthropic_type(), "message": message },
-                "request_id": request_id,
+        let message = message.as_str();
+        // Structs rather than `json!` so fields keep the vendors' documented order.
+        let rendered = match dialect {
+            Dialect::Anthropic => serde_json::to_vec(&AnthropicError {
+                r#type: "error",
+                error: Detail {
+                    r#type: self.kind.anthropic_type(),
+                    message,
+                },
+                request_id,
             }),
-            Dialect::OpenaiChat | Dialect::OpenaiResponses => serde_json::json!({
-                "error": {
-                    "message": message,
-                    "type": self.kind.openai_type(),
-                    "param": null,
-                    "code": self.code,
-                }
+            Dialect::OpenaiChat | Dialect::OpenaiResponses => serde_json::to_vec(&OpenaiError {
+                error: OpenaiDetail {
+                    message,
+                    r#type: self.kind.openai_type(),
+                    param: None,
+                    code: self.code,
+                },
             }),
-            Dialect::Gemini => serde_json::json!({
-                "error": {
-                    "code": self.status().as_u16(),
-                    "message": message,
-                    "status": self.kind.gemini_status(),
-                }
+            Dialect::Gemini => serde_json::to_vec(&GeminiError {
+                error: GeminiDetail {
+                    code: self.status().as_u16(),
+                    message,
+                    status: self.kind.gemini_status(),
+                },
             }),
         };
-        Bytes::from(value.to_string())
+        Bytes::from(rendered.unwrap_or_default())
     }
 
     /// A complete HTTP response in `dialect`'s shape.

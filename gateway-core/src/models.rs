@@ -89,18 +89,13 @@ impl Service<GatewayRequest> for ModelsService {
                     .timeout(UPSTREAM_LIST_TIMEOUT)
                     .send()
                     .await;
-                if let Ok(resp) = sent {
-                    if resp.status().is_success() {
-                        let parsed = resp
-                            .bytes()
-                            .await
-                            .ok()
-                            .and_then(|b| serde_json::from_slice::<UpstreamList>(&b).ok());
-                        if let Some(list) = parsed {
-                            upstream_ok = true;
-                            names.extend(list.data.into_iter().map(|m| m.id));
-                        }
-                    }
+                if let Ok(resp) = sent
+                    && resp.status().is_success()
+                    && let Ok(bytes) = resp.bytes().await
+                    && let Ok(list) = serde_json::from_slice::<UpstreamList>(&bytes)
+                {
+                    upstream_ok = true;
+                    names.extend(list.data.into_iter().map(|m| m.id));
                 }
             }
             if !upstream_ok {

@@ -186,26 +186,24 @@ fn observe(
         None => json_type(data).unwrap_or(""),
     };
     match kind {
-        "content_block_delta" => {
-            if !*saw_first_token {
-                *saw_first_token = true;
-                progress.first_token = true;
-            }
+        "content_block_delta" if !*saw_first_token => {
+            *saw_first_token = true;
+            progress.first_token = true;
         }
         "message_start" => {
-            if let Ok(start) = serde_json::from_str::<MessageStart>(data) {
-                if let Some(u) = start.message.usage {
-                    u.merge_into(usage);
-                    *saw_usage = true;
-                }
+            if let Ok(start) = serde_json::from_str::<MessageStart>(data)
+                && let Some(u) = start.message.usage
+            {
+                u.merge_into(usage);
+                *saw_usage = true;
             }
         }
         "message_delta" => {
-            if let Ok(delta) = serde_json::from_str::<MessageBody>(data) {
-                if let Some(u) = delta.usage {
-                    u.merge_into(usage);
-                    *saw_usage = true;
-                }
+            if let Ok(delta) = serde_json::from_str::<MessageBody>(data)
+                && let Some(u) = delta.usage
+            {
+                u.merge_into(usage);
+                *saw_usage = true;
             }
         }
         "message_stop" => *saw_stop = true,
