@@ -1,0 +1,601 @@
+//! The Anthropic Messages API dialect: routing, JSON bodies and the SSE stream.
+//!
+//! Shapes follow Anthropic's public documentation of `POST /v1/messages` (with and without
+//! `stream`), `POST /v1/messages/count_tokens` and `GET /v1/models`. Requests are parsed
+//! leniently: only `model`, `stream`, `messages` and `tools` are looked at.
+
+use std::iter;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use crate::behavior::{MockBehavior, MockUsage};
+use crate::body::{Chunk, MockBody};
+use crate::wire::{
+    ContentBlock, Delta, ErrorBody, ErrorDetail, Message, MessageDelta, OutputUsage, StreamEvent,
+    Usage, to_json,
+};
+
+/// Model reported when the request names none and no override is set.
+const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
+
+/// Listed by `GET /v1/models`, newest first like the real API: (id, display name, created).
+const MODELS: &[(&str, &str, &str)] = &[
+    ("claude-opus-4-5", "Claude Opus 4.5", "2025-11-24T00:00:00Z"),
+    (
+        "claude-haiku-4-5",
+        "Claude Haiku 4.5",
+        "2025-10-15T00:00:00Z",
+    ),
+    (
+        "claude-sonnet-4-5",
+        "Claude Sonnet 4.5",
+        "2025-09-29T00:00:00Z",
+    ),
+    ("claude-opus-4-1", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
+];
+
+/// Number of `input_json_delta` events a tool input is split into (fewer for tiny inputs).
+const TOOL_JSON_PIECES: usize = 3;
+
+/// Frames buffered between the stream producer and the connection.
+const STREAM_BUFFER: usize = 16;
+
+/// Produces the response for one recorded request.
+pub(crate) fn respond(
+    behavior: &MockBehavior,
+    id: u64,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response<MockBody> {
+    if let Some(status) = behavior.force_status {
+        let mut response = error_response(
+            status,
+            &format!("mock upstream: forced status {status}"),
+            id,
+        );
+        if let Some(secs) = behavior.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return response;
+    }
+    if let Some(expected) = &behavior.expected_api_key
+        && !api_key_matches(headers, expected)
+    {
+        return error_response(401, "invalid x-api-key", id);
+    }
+    match (method, path) {
+        (&Method::POST, "/v1/messages") => messages(behavior, id, body),
+        (&Method::POST, "/v1/messages/count_tokens") => count_tokens(id, body),
+        (&Method::GET, "/v1/models") => json_response(models_list().to_string(), id),
+        (&Method::GET, _) if path.starts_with("/v1/models/") => {
+            let wanted = path.trim_start_matches("/v1/models/");
+            match MODELS.iter().find(|(model, _, _)| *model == wanted) {
+                Some(entry) => json_response(model_json(entry).to_string(), id),
+                None => error_response(404, &format!("model: {wanted}"), id),
+            }
+        }
+        _ => error_response(
+            404,
+            &format!("mock upstream: no route for {method} {path}"),
+            id,
+        ),
+    }
+}
+
+/// An Anthropic error response: `{"type":"error","error":{"type":..,"message":..},"request_id":..}`.
+pub(crate) fn error_response(status: u16, message: &str, id: u64) -> Response<MockBody> {
+    let request_id = request_id(id);
+    let body = ErrorBody {
+        kind: "error",
+        error: ErrorDetail {
+            kind: error_type(status),
+            message,
+        },
+        request_id: &request_id,
+    };
+    let mut response = json_response(to_json(&body), id);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+}
+
+/// Anthropic's error `type` for an HTTP status.
+fn error_type(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+fn request_id(id: u64) -> String {
+    format!("req_mock_{id}")
+}
+
+/// Accepts the key as `x-api-key` or as an `Authorization: Bearer` token, like the gateway's
+/// callers may send either.
+fn api_key_matches(headers: &HeaderMap, expected: &str) -> bool {
+    let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    x_api_key == Some(expected) || bearer == Some(expected)
+}
+
+/// A 200 JSON response carrying the `request-id` header.
+fn json_response(body: String, id: u64) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::full(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    insert_request_id(headers, id);
+    response
+}
+
+fn insert_request_id(headers: &mut HeaderMap, id: u64) {
+    if let Ok(value) = HeaderValue::from_str(&request_id(id)) {
+        headers.insert("request-id", value);
+    }
+}
+
+/// Parses a request body that must be a JSON object; the error is the message for a 400.
+fn parse_object(body: &Bytes) -> Result<Value, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        Ok(_) => Err("mock upstream: the request body must be a JSON object".to_owned()),
+        Err(err) => Err(format!(
+            "mock upstream: the request body is not valid JSON: {err}"
+        )),
+    }
+}
+
+fn messages(behavior: &MockBehavior, id: u64, body: &Bytes) -> Response<MockBody> {
+    let request = match parse_object(body) {
+        Ok(request) => request,
+        Err(message) => return error_response(400, &message, id),
+    };
+    let reply = Reply::plan(behavior, id, &request);
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        stream_response(behavior, &reply, id)
+    } else {
+        json_response(reply.message_json(), id)
+    }
+}
+
+fn count_tokens(id: u64, body: &Bytes) -> Response<MockBody> {
+    if let Err(message) = parse_object(body) {
+        return error_response(400, &message, id);
+    }
+    // Deterministic rough estimate (about four characters per token), never zero.
+    let chars = String::from_utf8_lossy(body).chars().count() as u64;
+    json_response(
+        json!({ "input_tokens": (chars / 4).max(1) }).to_string(),
+        id,
+    )
+}
+
+fn model_json((model, display_name, created_at): &(&str, &str, &str)) -> Value {
+    json!({
+        "type": "model",
+        "id": model,
+        "display_name": display_name,
+        "created_at": created_at,
+    })
+}
+
+fn models_list() -> Value {
+    json!({
+        "data": MODELS.iter().map(model_json).collect::<Vec<_>>(),
+        "has_more": false,
+        "first_id": MODELS.first().map(|m| m.0),
+        "last_id": MODELS.last().map(|m| m.0),
+    })
+}
+
+/// One content block of the reply.
+enum Block {
+    Text(String),
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+}
+
+impl Block {
+    fn wire(&self) -> ContentBlock<'_> {
+        match self {
+            Self::Text(text) => ContentBlock::Text { text },
+            Self::ToolUse { id, name, input } => ContentBlock::ToolUse { id, name, input },
+        }
+    }
+}
+
+/// Everything the reply says, rendered either as one JSON message or as an SSE stream.
+struct Reply {
+    id: String,
+    model: String,
+    blocks: Vec<Block>,
+    stop_reason: &'static str,
+    usage: MockUsage,
+}
+
+impl Reply {
+    fn plan(behavior: &MockBehavior, id: u64, request: &Value) -> Self {
+        let model = behavior
+            .model_override
+            .clone()
+            .or_else(|| {
+                request
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        let (blocks, stop_reason) = match tool_to_call(request) {
+            Some(tool) => {
+                let name = tool
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("tool")
+                    .to_owned();
+                let input = mock_input(tool.get("input_schema"));
+                // Models usually announce a tool call with a short text first; clients must
+                // cope with a text block before the tool_use block.
+                let blocks = vec![
+                    Block::Text(format!("I'll call the {name} tool.")),
+                    Block::ToolUse {
+                        id: format!("toolu_mock_{id}"),
+                        name,
+                        input,
+                    },
+                ];
+                (blocks, "tool_use")
+            }
+            None => (vec![Block::Text(behavior.reply_text.clone())], "end_turn"),
+        };
+        Self {
+            id: format!("msg_mock_{id}"),
+            model,
+            blocks,
+            stop_reason,
+            usage: behavior.usage,
+        }
+    }
+
+    fn message<'a>(&'a self, content: Vec<ContentBlock<'a>>, stream_start: bool) -> Message<'a> {
+        Message {
+            id: &self.id,
+            kind: "message",
+            role: "assistant",
+            model: &self.model,
+            content,
+            // message_start announces the message before anything was generated.
+            stop_reason: (!stream_start).then_some(self.stop_reason),
+            stop_sequence: None,
+            usage: Usage::new(
+                &self.usage,
+                if stream_start {
+                    1
+                } else {
+                    self.usage.output_tokens
+                },
+            ),
+        }
+    }
+
+    fn message_json(&self) -> String {
+        to_json(&self.message(self.blocks.iter().map(Block::wire).collect(), false))
+    }
+
+    /// The SSE events in the order Anthropic sends them.
+    fn stream_events(&self, chunks: usize) -> Vec<Event> {
+        let mut events = vec![
+            Event::new(
+                &StreamEvent::MessageStart {
+                    message: self.message(Vec::new(), true),
+                },
+                false,
+            ),
+            Event::new(&StreamEvent::Ping, false),
+        ];
+        let empty_input = Value::Object(Map::new());
+        for (index, block) in self.blocks.iter().enumerate() {
+            match block {
+                Block::Text(text) => {
+                    events.push(Event::new(
+                        &StreamEvent::ContentBlockStart {
+                            index,
+                            content_block: ContentBlock::Text { text: "" },
+                        },
+                        false,
+                    ));
+                    for text in split_even(text, chunks.max(1)) {
+                        let delta = Delta::TextDelta { text };
+                        events.push(Event::new(
+                            &StreamEvent::ContentBlockDelta { index, delta },
+                            true,
+                        ));
+                    }
+                }
+                Block::ToolUse { id, name, input } => {
+                    events.push(Event::new(
+                        &StreamEvent::ContentBlockStart {
+                            index,
+                            content_block: ContentBlock::ToolUse {
+                                id,
+                                name,
+                                input: &empty_input,
+                            },
+                        },
+                        false,
+                    ));
+                    let input = input.to_string();
+                    let pieces = TOOL_JSON_PIECES.min(input.chars().count()).max(1);
+                    for partial_json in split_even(&input, pieces) {
+                        let delta = Delta::InputJsonDelta { partial_json };
+                        events.push(Event::new(
+                            &StreamEvent::ContentBlockDelta { index, delta },
+                            true,
+                        ));
+                    }
+                }
+            }
+            events.push(Event::new(&StreamEvent::ContentBlockStop { index }, false));
+        }
+        events.push(Event::new(
+            &StreamEvent::MessageDelta {
+                delta: MessageDelta {
+                    stop_reason: self.stop_reason,
+                    stop_sequence: None,
+                },
+                usage: OutputUsage {
+                    output_tokens: self.usage.output_tokens,
+                },
+            },
+            false,
+        ));
+        events.push(Event::new(&StreamEvent::MessageStop, false));
+        events
+    }
+}
+
+/// The first tool, when the model should call one now: tools were offered and the last message
+/// is a user turn that does not already carry a `tool_result` (which asks for a final answer).
+fn tool_to_call(request: &Value) -> Option<&Value> {
+    let tool = request.get("tools")?.as_array()?.first()?;
+    let last = request.get("messages")?.as_array()?.last()?;
+    if last.get("role").and_then(Value::as_str) != Some("user") {
+        return None;
+    }
+    let has_tool_result = last
+        .get("content")
+        .and_then(Value::as_array)
+        .is_some_and(|blocks| {
+            blocks
+                .iter()
+                .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        });
+    (!has_tool_result).then_some(tool)
+}
+
+/// A tool input that satisfies a simple JSON schema: one value per declared property (and per
+/// required name), typed after the property's schema.
+fn mock_input(schema: Option<&Value>) -> Value {
+    let mut input = Map::new();
+    if let Some(properties) = schema
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+    {
+        for (name, property) in properties {
+            input.insert(name.clone(), mock_value(property));
+        }
+    }
+    if let Some(required) = schema
+        .and_then(|s| s.get("required"))
+        .and_then(Value::as_array)
+    {
+        for name in required.iter().filter_map(Value::as_str) {
+            input.entry(name).or_insert(Value::Null);
+        }
+    }
+    Value::Object(input)
+}
+
+fn mock_value(property: &Value) -> Value {
+    // An enum's first member is the only way to stay valid against the schema.
+    if let Some(first) = property
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    let ty = match property.get("type") {
+        Some(Value::String(ty)) => ty.as_str(),
+        // `["string", "null"]`: prefer the non-null type.
+        Some(Value::Array(types)) => types
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
+        _ => "",
+    };
+    match ty {
+        "string" => json!("mock"),
+        "number" | "integer" => json!(1),
+        "boolean" => json!(true),
+        _ => Value::Null,
+    }
+}
+
+/// Splits `text` into exactly `parts` (at least 1) pieces of nearly equal character counts, on
+/// character boundaries. Pieces are empty when `text` has fewer characters than `parts`.
+fn split_even(text: &str, parts: usize) -> Vec<&str> {
+    let parts = parts.max(1);
+    let bounds: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain(iter::once(text.len()))
+        .collect();
+    let chars = bounds.len() - 1;
+    (0..parts)
+        .map(|k| &text[bounds[k * chars / parts]..bounds[(k + 1) * chars / parts]])
+        .collect()
+}
+
+/// One encoded SSE event.
+struct Event {
+    bytes: Bytes,
+    /// Carries content (a delta), so `chunk_delay` applies before it.
+    content: bool,
+}
+
+impl Event {
+    fn new(data: &StreamEvent<'_>, content: bool) -> Self {
+        Self {
+            bytes: Bytes::from(format!(
+                "event: {}\ndata: {}\n\n",
+                data.name(),
+                to_json(data)
+            )),
+            content,
+        }
+    }
+}
+
+fn stream_response(behavior: &MockBehavior, reply: &Reply, id: u64) -> Response<MockBody> {
+    let events = reply.stream_events(behavior.chunks);
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(produce(
+        tx,
+        events,
+        behavior.chunk_delay,
+        behavior.reset_after_events,
+    ));
+    let mut response = Response::new(MockBody::channel(rx));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    insert_request_id(headers, id);
+    response
+}
+
+/// Feeds the events into the response body, one frame each, pacing content events.
+async fn produce(
+    tx: mpsc::Sender<Chunk>,
+    events: Vec<Event>,
+    chunk_delay: Duration,
+    reset_after_events: Option<usize>,
+) {
+    if reset_after_events == Some(0) {
+        abort(&tx).await;
+        return;
+    }
+    let mut content_sent = false;
+    for (written, event) in events.into_iter().enumerate() {
+        if event.content {
+            if content_sent && !chunk_delay.is_zero() {
+                tokio::time::sleep(chunk_delay).await;
+            }
+            content_sent = true;
+        }
+        if tx.send(Chunk::Data(event.bytes)).await.is_err() {
+            // The client went away; nobody is listening.
+            return;
+        }
+        if reset_after_events == Some(written + 1) {
+            abort(&tx).await;
+            return;
+        }
+    }
+}
+
+/// Tears the response down once the events already sent had a chance to reach the client.
+async fn abort(tx: &mpsc::Sender<Chunk>) {
+    // Wait until the body has taken every frame, then give the connection a moment to write
+    // them out (HTTP/2 writes from a separate task), so the client sees a truncated stream
+    // rather than no stream at all.
+    while tx.capacity() < tx.max_capacity() && !tx.is_closed() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let _ = tx.send(Chunk::Abort).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_even_keeps_every_character_and_the_count() {
+        let pieces = split_even("héllo wörld", 4);
+        assert_eq!(pieces.len(), 4);
+        assert_eq!(pieces.concat(), "héllo wörld");
+        assert!(pieces.iter().all(|p| !p.is_empty()));
+        let short = split_even("ab", 5);
+        assert_eq!(short.len(), 5);
+        assert_eq!(short.concat(), "ab");
+        assert_eq!(split_even("abc", 0), vec!["abc"]);
+    }
+
+    #[test]
+    fn mock_input_follows_the_schema() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "city": { "type": "string" },
+                "days": { "type": "integer" },
+                "ratio": { "type": "number" },
+                "metric": { "type": "boolean" },
+                "unit": { "type": "string", "enum": ["celsius", "fahrenheit"] },
+                "note": { "type": ["null", "string"] },
+                "tags": { "type": "array" }
+            },
+            "required": ["city", "extra"]
+        });
+        assert_eq!(
+            mock_input(Some(&schema)),
+            json!({
+                "city": "mock", "days": 1, "ratio": 1, "metric": true, "unit": "celsius",
+                "note": "mock", "tags": null, "extra": null
+            })
+        );
+        assert_eq!(mock_input(None), json!({}));
+    }
+
+    #[test]
+    fn tool_is_called_only_without_a_tool_result() {
+        let tools = json!([{ "name": "get_weather", "input_schema": { "type": "object" } }]);
+        let ask =
+            json!({ "tools": tools, "messages": [{ "role": "user", "content": "weather?" }] });
+        assert!(tool_to_call(&ask).is_some());
+        let answered = json!({ "tools": tools, "messages": [
+            { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": "t", "content": "sunny" }] }
+        ] });
+        assert!(tool_to_call(&answered).is_none());
+        let no_tools = json!({ "tools": [], "messages": [{ "role": "user", "content": "hi" }] });
+        assert!(tool_to_call(&no_tools).is_none());
+    }
+
+    #[test]
+    fn error_types_match_anthropic() {
+        assert_eq!(error_type(413), "request_too_large");
+        assert_eq!(error_type(529), "overloaded_error");
+        assert_eq!(error_type(502), "api_error");
+    }
+}

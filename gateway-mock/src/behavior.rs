@@ -1,0 +1,86 @@
+//! What the mock answers: timing, failures, content and reported usage.
+
+use std::time::Duration;
+
+/// Knobs that shape every response of a [`crate::MockUpstream`].
+///
+/// Changed at runtime with [`crate::MockUpstream::set_behavior`]; each request takes one snapshot
+/// when it arrives, so a change never affects a response already being produced.
+#[derive(Debug, Clone)]
+pub struct MockBehavior {
+    /// Sleep before the response headers are sent (time to first byte). Default 0.
+    pub first_byte_delay: Duration,
+    /// Number of `text_delta` events the reply text is split into when streaming. Default 3;
+    /// values below 1 count as 1. When the text has fewer characters than `chunks`, the trailing
+    /// deltas carry empty text so the event count stays exactly `chunks`.
+    pub chunks: usize,
+    /// Sleep between two consecutive content-carrying stream events (`text_delta`,
+    /// `input_json_delta`). Default 0.
+    pub chunk_delay: Duration,
+    /// Answer every request with this status and an Anthropic error body of the matching type.
+    pub force_status: Option<u16>,
+    /// With `force_status`: also send a `Retry-After` header with this many seconds.
+    pub retry_after_secs: Option<u64>,
+    /// Streaming only: after this many SSE events were written, abort the connection without
+    /// terminating the body, so the client observes a body error rather than a clean end.
+    pub reset_after_events: Option<usize>,
+    /// When set, requests whose `x-api-key` (or `Authorization: Bearer` token) differs get a
+    /// 401 `authentication_error`.
+    pub expected_api_key: Option<String>,
+    /// The assistant text of every reply.
+    pub reply_text: String,
+    /// Token counts reported in responses.
+    pub usage: MockUsage,
+    /// Model name echoed in responses; `None` echoes the request's `model`.
+    pub model_override: Option<String>,
+}
+
+impl Default for MockBehavior {
+    fn default() -> Self {
+        Self {
+            first_byte_delay: Duration::ZERO,
+            chunks: 3,
+            chunk_delay: Duration::ZERO,
+            force_status: None,
+            retry_after_secs: None,
+            reset_after_events: None,
+            expected_api_key: None,
+            reply_text: "Hello from the mock upstream.".to_owned(),
+            usage: MockUsage::default(),
+            model_override: None,
+        }
+    }
+}
+
+/// Token counts the mock reports, in Anthropic's usage vocabulary.
+///
+/// `cache_creation_input_tokens` is reported as given; it is not derived from the 5m/1h split,
+/// so tests can exercise inconsistent upstream data too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MockUsage {
+    /// `usage.input_tokens` (uncached input). Default 25.
+    pub input_tokens: u64,
+    /// `usage.output_tokens`. Default 15.
+    pub output_tokens: u64,
+    /// `usage.cache_creation_input_tokens`. Default 0.
+    pub cache_creation_input_tokens: u64,
+    /// `usage.cache_creation.ephemeral_5m_input_tokens`. Default 0.
+    pub cache_creation_5m_input_tokens: u64,
+    /// `usage.cache_creation.ephemeral_1h_input_tokens`. Default 0.
+    pub cache_creation_1h_input_tokens: u64,
+    /// `usage.cache_read_input_tokens`. Default 0.
+    pub cache_read_input_tokens: u64,
+}
+
+impl Default for MockUsage {
+    fn default() -> Self {
+        Self {
+            input_tokens: 25,
+            output_tokens: 15,
+            cache_creation_input_tokens: 0,
+            cache_creation_5m_input_tokens: 0,
+            cache_creation_1h_input_tokens: 0,
+            cache_read_input_tokens: 0,
+        }
+    }
+}
