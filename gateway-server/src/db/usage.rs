@@ -1,0 +1,289 @@
+//! The request log: batch inserts of [`UsageRecord`]s and reading rows back.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use gateway_core::dialect::Dialect;
+use gateway_core::usage::{Outcome, TokenUsage, UsageRecord, UsdNanos};
+use rust_decimal::Decimal;
+use serde::de::IntoDeserializer;
+use serde::{Deserialize, Serialize};
+
+use super::{Database, DbError, PoolExt, Result, with_pool};
+
+/// Columns written per record (28); 1,000 rows stay below SQLite's 32,766 bound parameters.
+const MAX_ROWS_PER_STATEMENT: usize = 1_000;
+
+/// The column list of `request_log`, as a literal so that it can be `concat!`ed into `'static`
+/// SQL.
+macro_rules! request_log_columns {
+    () => {
+        "id, request_id, created_at, user_id, key_id, provider_id, provider_name, method, \
+         endpoint, dialect, original_model, forwarded_model, stream, status_code, outcome, \
+         input_tokens, output_tokens, cache_creation_input_tokens, \
+         cache_creation_5m_input_tokens, cache_creation_1h_input_tokens, \
+         cache_read_input_tokens, cost_nanousd, cost_multiplier, duration_ms, ttfb_ms, ttft_ms, \
+         session_id, error, user_agent"
+    };
+}
+
+const INSERT_HEAD: &str = "INSERT INTO request_log (request_id, created_at, user_id, key_id, \
+     provider_id, provider_name, method, endpoint, dialect, original_model, forwarded_model, \
+     stream, status_code, outcome, input_tokens, output_tokens, cache_creation_input_tokens, \
+     cache_creation_5m_input_tokens, cache_creation_1h_input_tokens, cache_read_input_tokens, \
+     cost_nanousd, cost_multiplier, duration_ms, ttfb_ms, ttft_ms, session_id, error, \
+     user_agent) ";
+
+/// One row of `request_log`, with the database's column types (integers as `i64`, the cost
+/// multiplier as its exact decimal text). [`RequestLogRow::into_usage_record`] converts back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct RequestLogRow {
+    /// Row id (insertion order).
+    pub id: i64,
+    /// Gateway request id (`x-request-id`), unique.
+    pub request_id: String,
+    /// Arrival time. PostgreSQL keeps microseconds, SQLite the full nanoseconds.
+    pub created_at: DateTime<Utc>,
+    /// Authenticated user.
+    pub user_id: Option<i64>,
+    /// Authenticated key.
+    pub key_id: Option<i64>,
+    /// Provider that served (or last tried) the request.
+    pub provider_id: Option<i64>,
+    /// Its name at the time.
+    pub provider_name: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// Request path without the query.
+    pub endpoint: String,
+    /// Client dialect ([`Dialect::as_str`]).
+    pub dialect: Option<String>,
+    /// Model the client asked for.
+    pub original_model: Option<String>,
+    /// Model sent upstream.
+    pub forwarded_model: Option<String>,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Status returned to the client.
+    pub status_code: i32,
+    /// [`Outcome::as_str`].
+    pub outcome: String,
+    /// Uncached input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// All cache-write tokens.
+    pub cache_creation_input_tokens: i64,
+    /// Cache writes with a 5-minute TTL.
+    pub cache_creation_5m_input_tokens: i64,
+    /// Cache writes with a 1-hour TTL.
+    pub cache_creation_1h_input_tokens: i64,
+    /// Cache-read tokens.
+    pub cache_read_input_tokens: i64,
+    /// Exact cost in nano-dollars ([`UsdNanos`]); `None` when the model had no price.
+    pub cost_nanousd: Option<i64>,
+    /// Provider cost multiplier applied, as exact decimal text.
+    pub cost_multiplier: Option<String>,
+    /// Total duration.
+    pub duration_ms: i64,
+    /// Time to upstream response headers.
+    pub ttfb_ms: Option<i64>,
+    /// Time to the first generated token.
+    pub ttft_ms: Option<i64>,
+    /// Session id.
+    pub session_id: Option<String>,
+    /// Error message.
+    pub error: Option<String>,
+    /// Client `user-agent`.
+    pub user_agent: Option<String>,
+}
+
+/// Counts are `u64` in the domain and `BIGINT` in the database; no real count gets near 2^63.
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(column: &'static str, value: i64) -> Result<u64> {
+    u64::try_from(value)
+        .map_err(|_| DbError::invalid("request_log", column, format!("negative: {value}")))
+}
+
+fn opt_to_u64(column: &'static str, value: Option<i64>) -> Result<Option<u64>> {
+    value.map(|v| to_u64(column, v)).transpose()
+}
+
+impl RequestLogRow {
+    /// Converts the row back into the domain record.
+    pub fn into_usage_record(self) -> Result<UsageRecord> {
+        const T: &str = "request_log";
+        let dialect = self
+            .dialect
+            .as_deref()
+            .map(|d| {
+                Dialect::parse(d)
+                    .ok_or_else(|| DbError::invalid(T, "dialect", format!("unknown {d:?}")))
+            })
+            .transpose()?;
+        let outcome = Outcome::deserialize(self.outcome.as_str().into_deserializer())
+            .map_err(|e: serde::de::value::Error| DbError::invalid(T, "outcome", e.to_string()))?;
+        let status_code = u16::try_from(self.status_code).map_err(|_| {
+            DbError::invalid(
+                T,
+                "status_code",
+                format!("out of range: {}", self.status_code),
+            )
+        })?;
+        let cost_multiplier = self
+            .cost_multiplier
+            .as_deref()
+            .map(|m| {
+                Decimal::from_str(m)
+                    .map_err(|e| DbError::invalid(T, "cost_multiplier", e.to_string()))
+            })
+            .transpose()?;
+        Ok(UsageRecord {
+            request_id: self.request_id,
+            created_at: self.created_at,
+            user_id: self.user_id,
+            key_id: self.key_id,
+            provider_id: self.provider_id,
+            provider_name: self.provider_name,
+            method: self.method,
+            endpoint: self.endpoint,
+            dialect,
+            original_model: self.original_model,
+            forwarded_model: self.forwarded_model,
+            stream: self.stream,
+            status_code,
+            outcome,
+            usage: TokenUsage {
+                input_tokens: to_u64("input_tokens", self.input_tokens)?,
+                output_tokens: to_u64("output_tokens", self.output_tokens)?,
+                cache_creation_input_tokens: to_u64(
+                    "cache_creation_input_tokens",
+                    self.cache_creation_input_tokens,
+                )?,
+                cache_creation_5m_input_tokens: to_u64(
+                    "cache_creation_5m_input_tokens",
+                    self.cache_creation_5m_input_tokens,
+                )?,
+                cache_creation_1h_input_tokens: to_u64(
+                    "cache_creation_1h_input_tokens",
+                    self.cache_creation_1h_input_tokens,
+                )?,
+                cache_read_input_tokens: to_u64(
+                    "cache_read_input_tokens",
+                    self.cache_read_input_tokens,
+                )?,
+            },
+            cost: self.cost_nanousd.map(UsdNanos),
+            cost_multiplier,
+            duration_ms: to_u64("duration_ms", self.duration_ms)?,
+            ttfb_ms: opt_to_u64("ttfb_ms", self.ttfb_ms)?,
+            ttft_ms: opt_to_u64("ttft_ms", self.ttft_ms)?,
+            session_id: self.session_id,
+            error: self.error,
+            user_agent: self.user_agent,
+        })
+    }
+}
+
+/// Pushes the 28 values of one record in the column order of [`INSERT_HEAD`].
+macro_rules! push_record {
+    ($row:ident, $r:ident) => {{
+        let u = &$r.usage;
+        $row.push_bind(&$r.request_id)
+            .push_bind($r.created_at)
+            .push_bind($r.user_id)
+            .push_bind($r.key_id)
+            .push_bind($r.provider_id)
+            .push_bind(&$r.provider_name)
+            .push_bind(&$r.method)
+            .push_bind(&$r.endpoint)
+            .push_bind($r.dialect.map(Dialect::as_str))
+            .push_bind(&$r.original_model)
+            .push_bind(&$r.forwarded_model)
+            .push_bind($r.stream)
+            .push_bind(i32::from($r.status_code))
+            .push_bind($r.outcome.as_str())
+            .push_bind(to_i64(u.input_tokens))
+            .push_bind(to_i64(u.output_tokens))
+            .push_bind(to_i64(u.cache_creation_input_tokens))
+            .push_bind(to_i64(u.cache_creation_5m_input_tokens))
+            .push_bind(to_i64(u.cache_creation_1h_input_tokens))
+            .push_bind(to_i64(u.cache_read_input_tokens))
+            .push_bind($r.cost.map(|c| c.0))
+            .push_bind($r.cost_multiplier.map(|m| m.to_string()))
+            .push_bind(to_i64($r.duration_ms))
+            .push_bind($r.ttfb_ms.map(to_i64))
+            .push_bind($r.ttft_ms.map(to_i64))
+            .push_bind(&$r.session_id)
+            .push_bind(&$r.error)
+            .push_bind(&$r.user_agent);
+    }};
+}
+
+impl Database {
+    /// Writes records to the request log with one multi-row `INSERT` per 1,000 records, all in
+    /// one transaction. A record whose `request_id` is already stored is skipped
+    /// (`ON CONFLICT (request_id) DO NOTHING`), so retrying a batch is harmless.
+    pub async fn insert_usage_records(&self, records: &[UsageRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            for chunk in records.chunks(MAX_ROWS_PER_STATEMENT) {
+                let mut query = pool.query_builder(INSERT_HEAD);
+                query.push_values(chunk, |mut row, r| push_record!(row, r));
+                query.push(" ON CONFLICT (request_id) DO NOTHING");
+                query.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The latest `limit` rows of the request log, newest first.
+    pub async fn recent_request_logs(&self, limit: u32) -> Result<Vec<RequestLogRow>> {
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, RequestLogRow>(concat!(
+                "SELECT ",
+                request_log_columns!(),
+                " FROM request_log ORDER BY id DESC LIMIT $1"
+            ))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// One row of the request log by request id.
+    pub async fn request_log_by_request_id(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<RequestLogRow>> {
+        let row = with_pool!(self, |pool| {
+            sqlx::query_as::<_, RequestLogRow>(concat!(
+                "SELECT ",
+                request_log_columns!(),
+                " FROM request_log WHERE request_id = $1"
+            ))
+            .bind(request_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
+    /// Number of rows in the request log.
+    pub async fn request_log_count(&self) -> Result<u64> {
+        let count = with_pool!(self, |pool| {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM request_log")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+}
