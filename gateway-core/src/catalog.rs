@@ -18,23 +18,12 @@ pub struct Catalog {
 
 impl Catalog {
     /// Builds a snapshot. Providers keep their given order (selection is by priority and weight).
-    pub fn new(
-        providers: Vec<Provider>,
-        users: Vec<User>,
-        keys: Vec<ApiKey>,
-        prices: Vec<Price>,
-    ) -> Self {
+    pub fn new(providers: Vec<Provider>, users: Vec<User>, keys: Vec<ApiKey>, prices: Vec<Price>) -> Self {
         Self {
             providers: providers.into_iter().map(Arc::new).collect(),
             users: users.into_iter().map(|u| (u.id, Arc::new(u))).collect(),
-            keys_by_hash: keys
-                .into_iter()
-                .map(|k| (k.key_hash.clone(), Arc::new(k)))
-                .collect(),
-            prices: prices
-                .into_iter()
-                .map(|p| (p.model.clone(), Arc::new(p)))
-                .collect(),
+            keys_by_hash: keys.into_iter().map(|k| (k.key_hash.clone(), Arc::new(k))).collect(),
+            prices: prices.into_iter().map(|p| (p.model.clone(), Arc::new(p))).collect(),
         }
     }
 

@@ -107,12 +107,7 @@ impl ModelRedirect {
     /// Builds a rule, compiling the regex once; an invalid regex is an error here rather than a
     /// silent non-match at request time.
     pub fn new(match_kind: MatchKind, from: &str, to: &str) -> Result<Self, ConfigError> {
-        let mut rule = Self {
-            match_kind,
-            from: from.to_owned(),
-            to: to.to_owned(),
-            compiled: None,
-        };
+        let mut rule = Self { match_kind, from: from.to_owned(), to: to.to_owned(), compiled: None };
         rule.compile()?;
         Ok(rule)
     }
@@ -120,9 +115,8 @@ impl ModelRedirect {
     /// Compiles the regex of a rule that was deserialized.
     pub fn compile(&mut self) -> Result<(), ConfigError> {
         if self.match_kind == MatchKind::Regex && self.compiled.is_none() {
-            let re = regex::Regex::new(&self.from).map_err(|e| {
-                ConfigError::Invalid(format!("model redirect regex {:?}: {e}", self.from))
-            })?;
+            let re = regex::Regex::new(&self.from)
+                .map_err(|e| ConfigError::Invalid(format!("model redirect regex {:?}: {e}", self.from)))?;
             self.compiled = Some(re);
         }
         Ok(())
@@ -142,10 +136,7 @@ impl ModelRedirect {
 
 /// Applies the first matching redirect; `None` when no rule matches.
 pub fn redirect_model<'a>(rules: &'a [ModelRedirect], model: &str) -> Option<&'a str> {
-    rules
-        .iter()
-        .find(|r| r.matches(model))
-        .map(|r| r.to.as_str())
+    rules.iter().find(|r| r.matches(model)).map(|r| r.to.as_str())
 }
 
 /// An upstream account the gateway forwards to.
@@ -397,10 +388,8 @@ impl ConfigFile {
     /// Reads and parses a TOML file.
     pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
         Self::from_toml_str(&text)
     }
 
@@ -432,14 +421,10 @@ impl ConfigFile {
         let mut names = std::collections::HashSet::new();
         for p in &self.providers {
             if !names.insert(p.name.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "duplicate provider name {:?}",
-                    p.name
-                )));
+                return Err(ConfigError::Invalid(format!("duplicate provider name {:?}", p.name)));
             }
-            crate::forward::url::validate_base_url(&p.base_url).map_err(|e| {
-                ConfigError::Invalid(format!("provider {:?}: base_url: {e}", p.name))
-            })?;
+            crate::forward::url::validate_base_url(&p.base_url)
+                .map_err(|e| ConfigError::Invalid(format!("provider {:?}: base_url: {e}", p.name)))?;
             if p.cost_multiplier.is_sign_negative() {
                 return Err(ConfigError::Invalid(format!(
                     "provider {:?}: cost_multiplier must not be negative",
@@ -451,10 +436,7 @@ impl ConfigFile {
         let mut keys = std::collections::HashSet::new();
         for u in &self.users {
             if !users.insert(u.name.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "duplicate user name {:?}",
-                    u.name
-                )));
+                return Err(ConfigError::Invalid(format!("duplicate user name {:?}", u.name)));
             }
             for k in &u.keys {
                 if k.key.len() < 8 {
@@ -480,10 +462,7 @@ impl ConfigFile {
                 price.cache_read_per_mtok,
             ];
             if all.into_iter().flatten().any(|d| d.is_sign_negative()) {
-                return Err(ConfigError::Invalid(format!(
-                    "price of {:?} is negative",
-                    price.model
-                )));
+                return Err(ConfigError::Invalid(format!("price of {:?} is negative", price.model)));
             }
         }
         Ok(())
@@ -491,19 +470,14 @@ impl ConfigFile {
 }
 
 /// Expands `${NAME}` references; `$$` is not special, and a lone `$` stays as is.
-pub fn expand_env(
-    value: &str,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
+pub fn expand_env(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            return Err(ConfigError::Invalid(format!(
-                "unterminated ${{ in {value:?}"
-            )));
+            return Err(ConfigError::Invalid(format!("unterminated ${{ in {value:?}")));
         };
         let name = &after[..end];
         let resolved = env(name).ok_or_else(|| ConfigError::MissingEnv(name.to_owned()))?;
@@ -556,10 +530,7 @@ cache_read_per_mtok = "0.30"
         assert_eq!(cfg.providers[0].api_key, "sk-ant-test");
         assert_eq!(cfg.providers[0].provider_type, ProviderType::Claude);
         assert_eq!(
-            redirect_model(
-                &cfg.providers[0].model_redirects,
-                "claude-3-5-sonnet-latest"
-            ),
+            redirect_model(&cfg.providers[0].model_redirects, "claude-3-5-sonnet-latest"),
             Some("claude-sonnet-4-5")
         );
         assert_eq!(cfg.users[0].keys[0].key, "sk-alice-0001");
@@ -589,18 +560,8 @@ cache_read_per_mtok = "0.30"
             (MatchKind::Prefix, "claude-", "claude-x", true),
             (MatchKind::Suffix, "-latest", "x-latest", true),
             (MatchKind::Contains, "sonnet", "claude-sonnet-4", true),
-            (
-                MatchKind::Regex,
-                "^claude-(3|4)-opus",
-                "claude-4-opus-x",
-                true,
-            ),
-            (
-                MatchKind::Regex,
-                "^claude-(3|4)-opus",
-                "claude-5-opus",
-                false,
-            ),
+            (MatchKind::Regex, "^claude-(3|4)-opus", "claude-4-opus-x", true),
+            (MatchKind::Regex, "^claude-(3|4)-opus", "claude-5-opus", false),
         ];
         for (kind, from, model, expect) in cases {
             let rule = ModelRedirect::new(kind, from, "to").expect("rule");

@@ -65,15 +65,11 @@ impl ErrorKind {
     /// OpenAI's `error.type` for this kind.
     pub fn openai_type(self) -> &'static str {
         match self {
-            Self::InvalidRequest | Self::RequestTooLarge | Self::NotFound => {
-                "invalid_request_error"
-            }
+            Self::InvalidRequest | Self::RequestTooLarge | Self::NotFound => "invalid_request_error",
             Self::Authentication => "authentication_error",
             Self::Permission => "permission_error",
             Self::RateLimited => "rate_limit_error",
-            Self::NoProvider | Self::Upstream | Self::UpstreamTimeout | Self::Internal => {
-                "server_error"
-            }
+            Self::NoProvider | Self::Upstream | Self::UpstreamTimeout | Self::Internal => "server_error",
         }
     }
 
@@ -107,11 +103,7 @@ pub struct GatewayError {
 impl GatewayError {
     /// A new error.
     pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            code,
-            message: message.into(),
-        }
+        Self { kind, code, message: message.into() }
     }
 
     /// HTTP status.
@@ -160,10 +152,7 @@ impl GatewayError {
         let rendered = match dialect {
             Dialect::Anthropic => serde_json::to_vec(&AnthropicError {
                 r#type: "error",
-                error: Detail {
-                    r#type: self.kind.anthropic_type(),
-                    message,
-                },
+                error: Detail { r#type: self.kind.anthropic_type(), message },
                 request_id,
             }),
             Dialect::OpenaiChat | Dialect::OpenaiResponses => serde_json::to_vec(&OpenaiError {
@@ -186,17 +175,10 @@ impl GatewayError {
     }
 
     /// A complete HTTP response in `dialect`'s shape.
-    pub fn to_response<B: From<Bytes>>(
-        &self,
-        dialect: Dialect,
-        request_id: &str,
-    ) -> http::Response<B> {
+    pub fn to_response<B: From<Bytes>>(&self, dialect: Dialect, request_id: &str) -> http::Response<B> {
         let mut resp = http::Response::new(B::from(self.body(dialect, request_id)));
         *resp.status_mut() = self.status();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
 

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
-use crate::request::{GatewayBody, RequestHints};
+use crate::request::{GatewayBody, GatewayRequest, GatewayResponse, RequestHints};
 
 /// Default request body limit: 32 MiB, after decompression.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -75,20 +75,11 @@ pub fn decode_content_encoding(
         return Ok(body);
     };
     let encodings = value.to_str().map_err(|_| {
-        GatewayError::new(
-            ErrorKind::InvalidRequest,
-            "bad_content_encoding",
-            "content-encoding is not ASCII",
-        )
+        GatewayError::new(ErrorKind::InvalidRequest, "bad_content_encoding", "content-encoding is not ASCII")
     })?;
     let mut data = body;
     // Encodings are listed in the order they were applied; undo them in reverse.
-    for enc in encodings
-        .split(',')
-        .map(str::trim)
-        .rev()
-        .filter(|e| !e.is_empty())
-    {
+    for enc in encodings.split(',').map(str::trim).rev().filter(|e| !e.is_empty()) {
         let decoded = match enc.to_ascii_lowercase().as_str() {
             "identity" => continue,
             "gzip" | "x-gzip" => read_limited(flate2::read::MultiGzDecoder::new(&data[..]), limit),
@@ -130,14 +121,67 @@ enum DecodeError {
 fn read_limited(reader: impl Read, limit: usize) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    reader
-        .take(cap)
-        .read_to_end(&mut out)
-        .map_err(DecodeError::Corrupt)?;
+    reader.take(cap).read_to_end(&mut out).map_err(DecodeError::Corrupt)?;
     if out.len() > limit {
         return Err(DecodeError::TooLarge);
     }
     Ok(out)
+}
+
+/// Whether requests to `path` must name a model.
+pub fn model_required(path: &str) -> bool {
+    matches!(path, "/v1/messages" | "/v1/messages/count_tokens" | "/v1/chat/completions" | "/v1/responses")
+}
+
+/// Adds [`ParseService`]: runs after auth, so unauthenticated callers never make the gateway
+/// parse their JSON and get a 401 before any 400.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParseLayer;
+
+impl<S> tower::Layer<S> for ParseLayer {
+    type Service = ParseService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ParseService { inner }
+    }
+}
+
+/// Parses the request's hints (model, stream, session hints) into the request and context.
+///
+/// Adds to the request: `hints`. Adds to the context: `original_model`, `stream`.
+#[derive(Debug, Clone)]
+pub struct ParseService<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<GatewayRequest> for ParseService<S>
+where
+    S: tower::Service<GatewayRequest, Response = GatewayResponse, Error = GatewayError>,
+{
+    type Response = GatewayResponse;
+    type Error = GatewayError;
+    type Future = futures_util::future::Either<
+        futures_util::future::Ready<Result<GatewayResponse, GatewayError>>,
+        S::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: GatewayRequest) -> Self::Future {
+        use futures_util::future::{Either, ready};
+        match parse_hints(&req.body, req.dialect, model_required(req.uri.path())) {
+            Ok(hints) => {
+                req.ctx.update(|s| {
+                    s.original_model = hints.model.clone();
+                    s.stream = hints.stream;
+                });
+                req.hints = hints;
+                Either::Right(self.inner.call(req))
+            }
+            Err(e) => Either::Left(ready(Err(e))),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -168,11 +212,7 @@ struct RoleOnly<'a> {
 }
 
 /// Parses the hints of a JSON body. `require_model` makes a missing `model` an error.
-pub fn parse_hints(
-    body: &[u8],
-    dialect: Dialect,
-    require_model: bool,
-) -> Result<RequestHints, GatewayError> {
+pub fn parse_hints(body: &[u8], dialect: Dialect, require_model: bool) -> Result<RequestHints, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::new(
             ErrorKind::InvalidRequest,
@@ -181,27 +221,12 @@ pub fn parse_hints(
         ));
     }
     let probe: BodyProbe<'_> = serde_json::from_slice(body).map_err(|e| {
-        let what = if e.is_data() {
-            "must be a JSON object"
-        } else {
-            "is not valid JSON"
-        };
-        GatewayError::new(
-            ErrorKind::InvalidRequest,
-            "invalid_json",
-            format!("request body {what}: {e}"),
-        )
+        let what = if e.is_data() { "must be a JSON object" } else { "is not valid JSON" };
+        GatewayError::new(ErrorKind::InvalidRequest, "invalid_json", format!("request body {what}: {e}"))
     })?;
-    let model = probe
-        .model
-        .map(|m| m.into_owned())
-        .filter(|m| !m.is_empty());
+    let model = probe.model.map(|m| m.into_owned()).filter(|m| !m.is_empty());
     if require_model && model.is_none() {
-        return Err(GatewayError::new(
-            ErrorKind::InvalidRequest,
-            "missing_model",
-            "model: field required",
-        ));
+        return Err(GatewayError::new(ErrorKind::InvalidRequest, "missing_model", "model: field required"));
     }
     let stream = match probe.stream {
         Some(serde_json::Value::Bool(b)) => b,
@@ -209,17 +234,12 @@ pub fn parse_hints(
     };
     let conversation_fingerprint = match dialect {
         Dialect::Anthropic | Dialect::OpenaiChat => {
-            let first_user = probe
-                .messages
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .find(|m| {
-                    serde_json::from_str::<RoleOnly<'_>>(m.get())
-                        .ok()
-                        .and_then(|r| r.role)
-                        .is_some_and(|r| r == "user")
-                });
+            let first_user = probe.messages.as_deref().unwrap_or_default().iter().find(|m| {
+                serde_json::from_str::<RoleOnly<'_>>(m.get())
+                    .ok()
+                    .and_then(|r| r.role)
+                    .is_some_and(|r| r == "user")
+            });
             if probe.system.is_none() && first_user.is_none() {
                 None
             } else {
@@ -235,10 +255,7 @@ pub fn parse_hints(
     Ok(RequestHints {
         model,
         stream,
-        metadata_user_id: probe
-            .metadata
-            .and_then(|m| m.user_id)
-            .map(|u| u.into_owned()),
+        metadata_user_id: probe.metadata.and_then(|m| m.user_id).map(|u| u.into_owned()),
         conversation_fingerprint,
     })
 }
@@ -269,11 +286,7 @@ pub fn set_top_level_field(
             out.push(b',');
         }
         // Keys were unescaped by parsing; re-encode them.
-        out.extend_from_slice(
-            serde_json::Value::String(key.to_string())
-                .to_string()
-                .as_bytes(),
-        );
+        out.extend_from_slice(serde_json::Value::String(key.to_string()).to_string().as_bytes());
         out.push(b':');
         if key == field {
             out.extend_from_slice(value_text.as_bytes());
@@ -286,11 +299,7 @@ pub fn set_top_level_field(
         if !entries.is_empty() {
             out.push(b',');
         }
-        out.extend_from_slice(
-            serde_json::Value::String(field.to_owned())
-                .to_string()
-                .as_bytes(),
-        );
+        out.extend_from_slice(serde_json::Value::String(field.to_owned()).to_string().as_bytes());
         out.push(b':');
         out.extend_from_slice(value_text.as_bytes());
     }
@@ -309,14 +318,9 @@ impl<'de> Deserialize<'de> for OrderedObject<'de> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((k, v)) =
-                    map.next_entry::<std::borrow::Cow<'de, str>, &'de RawValue>()?
-                {
+                while let Some((k, v)) = map.next_entry::<std::borrow::Cow<'de, str>, &'de RawValue>()? {
                     entries.push((k, v));
                 }
                 Ok(OrderedObject(entries))
@@ -390,21 +394,19 @@ mod tests {
         for (name, data) in [("gzip", gz), ("br", br), ("zstd", zs)] {
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_ENCODING, name.parse().expect("hv"));
-            let out = decode_content_encoding(&mut headers, Bytes::from(data.clone()), 1 << 20)
-                .expect(name);
+            let out = decode_content_encoding(&mut headers, Bytes::from(data.clone()), 1 << 20).expect(name);
             assert_eq!(&out[..], &plain[..], "{name}");
             assert!(headers.get(header::CONTENT_ENCODING).is_none());
             // The same data over the decoded limit is a 413, not an allocation.
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_ENCODING, name.parse().expect("hv"));
-            let err =
-                decode_content_encoding(&mut headers, Bytes::from(data), 100).expect_err("limit");
+            let err = decode_content_encoding(&mut headers, Bytes::from(data), 100).expect_err("limit");
             assert_eq!(err.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
         }
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_ENCODING, "gzip".parse().expect("hv"));
-        let err = decode_content_encoding(&mut headers, Bytes::from_static(b"nope"), 100)
-            .expect_err("corrupt");
+        let err =
+            decode_content_encoding(&mut headers, Bytes::from_static(b"nope"), 100).expect_err("corrupt");
         assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
     }
 }

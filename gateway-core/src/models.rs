@@ -65,12 +65,7 @@ impl Service<GatewayRequest> for ModelsService {
             .user
             .map(|u| u.groups.clone())
             .unwrap_or_else(|| vec![DEFAULT_GROUP.to_owned()]);
-        let chosen = select_provider(
-            catalog.providers(),
-            Dialect::Anthropic,
-            &groups,
-            &mut rand::rng(),
-        );
+        let chosen = select_provider(catalog.providers(), Dialect::Anthropic, &groups, &mut rand::rng());
         Box::pin(async move {
             let mut names = BTreeSet::new();
             let mut upstream_ok = false;
@@ -81,8 +76,7 @@ impl Service<GatewayRequest> for ModelsService {
                         names.insert(rule.from.clone());
                     }
                 }
-                let list_url =
-                    url::join_upstream_url(&provider.base_url, "/v1/models", Some("limit=1000"));
+                let list_url = url::join_upstream_url(&provider.base_url, "/v1/models", Some("limit=1000"));
                 let sent = client
                     .get(list_url)
                     .headers(headers::upstream_request_headers(&req.headers, &provider))
@@ -114,10 +108,7 @@ impl Service<GatewayRequest> for ModelsService {
             let body = render(&names, req.dialect);
             let mut resp = http::Response::new(full_body(body));
             *resp.status_mut() = StatusCode::OK;
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(resp)
         })
     }

@@ -2,9 +2,10 @@
 //!
 //! | stage | reads | adds |
 //! |---|---|---|
-//! | ingress ([`Gateway::handle`]) | raw HTTP request | [`GatewayRequest`] (decoded body, dialect, hints), context (`dialect`, `original_model`, `stream`, `billable`) |
+//! | ingress ([`Gateway::handle`]) | raw HTTP request | [`GatewayRequest`] (body read once within the size limit, `content-encoding` undone, dialect from the path), context (`dialect`, `billable`) |
 //! | [`RecordService`] | the whole context, the response | one usage record per request via the [`Recorder`]; errors rendered in the caller's dialect; `x-request-id` |
 //! | [`AuthLayer`] | API key headers | context `user`, `key` |
+//! | [`ingress::ParseLayer`] | body | request `hints` (model, stream, session hints); context `original_model`, `stream` |
 //! | [`SessionLayer`] | session headers, `metadata.user_id`, conversation fingerprint | context `session_id` |
 //! | [`RouterLayer`] | `user.groups`, `dialect`, `model` | request `target` (provider, redirected model and body); context `provider`, `forwarded_model` |
 //! | [`ForwardService`] | `target` | the upstream response, body streaming; context `ttfb` |
@@ -32,9 +33,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::forward::{ClientOptions, ForwardService, build_client};
 use crate::ingress;
 use crate::models::ModelsService;
-use crate::request::{
-    BoxError, GatewayBody, GatewayRequest, GatewayResponse, RequestContext, full_body,
-};
+use crate::request::{BoxError, GatewayBody, GatewayRequest, GatewayResponse, RequestContext, full_body};
 use crate::route::RouterLayer;
 use crate::session::SessionLayer;
 use crate::store::{NullUsageSink, UsageSink};
@@ -71,10 +70,7 @@ impl RecordLayer {
 impl<S> Layer<S> for RecordLayer {
     type Service = RecordService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RecordService {
-            inner,
-            recorder: self.recorder.clone(),
-        }
+        RecordService { inner, recorder: self.recorder.clone() }
     }
 }
 
@@ -92,23 +88,13 @@ fn set_request_id(headers: &mut http::HeaderMap, ctx: &RequestContext) {
 }
 
 /// Renders `err`, records it, and returns the response.
-fn error_response(
-    recorder: &Recorder,
-    ctx: &RequestContext,
-    err: &GatewayError,
-) -> GatewayResponse {
+fn error_response(recorder: &Recorder, ctx: &RequestContext, err: &GatewayError) -> GatewayResponse {
     if err.kind == ErrorKind::Internal || err.kind == ErrorKind::Upstream {
-        tracing::warn!(
-            request_id = ctx.request_id(),
-            code = err.code,
-            "{}",
-            err.message
-        );
+        tracing::warn!(request_id = ctx.request_id(), code = err.code, "{}", err.message);
     }
     recorder.finish_error(ctx, err);
-    let mut resp: GatewayResponse = err
-        .to_response::<Bytes>(ctx.error_dialect(), ctx.request_id())
-        .map(full_body);
+    let mut resp: GatewayResponse =
+        err.to_response::<Bytes>(ctx.error_dialect(), ctx.request_id()).map(full_body);
     set_request_id(resp.headers_mut(), ctx);
     resp
 }
@@ -157,10 +143,7 @@ pub struct GatewaySettings {
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self {
-            max_body_bytes: ingress::DEFAULT_MAX_BODY_BYTES,
-            client: ClientOptions::default(),
-        }
+        Self { max_body_bytes: ingress::DEFAULT_MAX_BODY_BYTES, client: ClientOptions::default() }
     }
 }
 
@@ -174,9 +157,7 @@ pub struct GatewayBuilder {
 
 impl std::fmt::Debug for GatewayBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayBuilder")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("GatewayBuilder").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
@@ -233,9 +214,7 @@ impl GatewayBuilder {
 
     /// Assembles the stack.
     pub fn build(self) -> Result<Gateway, GatewayError> {
-        let catalog = self
-            .catalog
-            .unwrap_or_else(|| CatalogHandle::new(Catalog::default()));
+        let catalog = self.catalog.unwrap_or_else(|| CatalogHandle::new(Catalog::default()));
         let client = match self.client {
             Some(c) => c,
             None => build_client(&self.settings.client)?,
@@ -244,6 +223,7 @@ impl GatewayBuilder {
         let proxy: Inner = BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .layer(AuthLayer::new(catalog.clone()))
+                .layer(ingress::ParseLayer)
                 .layer(SessionLayer)
                 .layer(RouterLayer::new(catalog.clone()))
                 .service(ForwardService::new(client.clone())),
@@ -277,20 +257,14 @@ pub struct Gateway(Arc<GatewayInner>);
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("settings", &self.0.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("Gateway").field("settings", &self.0.settings).finish_non_exhaustive()
     }
 }
 
 /// What the gateway does with a path.
 enum Endpoint {
     /// Proxied to a provider; `billable` false for e.g. token counting.
-    Proxy {
-        dialect: Dialect,
-        require_model: bool,
-        billable: bool,
-    },
+    Proxy { dialect: Dialect, billable: bool },
     /// The model list.
     Models,
 }
@@ -304,16 +278,12 @@ fn classify(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
         )
     };
     match (method, path) {
-        (&Method::POST, "/v1/messages") => Ok(Endpoint::Proxy {
-            dialect: Dialect::Anthropic,
-            require_model: true,
-            billable: true,
-        }),
-        (&Method::POST, "/v1/messages/count_tokens") => Ok(Endpoint::Proxy {
-            dialect: Dialect::Anthropic,
-            require_model: true,
-            billable: false,
-        }),
+        (&Method::POST, "/v1/messages") => {
+            Ok(Endpoint::Proxy { dialect: Dialect::Anthropic, billable: true })
+        }
+        (&Method::POST, "/v1/messages/count_tokens") => {
+            Ok(Endpoint::Proxy { dialect: Dialect::Anthropic, billable: false })
+        }
         (&Method::GET, "/v1/models") => Ok(Endpoint::Models),
         _ => Err(not_found()),
     }
@@ -332,10 +302,7 @@ impl Gateway {
 
     /// Serves one HTTP request. Never fails: errors become responses in the caller's dialect,
     /// and every request yields one usage record.
-    pub fn handle<B>(
-        &self,
-        req: http::Request<B>,
-    ) -> impl Future<Output = GatewayResponse> + Send + 'static
+    pub fn handle<B>(&self, req: http::Request<B>) -> impl Future<Output = GatewayResponse> + Send + 'static
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -356,13 +323,9 @@ impl Gateway {
                 return error_response(&self.0.recorder, &ctx, &err);
             }
         };
-        let (dialect, require_model, billable, is_models) = match endpoint {
-            Endpoint::Proxy {
-                dialect,
-                require_model,
-                billable,
-            } => (dialect, require_model, billable, false),
-            Endpoint::Models => (models_dialect(&parts.headers), false, false, true),
+        let (dialect, billable, is_models) = match endpoint {
+            Endpoint::Proxy { dialect, billable } => (dialect, billable, false),
+            Endpoint::Models => (models_dialect(&parts.headers), false, true),
         };
         ctx.update(|s| {
             s.dialect = Some(dialect);
@@ -385,20 +348,11 @@ impl Gateway {
             let limit = self.0.settings.max_body_bytes;
             let prepared = async {
                 let raw = ingress::read_body(body, limit).await?;
-                let decoded = ingress::decode_content_encoding(&mut greq.headers, raw, limit)?;
-                let hints = ingress::parse_hints(&decoded, dialect, require_model)?;
-                Ok::<_, GatewayError>((decoded, hints))
+                ingress::decode_content_encoding(&mut greq.headers, raw, limit)
             }
             .await;
             match prepared {
-                Ok((decoded, hints)) => {
-                    ctx.update(|s| {
-                        s.original_model = hints.model.clone();
-                        s.stream = hints.stream;
-                    });
-                    greq.body = decoded;
-                    greq.hints = hints;
-                }
+                Ok(decoded) => greq.body = decoded,
                 Err(err) => return error_response(&self.0.recorder, &ctx, &err),
             }
             &self.0.proxy
@@ -437,11 +391,7 @@ impl Gateway {
 /// `GET /v1/models` answers in Anthropic's shape when the client sends `anthropic-version`
 /// (Claude Code and the Anthropic SDKs do), else in OpenAI's list shape.
 fn models_dialect(headers: &http::HeaderMap) -> Dialect {
-    if headers.contains_key("anthropic-version") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenaiChat
-    }
+    if headers.contains_key("anthropic-version") { Dialect::Anthropic } else { Dialect::OpenaiChat }
 }
 
 impl<B> Service<http::Request<B>> for Gateway

@@ -25,9 +25,7 @@ pub type GatewayResponse = http::Response<GatewayBody>;
 /// A whole-bytes body for responses the gateway makes itself.
 pub fn full_body(bytes: impl Into<Bytes>) -> GatewayBody {
     use http_body_util::BodyExt;
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// What ingress learned cheaply from the body; everything else stays opaque bytes.
@@ -145,10 +143,7 @@ impl RequestContext {
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|s| s.chars().take(512).collect()),
-            state: Mutex::new(ContextState {
-                billable: true,
-                ..Default::default()
-            }),
+            state: Mutex::new(ContextState { billable: true, ..Default::default() }),
         }))
     }
 

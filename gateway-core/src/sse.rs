@@ -38,11 +38,7 @@ impl Default for SseDecoder {
 impl SseDecoder {
     /// A decoder that fails on events over `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
-        Self {
-            buf: BytesMut::new(),
-            max_frame,
-            scanned: 0,
-        }
+        Self { buf: BytesMut::new(), max_frame, scanned: 0 }
     }
 
     /// Feeds a chunk and calls `on_event` for each event it completes.
@@ -148,10 +144,7 @@ fn parse_event(raw: &[u8]) -> Option<SseEvent<'_>> {
     if event.is_none() && data.is_none() {
         return None;
     }
-    Some(SseEvent {
-        event,
-        data: data.unwrap_or_default(),
-    })
+    Some(SseEvent { event, data: data.unwrap_or_default() })
 }
 
 #[cfg(test)]
@@ -162,10 +155,7 @@ mod tests {
         let mut d = SseDecoder::default();
         let mut out = Vec::new();
         for c in chunks {
-            d.push(c, |e| {
-                out.push((e.event.map(str::to_owned), e.data.into_owned()))
-            })
-            .expect("push");
+            d.push(c, |e| out.push((e.event.map(str::to_owned), e.data.into_owned()))).expect("push");
         }
         d.finish(|e| out.push((e.event.map(str::to_owned), e.data.into_owned())));
         out

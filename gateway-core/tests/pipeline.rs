@@ -97,8 +97,7 @@ fn messages_request(key: Option<&str>, body: &str) -> Request<Full<Bytes>> {
     if let Some(k) = key {
         b = b.header("x-api-key", k);
     }
-    b.body(Full::new(Bytes::from(body.to_owned())))
-        .expect("request")
+    b.body(Full::new(Bytes::from(body.to_owned()))).expect("request")
 }
 
 const SIMPLE: &str =
@@ -133,12 +132,7 @@ async fn non_streaming_request_is_forwarded_metered_and_priced() {
     let body = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"metadata":{"user_id":"{\"device_id\":\"d\",\"account_uuid\":\"a\",\"session_id\":\"sess-json-1\"}"},"messages":[{"role":"user","content":"Hi"}],"unknown_future_field":{"keep":[1,2,3]}}"#;
     let resp = h.gateway.handle(messages_request(Some(KEY), body)).await;
     let (status, headers, bytes) = collect(resp).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
     let reply = json(&bytes);
     assert_eq!(reply["type"], "message");
     assert!(headers.get("x-request-id").is_some());
@@ -148,17 +142,10 @@ async fn non_streaming_request_is_forwarded_metered_and_priced() {
     assert_eq!(received.len(), 1);
     let up = &received[0];
     assert_eq!(up.path_and_query, "/v1/messages?beta=true");
-    assert_eq!(
-        &up.body[..],
-        body.as_bytes(),
-        "body must be forwarded byte for byte"
-    );
+    assert_eq!(&up.body[..], body.as_bytes(), "body must be forwarded byte for byte");
     assert_eq!(up.header("x-api-key"), Some("sk-ant-upstream-secret"));
     assert_eq!(up.header("authorization"), None);
-    assert_eq!(
-        up.header("anthropic-beta"),
-        Some("interleaved-thinking-2025-05-14")
-    );
+    assert_eq!(up.header("anthropic-beta"), Some("interleaved-thinking-2025-05-14"));
     assert_eq!(up.header("x-app"), Some("cli"));
 
     let records = h.sink.wait_for(1).await;
@@ -196,12 +183,7 @@ async fn streaming_usage_and_session_from_legacy_metadata() {
     let resp = h.gateway.handle(messages_request(Some(KEY), body)).await;
     let (status, headers, bytes) = collect(resp).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        headers["content-type"]
-            .to_str()
-            .expect("ct")
-            .starts_with("text/event-stream")
-    );
+    assert!(headers["content-type"].to_str().expect("ct").starts_with("text/event-stream"));
     let text = String::from_utf8(bytes.to_vec()).expect("utf8");
     assert!(text.starts_with("event: message_start"), "{text}");
     assert!(text.contains("event: message_stop"));
@@ -215,19 +197,14 @@ async fn streaming_usage_and_session_from_legacy_metadata() {
     assert_eq!(r.usage.cache_read_input_tokens, 300);
     // (40*3 + 12*15 + 300*0.3) * 1.5 / 1e6
     assert_eq!(r.cost, Some(UsdNanos(585_000)));
-    assert_eq!(
-        r.session_id.as_deref(),
-        Some("5d4c3b2a-1111-4222-8333-444455556666")
-    );
+    assert_eq!(r.session_id.as_deref(), Some("5d4c3b2a-1111-4222-8333-444455556666"));
     assert!(r.ttft_ms.is_some());
 }
 
 /// An upstream that answers with fixed bytes in awkward chunks, to prove the relay does not
 /// re-encode anything: comments, CRLF line endings, split UTF-8 and split events.
 async fn canned_sse_upstream(chunks: Vec<&'static [u8]>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
@@ -247,8 +224,7 @@ async fn canned_sse_upstream(chunks: Vec<&'static [u8]>) -> String {
                         let len: usize = head
                             .lines()
                             .find_map(|l| {
-                                l.strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap_or(0))
+                                l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
                             })
                             .unwrap_or(0);
                         if buf.len() >= end + 4 + len {
@@ -260,9 +236,7 @@ async fn canned_sse_upstream(chunks: Vec<&'static [u8]>) -> String {
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
                     .await;
                 for c in chunks {
-                    let _ = sock
-                        .write_all(format!("{:x}\r\n", c.len()).as_bytes())
-                        .await;
+                    let _ = sock.write_all(format!("{:x}\r\n", c.len()).as_bytes()).await;
                     let _ = sock.write_all(c).await;
                     let _ = sock.write_all(b"\r\n").await;
                     let _ = sock.flush().await;
@@ -287,14 +261,9 @@ async fn streams_are_relayed_byte_identical() {
     let upstream = canned_sse_upstream(chunks).await;
     let h = harness(&upstream, GatewaySettings::default());
     let body = r#"{"model":"claude-sonnet-4-5","stream":true,"max_tokens":8,"messages":[{"role":"user","content":"Hi"}]}"#;
-    let (status, _, bytes) =
-        collect(h.gateway.handle(messages_request(Some(KEY), body)).await).await;
+    let (status, _, bytes) = collect(h.gateway.handle(messages_request(Some(KEY), body)).await).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        &bytes[..],
-        &expected[..],
-        "relayed stream must equal the upstream's bytes"
-    );
+    assert_eq!(&bytes[..], &expected[..], "relayed stream must equal the upstream's bytes");
     let r = &h.sink.wait_for(1).await[0];
     assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (7, 3));
     assert_eq!(r.outcome, Outcome::Success);
@@ -334,10 +303,7 @@ async fn model_redirect_rewrites_only_the_model() {
         r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hi"}],"x":{"b":1,"a":2}}"#
     );
     let r = &h.sink.wait_for(1).await[0];
-    assert_eq!(
-        r.original_model.as_deref(),
-        Some("claude-3-5-sonnet-latest")
-    );
+    assert_eq!(r.original_model.as_deref(), Some("claude-3-5-sonnet-latest"));
     assert_eq!(r.forwarded_model.as_deref(), Some("claude-sonnet-4-5"));
     assert!(r.cost.is_some(), "priced by the forwarded model");
 }
@@ -354,18 +320,11 @@ async fn expect_error(
     let v = json(&bytes);
     assert_eq!(v["type"], "error", "Anthropic error shape: {v}");
     assert_eq!(v["error"]["type"], error_type, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty())
-    );
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     let records = h.sink.wait_for(before + 1).await;
     let r = &records[before];
     assert_eq!(r.status_code, status.as_u16());
-    assert_eq!(
-        Some(r.request_id.as_str()),
-        headers.get("x-request-id").and_then(|v| v.to_str().ok())
-    );
+    assert_eq!(Some(r.request_id.as_str()), headers.get("x-request-id").and_then(|v| v.to_str().ok()));
     assert!(r.error.is_some());
     v
 }
@@ -373,21 +332,9 @@ async fn expect_error(
 #[tokio::test]
 async fn bad_input_gets_anthropic_errors_and_a_record() {
     let mock = MockUpstream::start().await.expect("mock");
-    let h = harness(
-        &mock.url(),
-        GatewaySettings {
-            max_body_bytes: 4096,
-            ..Default::default()
-        },
-    );
+    let h = harness(&mock.url(), GatewaySettings { max_body_bytes: 4096, ..Default::default() });
     let unauthorized = StatusCode::UNAUTHORIZED;
-    expect_error(
-        &h,
-        messages_request(None, SIMPLE),
-        unauthorized,
-        "authentication_error",
-    )
-    .await;
+    expect_error(&h, messages_request(None, SIMPLE), unauthorized, "authentication_error").await;
     expect_error(
         &h,
         messages_request(Some("sk-wrong-key-123"), SIMPLE),
@@ -409,13 +356,8 @@ async fn bad_input_gets_anthropic_errors_and_a_record() {
         "authentication_error",
     )
     .await;
-    expect_error(
-        &h,
-        messages_request(Some("sk-bob-00000001"), SIMPLE),
-        unauthorized,
-        "authentication_error",
-    )
-    .await;
+    expect_error(&h, messages_request(Some("sk-bob-00000001"), SIMPLE), unauthorized, "authentication_error")
+        .await;
     expect_error(
         &h,
         messages_request(Some(KEY), "{\"model\":"),
@@ -430,22 +372,13 @@ async fn bad_input_gets_anthropic_errors_and_a_record() {
         "invalid_request_error",
     )
     .await;
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("model"))
-    );
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("model")));
     let big = format!(
         r#"{{"model":"claude-sonnet-4-5","messages":[{{"role":"user","content":"{}"}}]}}"#,
         "x".repeat(5000)
     );
-    expect_error(
-        &h,
-        messages_request(Some(KEY), &big),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "request_too_large",
-    )
-    .await;
+    expect_error(&h, messages_request(Some(KEY), &big), StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+        .await;
     expect_error(
         &h,
         messages_request(Some("sk-mallory-0001"), SIMPLE),
@@ -460,10 +393,7 @@ async fn bad_input_gets_anthropic_errors_and_a_record() {
         .body(Full::new(Bytes::new()))
         .expect("req");
     expect_error(&h, unknown, StatusCode::NOT_FOUND, "not_found_error").await;
-    assert!(
-        mock.received().is_empty(),
-        "nothing rejected may reach the upstream"
-    );
+    assert!(mock.received().is_empty(), "nothing rejected may reach the upstream");
 }
 
 #[tokio::test]
@@ -473,13 +403,7 @@ async fn bad_key_cases_use_distinct_codes_in_the_log() {
     for key in ["sk-alice-disabled", "sk-alice-expired", "sk-bob-00000001"] {
         h.gateway.handle(messages_request(Some(key), SIMPLE)).await;
     }
-    let errors: Vec<String> = h
-        .sink
-        .wait_for(3)
-        .await
-        .into_iter()
-        .filter_map(|r| r.error)
-        .collect();
+    let errors: Vec<String> = h.sink.wait_for(3).await.into_iter().filter_map(|r| r.error).collect();
     assert!(errors[0].starts_with("key_disabled"), "{errors:?}");
     assert!(errors[1].starts_with("key_expired"), "{errors:?}");
     assert!(errors[2].starts_with("user_disabled"), "{errors:?}");
@@ -494,14 +418,10 @@ async fn upstream_errors_pass_through_with_their_status() {
         ..MockBehavior::default()
     });
     let h = harness(&mock.url(), GatewaySettings::default());
-    let (status, headers, bytes) =
-        collect(h.gateway.handle(messages_request(Some(KEY), SIMPLE)).await).await;
+    let (status, headers, bytes) = collect(h.gateway.handle(messages_request(Some(KEY), SIMPLE)).await).await;
     assert_eq!(status.as_u16(), 529);
     assert_eq!(json(&bytes)["error"]["type"], "overloaded_error");
-    assert_eq!(
-        headers.get("retry-after").and_then(|v| v.to_str().ok()),
-        Some("7")
-    );
+    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
     let r = &h.sink.wait_for(1).await[0];
     assert_eq!(r.outcome, Outcome::UpstreamError);
     assert_eq!(r.status_code, 529);
@@ -515,13 +435,7 @@ async fn unreachable_upstream_is_a_502_in_anthropic_shape() {
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     drop(listener);
     let h = harness(&url, GatewaySettings::default());
-    let v = expect_error(
-        &h,
-        messages_request(Some(KEY), SIMPLE),
-        StatusCode::BAD_GATEWAY,
-        "api_error",
-    )
-    .await;
+    let v = expect_error(&h, messages_request(Some(KEY), SIMPLE), StatusCode::BAD_GATEWAY, "api_error").await;
     assert!(!v.to_string().contains("sk-ant-upstream-secret"));
     assert_eq!(h.sink.records()[0].outcome, Outcome::Failed);
 }
@@ -532,10 +446,7 @@ async fn client_disconnect_mid_stream_leaves_a_partial_record() {
     mock.set_behavior(MockBehavior {
         chunks: 20,
         chunk_delay: Duration::from_millis(50),
-        usage: MockUsage {
-            input_tokens: 33,
-            ..MockUsage::default()
-        },
+        usage: MockUsage { input_tokens: 33, ..MockUsage::default() },
         ..MockBehavior::default()
     });
     let h = harness(&mock.url(), GatewaySettings::default());
@@ -560,15 +471,10 @@ async fn client_disconnect_mid_stream_leaves_a_partial_record() {
 #[tokio::test]
 async fn mid_stream_reset_ends_with_an_error_event() {
     let mock = MockUpstream::start().await.expect("mock");
-    mock.set_behavior(MockBehavior {
-        chunks: 10,
-        reset_after_events: Some(4),
-        ..MockBehavior::default()
-    });
+    mock.set_behavior(MockBehavior { chunks: 10, reset_after_events: Some(4), ..MockBehavior::default() });
     let h = harness(&mock.url(), GatewaySettings::default());
     let body = r#"{"model":"claude-sonnet-4-5","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"Hi"}]}"#;
-    let (status, _, bytes) =
-        collect(h.gateway.handle(messages_request(Some(KEY), body)).await).await;
+    let (status, _, bytes) = collect(h.gateway.handle(messages_request(Some(KEY), body)).await).await;
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("event: message_start"));
@@ -578,13 +484,7 @@ async fn mid_stream_reset_ends_with_an_error_event() {
     );
     let r = &h.sink.wait_for(1).await[0];
     assert_eq!(r.outcome, Outcome::Failed);
-    assert!(
-        r.error
-            .as_deref()
-            .is_some_and(|e| e.contains("mid-response")),
-        "{:?}",
-        r.error
-    );
+    assert!(r.error.as_deref().is_some_and(|e| e.contains("mid-response")), "{:?}", r.error);
 }
 
 #[tokio::test]
@@ -622,10 +522,7 @@ async fn count_tokens_passes_through_unbilled() {
     let (status, _, bytes) = collect(h.gateway.handle(req).await).await;
     assert_eq!(status, StatusCode::OK);
     assert!(json(&bytes)["input_tokens"].as_u64().is_some_and(|n| n > 0));
-    assert_eq!(
-        mock.received()[0].path_and_query,
-        "/v1/messages/count_tokens"
-    );
+    assert_eq!(mock.received()[0].path_and_query, "/v1/messages/count_tokens");
     let r = &h.sink.wait_for(1).await[0];
     assert_eq!(r.cost, None);
     assert_eq!(r.endpoint, "/v1/messages/count_tokens");
@@ -644,17 +541,10 @@ async fn models_list_in_both_shapes() {
     let (status, _, bytes) = collect(h.gateway.handle(anthropic).await).await;
     assert_eq!(status, StatusCode::OK);
     let v = json(&bytes);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .filter_map(|m| m["id"].as_str())
-        .collect();
+    let ids: Vec<&str> =
+        v["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
     assert!(ids.contains(&"claude-sonnet-4-5"), "{v}");
-    assert!(
-        ids.contains(&"claude-3-5-sonnet-latest"),
-        "redirect sources are listed: {v}"
-    );
+    assert!(ids.contains(&"claude-3-5-sonnet-latest"), "redirect sources are listed: {v}");
     assert_eq!(v["data"][0]["type"], "model");
     assert_eq!(v["has_more"], false);
     let openai = Request::builder()
@@ -667,10 +557,7 @@ async fn models_list_in_both_shapes() {
     let v = json(&bytes);
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["object"], "model");
-    let unauth = Request::builder()
-        .uri("/v1/models")
-        .body(Full::new(Bytes::new()))
-        .expect("req");
+    let unauth = Request::builder().uri("/v1/models").body(Full::new(Bytes::new())).expect("req");
     let (status, _, _) = collect(h.gateway.handle(unauth).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
@@ -680,25 +567,42 @@ async fn claude_code_session_header_wins_and_hash_fallback_is_stable() {
     let mock = MockUpstream::start().await.expect("mock");
     let h = harness(&mock.url(), GatewaySettings::default());
     let mut req = messages_request(Some(KEY), SIMPLE);
-    req.headers_mut().insert(
-        "x-claude-code-session-id",
-        "cc-session-42".parse().expect("hv"),
-    );
+    req.headers_mut().insert("x-claude-code-session-id", "cc-session-42".parse().expect("hv"));
     h.gateway.handle(req).await;
     h.gateway.handle(messages_request(Some(KEY), SIMPLE)).await;
     h.gateway.handle(messages_request(Some(KEY), SIMPLE)).await;
     let other = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Something else"}]}"#;
     h.gateway.handle(messages_request(Some(KEY), other)).await;
     let records = h.sink.wait_for(4).await;
-    let ids: Vec<&str> = records
-        .iter()
-        .map(|r| r.session_id.as_deref().expect("session"))
-        .collect();
+    let ids: Vec<&str> = records.iter().map(|r| r.session_id.as_deref().expect("session")).collect();
     assert_eq!(ids[0], "cc-session-42");
-    assert_eq!(
-        ids[1], ids[2],
-        "same key + same conversation start = same session"
-    );
+    assert_eq!(ids[1], ids[2], "same key + same conversation start = same session");
     assert_ne!(ids[1], ids[3]);
     assert!(ids[1].starts_with("hash_"));
+}
+
+#[tokio::test]
+async fn a_body_read_to_its_content_length_is_a_success_even_if_never_polled_to_the_end() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let h = harness(&mock.url(), GatewaySettings::default());
+    let resp = h.gateway.handle(messages_request(Some(KEY), SIMPLE)).await;
+    let declared: usize = resp.headers()["content-length"].to_str().expect("cl").parse().expect("n");
+    let mut body = resp.into_body();
+    let mut got = 0;
+    // Like hyper: stop polling once the declared length was sent, then drop the body.
+    while got < declared {
+        let frame = body.frame().await.expect("frame").expect("ok");
+        got += frame.data_ref().map_or(0, |d| d.len());
+    }
+    drop(body);
+    let r = &h.sink.wait_for(1).await[0];
+    assert_eq!(r.outcome, Outcome::Success);
+    assert_eq!(r.usage.output_tokens, 15);
+}
+
+#[tokio::test]
+async fn missing_key_is_a_401_even_when_the_body_is_bad() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let h = harness(&mock.url(), GatewaySettings::default());
+    expect_error(&h, messages_request(None, "{}"), StatusCode::UNAUTHORIZED, "authentication_error").await;
 }

@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use crate::behavior::{MockBehavior, MockUsage};
 use crate::body::{Chunk, MockBody};
 use crate::wire::{
-    ContentBlock, Delta, ErrorBody, ErrorDetail, Message, MessageDelta, OutputUsage, StreamEvent,
-    Usage, to_json,
+    ContentBlock, Delta, ErrorBody, ErrorDetail, Message, MessageDelta, OutputUsage, StreamEvent, Usage,
+    to_json,
 };
 
 /// Model reported when the request names none and no override is set.
@@ -26,16 +26,8 @@ const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
 /// Listed by `GET /v1/models`, newest first like the real API: (id, display name, created).
 const MODELS: &[(&str, &str, &str)] = &[
     ("claude-opus-4-5", "Claude Opus 4.5", "2025-11-24T00:00:00Z"),
-    (
-        "claude-haiku-4-5",
-        "Claude Haiku 4.5",
-        "2025-10-15T00:00:00Z",
-    ),
-    (
-        "claude-sonnet-4-5",
-        "Claude Sonnet 4.5",
-        "2025-09-29T00:00:00Z",
-    ),
+    ("claude-haiku-4-5", "Claude Haiku 4.5", "2025-10-15T00:00:00Z"),
+    ("claude-sonnet-4-5", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
     ("claude-opus-4-1", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
 ];
 
@@ -55,15 +47,9 @@ pub(crate) fn respond(
     body: &Bytes,
 ) -> Response<MockBody> {
     if let Some(status) = behavior.force_status {
-        let mut response = error_response(
-            status,
-            &format!("mock upstream: forced status {status}"),
-            id,
-        );
+        let mut response = error_response(status, &format!("mock upstream: forced status {status}"), id);
         if let Some(secs) = behavior.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         return response;
     }
@@ -83,11 +69,7 @@ pub(crate) fn respond(
                 None => error_response(404, &format!("model: {wanted}"), id),
             }
         }
-        _ => error_response(
-            404,
-            &format!("mock upstream: no route for {method} {path}"),
-            id,
-        ),
+        _ => error_response(404, &format!("mock upstream: no route for {method} {path}"), id),
     }
 }
 
@@ -96,15 +78,11 @@ pub(crate) fn error_response(status: u16, message: &str, id: u64) -> Response<Mo
     let request_id = request_id(id);
     let body = ErrorBody {
         kind: "error",
-        error: ErrorDetail {
-            kind: error_type(status),
-            message,
-        },
+        error: ErrorDetail { kind: error_type(status), message },
         request_id: &request_id,
     };
     let mut response = json_response(to_json(&body), id);
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response
 }
 
@@ -130,10 +108,8 @@ fn request_id(id: u64) -> String {
 /// callers may send either.
 fn api_key_matches(headers: &HeaderMap, expected: &str) -> bool {
     let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    let bearer = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let bearer =
+        headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     x_api_key == Some(expected) || bearer == Some(expected)
 }
 
@@ -157,9 +133,7 @@ fn parse_object(body: &Bytes) -> Result<Value, String> {
     match serde_json::from_slice::<Value>(body) {
         Ok(value @ Value::Object(_)) => Ok(value),
         Ok(_) => Err("mock upstream: the request body must be a JSON object".to_owned()),
-        Err(err) => Err(format!(
-            "mock upstream: the request body is not valid JSON: {err}"
-        )),
+        Err(err) => Err(format!("mock upstream: the request body is not valid JSON: {err}")),
     }
 }
 
@@ -182,10 +156,7 @@ fn count_tokens(id: u64, body: &Bytes) -> Response<MockBody> {
     }
     // Deterministic rough estimate (about four characters per token), never zero.
     let chars = String::from_utf8_lossy(body).chars().count() as u64;
-    json_response(
-        json!({ "input_tokens": (chars / 4).max(1) }).to_string(),
-        id,
-    )
+    json_response(json!({ "input_tokens": (chars / 4).max(1) }).to_string(), id)
 }
 
 fn model_json((model, display_name, created_at): &(&str, &str, &str)) -> Value {
@@ -209,11 +180,7 @@ fn models_list() -> Value {
 /// One content block of the reply.
 enum Block {
     Text(String),
-    ToolUse {
-        id: String,
-        name: String,
-        input: Value,
-    },
+    ToolUse { id: String, name: String, input: Value },
 }
 
 impl Block {
@@ -239,42 +206,23 @@ impl Reply {
         let model = behavior
             .model_override
             .clone()
-            .or_else(|| {
-                request
-                    .get("model")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
+            .or_else(|| request.get("model").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
         let (blocks, stop_reason) = match tool_to_call(request) {
             Some(tool) => {
-                let name = tool
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("tool")
-                    .to_owned();
+                let name = tool.get("name").and_then(Value::as_str).unwrap_or("tool").to_owned();
                 let input = mock_input(tool.get("input_schema"));
                 // Models usually announce a tool call with a short text first; clients must
                 // cope with a text block before the tool_use block.
                 let blocks = vec![
                     Block::Text(format!("I'll call the {name} tool.")),
-                    Block::ToolUse {
-                        id: format!("toolu_mock_{id}"),
-                        name,
-                        input,
-                    },
+                    Block::ToolUse { id: format!("toolu_mock_{id}"), name, input },
                 ];
                 (blocks, "tool_use")
             }
             None => (vec![Block::Text(behavior.reply_text.clone())], "end_turn"),
         };
-        Self {
-            id: format!("msg_mock_{id}"),
-            model,
-            blocks,
-            stop_reason,
-            usage: behavior.usage,
-        }
+        Self { id: format!("msg_mock_{id}"), model, blocks, stop_reason, usage: behavior.usage }
     }
 
     fn message<'a>(&'a self, content: Vec<ContentBlock<'a>>, stream_start: bool) -> Message<'a> {
@@ -287,14 +235,7 @@ impl Reply {
             // message_start announces the message before anything was generated.
             stop_reason: (!stream_start).then_some(self.stop_reason),
             stop_sequence: None,
-            usage: Usage::new(
-                &self.usage,
-                if stream_start {
-                    1
-                } else {
-                    self.usage.output_tokens
-                },
-            ),
+            usage: Usage::new(&self.usage, if stream_start { 1 } else { self.usage.output_tokens }),
         }
     }
 
@@ -305,12 +246,7 @@ impl Reply {
     /// The SSE events in the order Anthropic sends them.
     fn stream_events(&self, chunks: usize) -> Vec<Event> {
         let mut events = vec![
-            Event::new(
-                &StreamEvent::MessageStart {
-                    message: self.message(Vec::new(), true),
-                },
-                false,
-            ),
+            Event::new(&StreamEvent::MessageStart { message: self.message(Vec::new(), true) }, false),
             Event::new(&StreamEvent::Ping, false),
         ];
         let empty_input = Value::Object(Map::new());
@@ -326,21 +262,14 @@ impl Reply {
                     ));
                     for text in split_even(text, chunks.max(1)) {
                         let delta = Delta::TextDelta { text };
-                        events.push(Event::new(
-                            &StreamEvent::ContentBlockDelta { index, delta },
-                            true,
-                        ));
+                        events.push(Event::new(&StreamEvent::ContentBlockDelta { index, delta }, true));
                     }
                 }
                 Block::ToolUse { id, name, input } => {
                     events.push(Event::new(
                         &StreamEvent::ContentBlockStart {
                             index,
-                            content_block: ContentBlock::ToolUse {
-                                id,
-                                name,
-                                input: &empty_input,
-                            },
+                            content_block: ContentBlock::ToolUse { id, name, input: &empty_input },
                         },
                         false,
                     ));
@@ -348,10 +277,7 @@ impl Reply {
                     let pieces = TOOL_JSON_PIECES.min(input.chars().count()).max(1);
                     for partial_json in split_even(&input, pieces) {
                         let delta = Delta::InputJsonDelta { partial_json };
-                        events.push(Event::new(
-                            &StreamEvent::ContentBlockDelta { index, delta },
-                            true,
-                        ));
+                        events.push(Event::new(&StreamEvent::ContentBlockDelta { index, delta }, true));
                     }
                 }
             }
@@ -359,13 +285,8 @@ impl Reply {
         }
         events.push(Event::new(
             &StreamEvent::MessageDelta {
-                delta: MessageDelta {
-                    stop_reason: self.stop_reason,
-                    stop_sequence: None,
-                },
-                usage: OutputUsage {
-                    output_tokens: self.usage.output_tokens,
-                },
+                delta: MessageDelta { stop_reason: self.stop_reason, stop_sequence: None },
+                usage: OutputUsage { output_tokens: self.usage.output_tokens },
             },
             false,
         ));
@@ -382,14 +303,9 @@ fn tool_to_call(request: &Value) -> Option<&Value> {
     if last.get("role").and_then(Value::as_str) != Some("user") {
         return None;
     }
-    let has_tool_result = last
-        .get("content")
-        .and_then(Value::as_array)
-        .is_some_and(|blocks| {
-            blocks
-                .iter()
-                .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
-        });
+    let has_tool_result = last.get("content").and_then(Value::as_array).is_some_and(|blocks| {
+        blocks.iter().any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+    });
     (!has_tool_result).then_some(tool)
 }
 
@@ -397,18 +313,12 @@ fn tool_to_call(request: &Value) -> Option<&Value> {
 /// required name), typed after the property's schema.
 fn mock_input(schema: Option<&Value>) -> Value {
     let mut input = Map::new();
-    if let Some(properties) = schema
-        .and_then(|s| s.get("properties"))
-        .and_then(Value::as_object)
-    {
+    if let Some(properties) = schema.and_then(|s| s.get("properties")).and_then(Value::as_object) {
         for (name, property) in properties {
             input.insert(name.clone(), mock_value(property));
         }
     }
-    if let Some(required) = schema
-        .and_then(|s| s.get("required"))
-        .and_then(Value::as_array)
-    {
+    if let Some(required) = schema.and_then(|s| s.get("required")).and_then(Value::as_array) {
         for name in required.iter().filter_map(Value::as_str) {
             input.entry(name).or_insert(Value::Null);
         }
@@ -418,21 +328,15 @@ fn mock_input(schema: Option<&Value>) -> Value {
 
 fn mock_value(property: &Value) -> Value {
     // An enum's first member is the only way to stay valid against the schema.
-    if let Some(first) = property
-        .get("enum")
-        .and_then(Value::as_array)
-        .and_then(|e| e.first())
-    {
+    if let Some(first) = property.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
         return first.clone();
     }
     let ty = match property.get("type") {
         Some(Value::String(ty)) => ty.as_str(),
         // `["string", "null"]`: prefer the non-null type.
-        Some(Value::Array(types)) => types
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|t| *t != "null")
-            .unwrap_or("null"),
+        Some(Value::Array(types)) => {
+            types.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null")
+        }
         _ => "",
     };
     match ty {
@@ -447,15 +351,9 @@ fn mock_value(property: &Value) -> Value {
 /// character boundaries. Pieces are empty when `text` has fewer characters than `parts`.
 fn split_even(text: &str, parts: usize) -> Vec<&str> {
     let parts = parts.max(1);
-    let bounds: Vec<usize> = text
-        .char_indices()
-        .map(|(i, _)| i)
-        .chain(iter::once(text.len()))
-        .collect();
+    let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).chain(iter::once(text.len())).collect();
     let chars = bounds.len() - 1;
-    (0..parts)
-        .map(|k| &text[bounds[k * chars / parts]..bounds[(k + 1) * chars / parts]])
-        .collect()
+    (0..parts).map(|k| &text[bounds[k * chars / parts]..bounds[(k + 1) * chars / parts]]).collect()
 }
 
 /// One encoded SSE event.
@@ -467,26 +365,14 @@ struct Event {
 
 impl Event {
     fn new(data: &StreamEvent<'_>, content: bool) -> Self {
-        Self {
-            bytes: Bytes::from(format!(
-                "event: {}\ndata: {}\n\n",
-                data.name(),
-                to_json(data)
-            )),
-            content,
-        }
+        Self { bytes: Bytes::from(format!("event: {}\ndata: {}\n\n", data.name(), to_json(data))), content }
     }
 }
 
 fn stream_response(behavior: &MockBehavior, reply: &Reply, id: u64) -> Response<MockBody> {
     let events = reply.stream_events(behavior.chunks);
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(produce(
-        tx,
-        events,
-        behavior.chunk_delay,
-        behavior.reset_after_events,
-    ));
+    tokio::spawn(produce(tx, events, behavior.chunk_delay, behavior.reset_after_events));
     let mut response = Response::new(MockBody::channel(rx));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -581,8 +467,7 @@ mod tests {
     #[test]
     fn tool_is_called_only_without_a_tool_result() {
         let tools = json!([{ "name": "get_weather", "input_schema": { "type": "object" } }]);
-        let ask =
-            json!({ "tools": tools, "messages": [{ "role": "user", "content": "weather?" }] });
+        let ask = json!({ "tools": tools, "messages": [{ "role": "user", "content": "weather?" }] });
         assert!(tool_to_call(&ask).is_some());
         let answered = json!({ "tools": tools, "messages": [
             { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": "t", "content": "sunny" }] }

@@ -40,10 +40,7 @@ impl MockBody {
 
     /// A streamed body fed by `rx`.
     pub(crate) fn channel(rx: mpsc::Receiver<Chunk>) -> Self {
-        Self::Channel {
-            rx,
-            aborting: false,
-        }
+        Self::Channel { rx, aborting: false }
     }
 }
 

@@ -108,18 +108,11 @@ impl fmt::Debug for MockUpstream {
 impl MockUpstream {
     /// Starts a mock with default behavior on `127.0.0.1` and a free port.
     pub async fn start() -> std::io::Result<MockUpstream> {
-        Self::start_on(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            MockBehavior::default(),
-        )
-        .await
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), MockBehavior::default()).await
     }
 
     /// Starts a mock listening on `addr` (port 0 picks a free port) with `behavior`.
-    pub async fn start_on(
-        addr: SocketAddr,
-        behavior: MockBehavior,
-    ) -> std::io::Result<MockUpstream> {
+    pub async fn start_on(addr: SocketAddr, behavior: MockBehavior) -> std::io::Result<MockUpstream> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -132,11 +125,7 @@ impl MockUpstream {
         let (tx, rx) = watch::channel(false);
         tokio::spawn(accept_loop(listener, Arc::clone(&shared), rx));
         tracing::debug!(%addr, "mock upstream listening");
-        Ok(MockUpstream {
-            shared,
-            guard: Arc::new(ShutdownGuard { tx }),
-            addr,
-        })
+        Ok(MockUpstream { shared, guard: Arc::new(ShutdownGuard { tx }), addr })
     }
 
     /// The socket address the mock listens on.
@@ -270,10 +259,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<MockBod
             );
         }
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let path_and_query =
+        parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
     if shared.recording.load(Ordering::Relaxed) {
         shared.received.lock().push(ReceivedRequest {
             method: parts.method.as_str().to_owned(),
@@ -286,12 +273,5 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<MockBod
     if !behavior.first_byte_delay.is_zero() {
         tokio::time::sleep(behavior.first_byte_delay).await;
     }
-    anthropic::respond(
-        &behavior,
-        id,
-        &parts.method,
-        parts.uri.path(),
-        &parts.headers,
-        &body,
-    )
+    anthropic::respond(&behavior, id, &parts.method, parts.uri.path(), &parts.headers, &body)
 }

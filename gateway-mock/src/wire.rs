@@ -27,14 +27,8 @@ pub(crate) struct Message<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum ContentBlock<'a> {
-    Text {
-        text: &'a str,
-    },
-    ToolUse {
-        id: &'a str,
-        name: &'a str,
-        input: &'a Value,
-    },
+    Text { text: &'a str },
+    ToolUse { id: &'a str, name: &'a str, input: &'a Value },
 }
 
 /// `usage` of a message.
@@ -74,25 +68,12 @@ pub(crate) struct CacheCreation {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum StreamEvent<'a> {
-    MessageStart {
-        message: Message<'a>,
-    },
+    MessageStart { message: Message<'a> },
     Ping,
-    ContentBlockStart {
-        index: usize,
-        content_block: ContentBlock<'a>,
-    },
-    ContentBlockDelta {
-        index: usize,
-        delta: Delta<'a>,
-    },
-    ContentBlockStop {
-        index: usize,
-    },
-    MessageDelta {
-        delta: MessageDelta,
-        usage: OutputUsage,
-    },
+    ContentBlockStart { index: usize, content_block: ContentBlock<'a> },
+    ContentBlockDelta { index: usize, delta: Delta<'a> },
+    ContentBlockStop { index: usize },
+    MessageDelta { delta: MessageDelta, usage: OutputUsage },
     MessageStop,
 }
 

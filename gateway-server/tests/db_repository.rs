@@ -107,22 +107,14 @@ cache_write_1h_per_mtok = "6"
 cache_read_per_mtok = "0.3"
 "#;
 
-const PLAIN_KEYS: [&str; 3] = [
-    "sk-alice-plain-key-0001",
-    "sk-alice-plain-key-0002",
-    "sk-bob-plain-key-0003",
-];
+const PLAIN_KEYS: [&str; 3] = ["sk-alice-plain-key-0001", "sk-alice-plain-key-0002", "sk-bob-plain-key-0003"];
 
 fn config(text: &str) -> ConfigFile {
     ConfigFile::from_toml_str_with_env(text, |_| None).expect("test config parses")
 }
 
 fn counts(created: u64, updated: u64, unchanged: u64) -> ImportCounts {
-    ImportCounts {
-        created,
-        updated,
-        unchanged,
-    }
+    ImportCounts { created, updated, unchanged }
 }
 
 fn dec(text: &str) -> Decimal {
@@ -136,15 +128,9 @@ async fn ids(db: &Database) -> BTreeMap<String, Id> {
         for (kind, sql) in [
             ("provider", "SELECT name, id FROM providers"),
             ("user", "SELECT name, id FROM users"),
-            (
-                "key",
-                "SELECT u.name || '/' || k.name, k.id FROM api_keys k JOIN users u ON u.id = k.user_id",
-            ),
+            ("key", "SELECT u.name || '/' || k.name, k.id FROM api_keys k JOIN users u ON u.id = k.user_id"),
         ] {
-            let rows: Vec<(String, i64)> = sqlx::query_as(sql)
-                .fetch_all(pool)
-                .await
-                .expect("select ids");
+            let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(pool).await.expect("select ids");
             for (name, id) in rows {
                 out.insert(format!("{kind}:{name}"), id);
             }
@@ -156,10 +142,7 @@ async fn ids(db: &Database) -> BTreeMap<String, Id> {
 async fn count_rows(db: &Database, table: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM {table}");
     on_pool!(db, |pool| {
-        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.clone()))
-            .fetch_one(pool)
-            .await
-            .expect("count")
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.clone())).fetch_one(pool).await.expect("count")
     })
 }
 
@@ -180,20 +163,9 @@ async fn migrations_are_idempotent_and_create_the_schema() {
     for t in backends().await {
         // `backends()` migrated once already; twice more must be no-ops.
         t.db.migrate().await.expect("second migrate");
-        t.reconnect()
-            .await
-            .migrate()
-            .await
-            .expect("migrate from another pool");
+        t.reconnect().await.migrate().await.expect("migrate from another pool");
         t.db.ping().await.expect("ping");
-        for table in [
-            "providers",
-            "users",
-            "api_keys",
-            "model_prices",
-            "request_log",
-            "settings",
-        ] {
+        for table in ["providers", "users", "api_keys", "model_prices", "request_log", "settings"] {
             assert_eq!(count_rows(&t.db, table).await, 0, "{}: {table}", t.label);
         }
         let applied = on_pool!(t.db, |pool| {
@@ -240,18 +212,8 @@ async fn import_twice_changes_nothing() {
             t.label
         );
         assert_eq!(ids(&t.db).await, ids_before, "{}: ids are stable", t.label);
-        assert_eq!(
-            updated_at(&t.db).await,
-            stamps_before,
-            "{}: rows not rewritten",
-            t.label
-        );
-        for (table, n) in [
-            ("providers", 2),
-            ("users", 2),
-            ("api_keys", 3),
-            ("model_prices", 2),
-        ] {
+        assert_eq!(updated_at(&t.db).await, stamps_before, "{}: rows not rewritten", t.label);
+        for (table, n) in [("providers", 2), ("users", 2), ("api_keys", 3), ("model_prices", 2)] {
             assert_eq!(count_rows(&t.db, table).await, n, "{}: {table}", t.label);
         }
     }
@@ -263,10 +225,7 @@ async fn reimport_updates_changed_rows_and_leaves_others_alone() {
         t.db.import_config(&config(CONFIG)).await.expect("import");
         let ids_before = ids(&t.db).await;
 
-        let summary =
-            t.db.import_config(&config(CONFIG_CHANGED))
-                .await
-                .expect("re-import");
+        let summary = t.db.import_config(&config(CONFIG_CHANGED)).await.expect("re-import");
         assert_eq!(
             summary,
             ImportSummary {
@@ -281,12 +240,7 @@ async fn reimport_updates_changed_rows_and_leaves_others_alone() {
         );
         let ids_after = ids(&t.db).await;
         for (name, id) in &ids_before {
-            assert_eq!(
-                ids_after.get(name),
-                Some(id),
-                "{}: id of {name} kept",
-                t.label
-            );
+            assert_eq!(ids_after.get(name), Some(id), "{}: id of {name} kept", t.label);
         }
         assert!(ids_after.contains_key("key:alice/tablet"), "{}", t.label);
 
@@ -299,10 +253,7 @@ async fn reimport_updates_changed_rows_and_leaves_others_alone() {
         assert_eq!(anthropic.groups, vec!["team-b".to_owned()]);
         assert_eq!(anthropic.cost_multiplier.to_string(), "1.25");
         assert!(!anthropic.enabled);
-        assert_eq!(
-            redirect_model(&anthropic.model_redirects, "claude-x"),
-            Some("claude-haiku-4-5")
-        );
+        assert_eq!(redirect_model(&anthropic.model_redirects, "claude-x"), Some("claude-haiku-4-5"));
         assert_eq!(
             redirect_model(&anthropic.model_redirects, "claude-3-5-sonnet-latest"),
             Some("claude-haiku-4-5"),
@@ -314,14 +265,8 @@ async fn reimport_updates_changed_rows_and_leaves_others_alone() {
         let openai = &catalog.providers()[1];
         assert_eq!(openai.name, "openai");
         assert_eq!(openai.api_key, "sk-openai-upstream-2");
-        let bob_key = catalog
-            .key_by_hash(&hash_api_key("sk-bob-plain-key-0003"))
-            .expect("bob");
-        assert!(
-            catalog
-                .user(bob_key.user_id)
-                .is_some_and(|u| u.name == "bob")
-        );
+        let bob_key = catalog.key_by_hash(&hash_api_key("sk-bob-plain-key-0003")).expect("bob");
+        assert!(catalog.user(bob_key.user_id).is_some_and(|u| u.name == "bob"));
         let gpt = catalog.price("gpt-4.1").expect("gpt-4.1 price kept");
         assert_eq!(gpt.input_per_mtok.to_string(), "2.00");
 
@@ -332,23 +277,14 @@ async fn reimport_updates_changed_rows_and_leaves_others_alone() {
         assert_eq!(alice.expires_at, None, "{}: expiry removed", t.label);
 
         // The rotated key replaced the old hash under the same key id.
-        assert!(
-            catalog
-                .key_by_hash(&hash_api_key("sk-alice-plain-key-0001"))
-                .is_none()
-        );
-        let laptop = catalog
-            .key_by_hash(&hash_api_key("sk-alice-rotated-key-0009"))
-            .expect("rotated");
+        assert!(catalog.key_by_hash(&hash_api_key("sk-alice-plain-key-0001")).is_none());
+        let laptop = catalog.key_by_hash(&hash_api_key("sk-alice-rotated-key-0009")).expect("rotated");
         assert_eq!(laptop.id, ids_before["key:alice/laptop"]);
         assert_eq!(laptop.expires_at, Some(instant(1_967_440_089, 0)));
         assert!(laptop.enabled);
 
         let sonnet = catalog.price("claude-sonnet-4-5").expect("price");
-        assert_eq!(
-            sonnet.cache_read_per_mtok.map(|d| d.to_string()).as_deref(),
-            Some("0.3")
-        );
+        assert_eq!(sonnet.cache_read_per_mtok.map(|d| d.to_string()).as_deref(), Some("0.3"));
     }
 }
 
@@ -398,10 +334,7 @@ async fn keys_are_stored_only_as_hashes() {
                 .expect("dump");
                 text.push_str(&dump.unwrap_or_default());
             }
-            assert!(
-                text.contains(&hash_api_key(PLAIN_KEYS[0])),
-                "dump covers api_keys"
-            );
+            assert!(text.contains(&hash_api_key(PLAIN_KEYS[0])), "dump covers api_keys");
             text.into_bytes()
         };
         for plain in PLAIN_KEYS {
@@ -420,11 +353,7 @@ async fn catalog_round_trips_every_field() {
 
         let providers = catalog.providers();
         assert_eq!(providers.len(), 2);
-        assert!(
-            providers[0].id < providers[1].id,
-            "{}: ordered by id",
-            t.label
-        );
+        assert!(providers[0].id < providers[1].id, "{}: ordered by id", t.label);
         let p = &providers[0];
         assert_eq!(p.id, ids["provider:anthropic-main"]);
         assert_eq!(p.name, "anthropic-main");
@@ -434,23 +363,12 @@ async fn catalog_round_trips_every_field() {
         assert_eq!((p.weight, p.priority), (3, 1));
         assert_eq!(p.groups, vec!["default".to_owned(), "team-a".to_owned()]);
         assert_eq!(p.cost_multiplier, dec("0.30"));
-        assert_eq!(
-            p.cost_multiplier.to_string(),
-            "0.30",
-            "{}: scale kept",
-            t.label
-        );
+        assert_eq!(p.cost_multiplier.to_string(), "0.30", "{}: scale kept", t.label);
         assert!(p.enabled);
         assert_eq!(p.model_redirects.len(), 2);
-        assert_eq!(
-            redirect_model(&p.model_redirects, "claude-3-5-sonnet-latest"),
-            Some("claude-sonnet-4-5")
-        );
+        assert_eq!(redirect_model(&p.model_redirects, "claude-3-5-sonnet-latest"), Some("claude-sonnet-4-5"));
         // The regex rule only matches when it was compiled on load.
-        assert_eq!(
-            redirect_model(&p.model_redirects, "claude-4-opus-x"),
-            Some("claude-opus-4-1")
-        );
+        assert_eq!(redirect_model(&p.model_redirects, "claude-4-opus-x"), Some("claude-opus-4-1"));
         assert_eq!(redirect_model(&p.model_redirects, "claude-5-opus"), None);
 
         let o = &providers[1];
@@ -470,24 +388,15 @@ async fn catalog_round_trips_every_field() {
         assert_eq!(bob.groups, vec!["default".to_owned()]);
         assert_eq!(bob.expires_at, None);
 
-        let laptop = catalog
-            .key_by_hash(&hash_api_key(PLAIN_KEYS[0]))
-            .expect("laptop");
-        assert_eq!(
-            (laptop.id, laptop.user_id),
-            (ids["key:alice/laptop"], alice.id)
-        );
+        let laptop = catalog.key_by_hash(&hash_api_key(PLAIN_KEYS[0])).expect("laptop");
+        assert_eq!((laptop.id, laptop.user_id), (ids["key:alice/laptop"], alice.id));
         assert_eq!(laptop.name, "laptop");
         assert!(laptop.enabled);
         assert_eq!(laptop.expires_at, None);
-        let ci = catalog
-            .key_by_hash(&hash_api_key(PLAIN_KEYS[1]))
-            .expect("ci");
+        let ci = catalog.key_by_hash(&hash_api_key(PLAIN_KEYS[1])).expect("ci");
         assert!(!ci.enabled);
         assert_eq!(ci.expires_at, Some(instant(1_924_992_000, 0)));
-        let main = catalog
-            .key_by_hash(&hash_api_key(PLAIN_KEYS[2]))
-            .expect("main");
+        let main = catalog.key_by_hash(&hash_api_key(PLAIN_KEYS[2])).expect("main");
         assert_eq!(main.user_id, bob.id);
 
         let sonnet = catalog.price("claude-sonnet-4-5").expect("sonnet");
@@ -495,10 +404,7 @@ async fn catalog_round_trips_every_field() {
         assert_eq!(sonnet.output_per_mtok, dec("15"));
         assert_eq!(sonnet.cache_write_5m_per_mtok, Some(dec("3.75")));
         assert_eq!(sonnet.cache_write_1h_per_mtok, Some(dec("6")));
-        assert_eq!(
-            sonnet.cache_read_per_mtok.map(|d| d.to_string()).as_deref(),
-            Some("0.30")
-        );
+        assert_eq!(sonnet.cache_read_per_mtok.map(|d| d.to_string()).as_deref(), Some("0.30"));
         let gpt = catalog.price("gpt-4.1").expect("gpt");
         assert_eq!(gpt.input_per_mtok.to_string(), "2.00");
         assert_eq!(gpt.cache_write_5m_per_mtok, None);
@@ -506,12 +412,7 @@ async fn catalog_round_trips_every_field() {
         assert_eq!(gpt.cache_read_per_mtok, None);
 
         // A second pool sees the same thing (nothing cached in the handle).
-        let again = t
-            .reconnect()
-            .await
-            .load_catalog()
-            .await
-            .expect("load again");
+        let again = t.reconnect().await.load_catalog().await.expect("load again");
         assert_eq!(again.providers().len(), 2);
     }
 }
@@ -521,17 +422,9 @@ async fn deleting_a_user_deletes_its_keys() {
     for t in backends().await {
         t.db.import_config(&config(CONFIG)).await.expect("import");
         on_pool!(t.db, |pool| {
-            sqlx::query("DELETE FROM users WHERE name = 'alice'")
-                .execute(pool)
-                .await
-                .expect("delete");
+            sqlx::query("DELETE FROM users WHERE name = 'alice'").execute(pool).await.expect("delete");
         });
-        assert_eq!(
-            count_rows(&t.db, "api_keys").await,
-            1,
-            "{}: cascade",
-            t.label
-        );
+        assert_eq!(count_rows(&t.db, "api_keys").await, 1, "{}: cascade", t.label);
     }
 }
 
@@ -540,21 +433,10 @@ async fn usage_records_round_trip_exactly() {
     for t in backends().await {
         let full = full_record("req-full");
         let minimal = minimal_record("req-min", instant(1_760_000_001, 0));
-        t.db.insert_usage_records(&[full.clone(), minimal.clone()])
-            .await
-            .expect("insert");
+        t.db.insert_usage_records(&[full.clone(), minimal.clone()]).await.expect("insert");
 
-        let row =
-            t.db.request_log_by_request_id("req-full")
-                .await
-                .expect("query")
-                .expect("row");
-        assert_eq!(
-            row.cost_nanousd,
-            Some(9_007_199_254_740_993),
-            "{}: exact cost",
-            t.label
-        );
+        let row = t.db.request_log_by_request_id("req-full").await.expect("query").expect("row");
+        assert_eq!(row.cost_nanousd, Some(9_007_199_254_740_993), "{}: exact cost", t.label);
         assert_eq!(row.cost_multiplier.as_deref(), Some("1.250"));
         assert_eq!(row.input_tokens, 1_099_511_627_776);
         assert_eq!(row.outcome, "client_abort");
@@ -562,24 +444,12 @@ async fn usage_records_round_trip_exactly() {
         assert_eq!(row.status_code, 529);
         assert!(row.stream);
         assert_eq!(row.created_at, full.created_at);
-        assert_eq!(
-            as_json(&row.into_usage_record().expect("convert")),
-            as_json(&full),
-            "{}",
-            t.label
-        );
+        assert_eq!(as_json(&row.into_usage_record().expect("convert")), as_json(&full), "{}", t.label);
 
-        let row =
-            t.db.request_log_by_request_id("req-min")
-                .await
-                .expect("query")
-                .expect("row");
+        let row = t.db.request_log_by_request_id("req-min").await.expect("query").expect("row");
         assert_eq!(row.cost_nanousd, None);
         assert_eq!(row.cost_multiplier, None);
-        assert_eq!(
-            as_json(&row.into_usage_record().expect("convert")),
-            as_json(&minimal)
-        );
+        assert_eq!(as_json(&row.into_usage_record().expect("convert")), as_json(&minimal));
 
         // Newest first, limited.
         let recent = t.db.recent_request_logs(10).await.expect("recent");
@@ -593,35 +463,19 @@ async fn usage_records_round_trip_exactly() {
 async fn duplicate_request_ids_are_ignored() {
     for t in backends().await {
         let original = full_record("req-dup");
-        t.db.insert_usage_records(std::slice::from_ref(&original))
-            .await
-            .expect("insert");
+        t.db.insert_usage_records(std::slice::from_ref(&original)).await.expect("insert");
 
         let mut changed = full_record("req-dup");
         changed.status_code = 200;
         changed.cost = Some(UsdNanos(1));
         let fresh = minimal_record("req-new", instant(1_760_000_002, 0));
         // A retried batch: one already stored (with other content), one new.
-        t.db.insert_usage_records(&[changed.clone(), fresh])
-            .await
-            .expect("retry is not an error");
+        t.db.insert_usage_records(&[changed.clone(), fresh]).await.expect("retry is not an error");
         t.db.insert_usage_records(&[changed]).await.expect("again");
 
-        assert_eq!(
-            t.db.request_log_count().await.expect("count"),
-            2,
-            "{}",
-            t.label
-        );
-        let row =
-            t.db.request_log_by_request_id("req-dup")
-                .await
-                .expect("query")
-                .expect("row");
-        assert_eq!(
-            as_json(&row.into_usage_record().expect("convert")),
-            as_json(&original)
-        );
+        assert_eq!(t.db.request_log_count().await.expect("count"), 2, "{}", t.label);
+        let row = t.db.request_log_by_request_id("req-dup").await.expect("query").expect("row");
+        assert_eq!(as_json(&row.into_usage_record().expect("convert")), as_json(&original));
     }
 }
 
@@ -631,66 +485,26 @@ async fn large_batches_are_split_into_statements_within_parameter_limits() {
         // 2,500 records × 28 columns = 70,000 parameters: over both backends' per-statement limit.
         let batch = records("bulk", 2_500);
         t.db.insert_usage_records(&batch).await.expect("insert");
-        assert_eq!(
-            t.db.request_log_count().await.expect("count"),
-            2_500,
-            "{}",
-            t.label
-        );
+        assert_eq!(t.db.request_log_count().await.expect("count"), 2_500, "{}", t.label);
         let last = t.db.recent_request_logs(1).await.expect("recent");
         assert_eq!(last[0].request_id, "bulk-2499");
         assert_eq!(last[0].output_tokens, 2_499);
-        t.db.insert_usage_records(&[])
-            .await
-            .expect("empty batch is fine");
+        t.db.insert_usage_records(&[]).await.expect("empty batch is fine");
     }
 }
 
 #[tokio::test]
 async fn settings_round_trip() {
     for t in backends().await {
-        assert_eq!(
-            t.db.get_setting("admin_token_hash").await.expect("get"),
-            None
-        );
-        t.db.set_setting("admin_token_hash", "abc")
-            .await
-            .expect("set");
-        assert_eq!(
-            t.db.get_setting("admin_token_hash")
-                .await
-                .expect("get")
-                .as_deref(),
-            Some("abc")
-        );
-        t.db.set_setting("admin_token_hash", "def")
-            .await
-            .expect("overwrite");
-        assert_eq!(
-            t.db.get_setting("admin_token_hash")
-                .await
-                .expect("get")
-                .as_deref(),
-            Some("def")
-        );
+        assert_eq!(t.db.get_setting("admin_token_hash").await.expect("get"), None);
+        t.db.set_setting("admin_token_hash", "abc").await.expect("set");
+        assert_eq!(t.db.get_setting("admin_token_hash").await.expect("get").as_deref(), Some("abc"));
+        t.db.set_setting("admin_token_hash", "def").await.expect("overwrite");
+        assert_eq!(t.db.get_setting("admin_token_hash").await.expect("get").as_deref(), Some("def"));
         assert_eq!(count_rows(&t.db, "settings").await, 1);
-        assert!(
-            t.db.delete_setting("admin_token_hash")
-                .await
-                .expect("delete")
-        );
-        assert!(
-            !t.db
-                .delete_setting("admin_token_hash")
-                .await
-                .expect("delete again")
-        );
-        assert_eq!(
-            t.db.get_setting("admin_token_hash").await.expect("get"),
-            None,
-            "{}",
-            t.label
-        );
+        assert!(t.db.delete_setting("admin_token_hash").await.expect("delete"));
+        assert!(!t.db.delete_setting("admin_token_hash").await.expect("delete again"));
+        assert_eq!(t.db.get_setting("admin_token_hash").await.expect("get"), None, "{}", t.label);
     }
 }
 
@@ -706,22 +520,13 @@ async fn sqlite_urls_create_directories_and_use_wal() {
         let db = Database::connect(&url).await.expect("connect");
         db.migrate().await.expect("migrate");
         let pool = db.as_sqlite().expect("sqlite");
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(pool)
-            .await
-            .expect("pragma");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.expect("pragma");
         assert_eq!(mode, "wal");
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-            .fetch_one(pool)
-            .await
-            .expect("pragma");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(pool).await.expect("pragma");
         assert_eq!(fk, 1);
         db.close().await;
         assert!(db.is_closed());
-        assert!(matches!(
-            db.ping().await,
-            Err(DbError::Sqlx(sqlx::Error::PoolClosed))
-        ));
+        assert!(matches!(db.ping().await, Err(DbError::Sqlx(sqlx::Error::PoolClosed))));
     }
     assert!(file.exists());
 }
@@ -736,21 +541,14 @@ async fn sqlite_in_memory_keeps_its_data_on_one_connection() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let catalog = db.load_catalog().await.expect("load");
         assert_eq!(catalog.providers().len(), 2, "{url}");
-        db.insert_usage_records(&records("mem", 3))
-            .await
-            .expect("insert");
+        db.insert_usage_records(&records("mem", 3)).await.expect("insert");
         assert_eq!(db.request_log_count().await.expect("count"), 3);
     }
 }
 
 #[tokio::test]
 async fn unsupported_urls_are_rejected_without_echoing_secrets() {
-    let err = Database::connect("mysql://root:hunter2@localhost/db")
-        .await
-        .expect_err("mysql");
-    assert!(
-        matches!(err, DbError::UnsupportedUrl(ref s) if s == "mysql"),
-        "{err:?}"
-    );
+    let err = Database::connect("mysql://root:hunter2@localhost/db").await.expect_err("mysql");
+    assert!(matches!(err, DbError::UnsupportedUrl(ref s) if s == "mysql"), "{err:?}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }

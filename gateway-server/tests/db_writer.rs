@@ -42,10 +42,7 @@ async fn count(db: &Database) -> u64 {
 async fn rename_request_log(t: &TestDb, from: &str, to: &str) {
     let sql = format!("ALTER TABLE {from} RENAME TO {to}");
     on_pool!(t.db, |pool| {
-        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .execute(pool)
-            .await
-            .expect("rename");
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(pool).await.expect("rename");
     });
 }
 
@@ -53,9 +50,7 @@ async fn rename_request_log(t: &TestDb, from: &str, to: &str) {
 async fn delivers_records_in_batches_and_on_timer() {
     for t in backends().await {
         let spill = t.path("spill/usage.jsonl");
-        let writer = UsageWriter::start(t.db.clone(), spill.clone())
-            .await
-            .expect("start");
+        let writer = UsageWriter::start(t.db.clone(), spill.clone()).await.expect("start");
 
         let batch = records("w", 1_234);
         for r in &batch {
@@ -64,40 +59,20 @@ async fn delivers_records_in_batches_and_on_timer() {
         writer.flush().await;
         assert_eq!(count(&t.db).await, 1_234, "{}", t.label);
         let stats = writer.stats();
-        assert_eq!(
-            (stats.received, stats.written, stats.spilled),
-            (1_234, 1_234, 0)
-        );
+        assert_eq!((stats.received, stats.written, stats.spilled), (1_234, 1_234, 0));
 
         // Without a flush, a partial batch is written once the batch delay passes.
         for r in records("timer", 3) {
             writer.record(r);
         }
-        eventually(WAIT, "timer flush", || async {
-            count(&t.db).await == 1_237
-        })
-        .await;
+        eventually(WAIT, "timer flush", || async { count(&t.db).await == 1_237 }).await;
 
-        let row =
-            t.db.request_log_by_request_id("w-17")
-                .await
-                .expect("query")
-                .expect("row");
-        assert_eq!(
-            as_json(&row.into_usage_record().expect("convert")),
-            as_json(&batch[17])
-        );
+        let row = t.db.request_log_by_request_id("w-17").await.expect("query").expect("row");
+        assert_eq!(as_json(&row.into_usage_record().expect("convert")), as_json(&batch[17]));
 
         writer.shutdown().await;
-        assert!(
-            !spill.exists(),
-            "{}: nothing spilled while the database works",
-            t.label
-        );
-        assert!(
-            spill.parent().is_some_and(Path::is_dir),
-            "spill directory created at start"
-        );
+        assert!(!spill.exists(), "{}: nothing spilled while the database works", t.label);
+        assert!(spill.parent().is_some_and(Path::is_dir), "spill directory created at start");
     }
 }
 
@@ -106,9 +81,7 @@ async fn spills_while_the_database_is_down_and_replays_on_next_start() {
     for t in backends().await {
         let spill = t.path("usage-spill.jsonl");
         let db = t.reconnect().await;
-        let writer = UsageWriter::start(db.clone(), small_config(&spill))
-            .await
-            .expect("start");
+        let writer = UsageWriter::start(db.clone(), small_config(&spill)).await.expect("start");
         db.close().await; // the database is now unreachable for this writer
 
         let sent = records("down", 40);
@@ -116,10 +89,8 @@ async fn spills_while_the_database_is_down_and_replays_on_next_start() {
             writer.record(r.clone());
         }
         // The overflow beyond the threshold goes to disk while the writer keeps retrying.
-        eventually(WAIT, "overflow spilled during the outage", || async {
-            writer.stats().spilled >= 25
-        })
-        .await;
+        eventually(WAIT, "overflow spilled during the outage", || async { writer.stats().spilled >= 25 })
+            .await;
         assert!(writer.stats().failed_writes >= 1);
         assert_eq!(writer.stats().written, 0);
 
@@ -130,31 +101,18 @@ async fn spills_while_the_database_is_down_and_replays_on_next_start() {
         ids.sort();
         let mut expected: Vec<_> = sent.iter().map(|r| r.request_id.clone()).collect();
         expected.sort();
-        assert_eq!(
-            ids, expected,
-            "{}: every record spilled exactly once",
-            t.label
-        );
+        assert_eq!(ids, expected, "{}: every record spilled exactly once", t.label);
         assert_eq!(writer.stats().spilled, 40);
         assert_eq!(count(&t.db).await, 0);
 
         // Next start on a working database replays and removes the file.
-        let writer = UsageWriter::start(t.db.clone(), small_config(&spill))
-            .await
-            .expect("start");
+        let writer = UsageWriter::start(t.db.clone(), small_config(&spill)).await.expect("start");
         assert_eq!(count(&t.db).await, 40, "{}: replayed at start", t.label);
         assert_eq!(writer.stats().replayed, 40);
         assert!(!spill.exists());
         assert!(!t.path("usage-spill.jsonl.replaying").exists());
-        let row =
-            t.db.request_log_by_request_id("down-33")
-                .await
-                .expect("query")
-                .expect("row");
-        assert_eq!(
-            as_json(&row.into_usage_record().expect("convert")),
-            as_json(&sent[33])
-        );
+        let row = t.db.request_log_by_request_id("down-33").await.expect("query").expect("row");
+        assert_eq!(as_json(&row.into_usage_record().expect("convert")), as_json(&sent[33]));
         writer.shutdown().await;
     }
 }
@@ -163,9 +121,7 @@ async fn spills_while_the_database_is_down_and_replays_on_next_start() {
 async fn recovers_without_restart_and_replays_its_own_spill() {
     for t in backends().await {
         let spill = t.path("usage-spill.jsonl");
-        let writer = UsageWriter::start(t.db.clone(), small_config(&spill))
-            .await
-            .expect("start");
+        let writer = UsageWriter::start(t.db.clone(), small_config(&spill)).await.expect("start");
         writer.record(full_record("before"));
         writer.flush().await;
         assert_eq!(count(&t.db).await, 1);
@@ -175,10 +131,7 @@ async fn recovers_without_restart_and_replays_its_own_spill() {
         for r in records("outage", 30) {
             writer.record(r);
         }
-        eventually(WAIT, "spill during the outage", || async {
-            writer.stats().spilled >= 15
-        })
-        .await;
+        eventually(WAIT, "spill during the outage", || async { writer.stats().spilled >= 15 }).await;
         assert!(spill.exists());
 
         // The database comes back: the backlog and the spill file both arrive.
@@ -199,9 +152,8 @@ async fn shutdown_with_the_database_down_spills_and_later_records_are_not_lost()
         let spill = t.path("data/usage-spill.jsonl");
         let db = t.reconnect().await;
         // Production defaults: nothing spills before shutdown (threshold 10,000).
-        let writer = UsageWriter::start(db.clone(), WriterConfig::with_spill_path(&spill))
-            .await
-            .expect("start");
+        let writer =
+            UsageWriter::start(db.clone(), WriterConfig::with_spill_path(&spill)).await.expect("start");
         db.close().await;
         for r in records("queued", 5) {
             writer.record(r);
@@ -211,15 +163,10 @@ async fn shutdown_with_the_database_down_spills_and_later_records_are_not_lost()
 
         // A record arriving after shutdown (e.g. a late stream ending) goes to the file too.
         writer.record(full_record("late"));
-        eventually(WAIT, "late record spilled", || async {
-            spill_lines(&spill).len() == 6
-        })
-        .await;
+        eventually(WAIT, "late record spilled", || async { spill_lines(&spill).len() == 6 }).await;
         assert!(spill_lines(&spill).iter().any(|r| r.request_id == "late"));
 
-        let writer = UsageWriter::start(t.db.clone(), spill.clone())
-            .await
-            .expect("restart");
+        let writer = UsageWriter::start(t.db.clone(), spill.clone()).await.expect("restart");
         assert_eq!(count(&t.db).await, 6, "{}", t.label);
         writer.shutdown().await;
     }
@@ -247,14 +194,11 @@ async fn replay_is_idempotent_and_sets_corrupt_lines_aside() {
         .expect("write");
         std::fs::write(&spill, text).expect("write spill");
 
-        let writer = UsageWriter::start(t.db.clone(), spill.clone())
-            .await
-            .expect("start");
+        let writer = UsageWriter::start(t.db.clone(), spill.clone()).await.expect("start");
         assert_eq!(count(&t.db).await, 4, "{}", t.label);
         assert!(!spill.exists());
         assert!(!t.path("usage-spill.jsonl.replaying").exists());
-        let corrupt =
-            std::fs::read_to_string(t.path("usage-spill.jsonl.corrupt")).expect("corrupt");
+        let corrupt = std::fs::read_to_string(t.path("usage-spill.jsonl.corrupt")).expect("corrupt");
         assert_eq!(corrupt, "{\"request_id\": \"truncated by a cra\n");
         writer.shutdown().await;
     }
@@ -266,9 +210,7 @@ async fn record_returns_at_once_and_memory_stays_bounded_during_an_outage() {
         let spill = t.path("usage-spill.jsonl");
         let db = t.reconnect().await;
         // Production tuning: the backlog kept in memory is 10,000 records.
-        let writer = UsageWriter::start(db.clone(), spill.clone())
-            .await
-            .expect("start");
+        let writer = UsageWriter::start(db.clone(), spill.clone()).await.expect("start");
         db.close().await;
 
         let sent = records("burst", 20_000);
@@ -276,22 +218,15 @@ async fn record_returns_at_once_and_memory_stays_bounded_during_an_outage() {
         for r in sent {
             writer.record(r);
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "record() must not wait"
-        );
-        eventually(WAIT, "overflow beyond 10,000 spilled", || async {
-            writer.stats().spilled >= 9_500
-        })
-        .await;
+        assert!(started.elapsed() < Duration::from_secs(5), "record() must not wait");
+        eventually(WAIT, "overflow beyond 10,000 spilled", || async { writer.stats().spilled >= 9_500 })
+            .await;
         assert!(writer.stats().spilled <= 10_000, "{:?}", writer.stats());
 
         writer.shutdown().await;
         assert_eq!(spill_lines(&spill).len(), 20_000, "{}", t.label);
 
-        let writer = UsageWriter::start(t.db.clone(), spill.clone())
-            .await
-            .expect("restart");
+        let writer = UsageWriter::start(t.db.clone(), spill.clone()).await.expect("restart");
         assert_eq!(count(&t.db).await, 20_000, "{}", t.label);
         writer.shutdown().await;
     }

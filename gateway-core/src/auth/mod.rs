@@ -29,10 +29,7 @@ impl AuthLayer {
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            catalog: self.catalog.clone(),
-        }
+        AuthService { inner, catalog: self.catalog.clone() }
     }
 }
 
@@ -49,37 +46,16 @@ fn auth_error(code: &'static str, message: &str) -> GatewayError {
 
 /// The key a client presented: `x-api-key`, `Authorization: Bearer`, `x-goog-api-key` or the
 /// `key` query parameter. Several are fine only if they agree.
-pub fn presented_key<'a>(
-    headers: &'a HeaderMap,
-    query: Option<&'a str>,
-) -> Result<&'a str, GatewayError> {
+pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Result<&'a str, GatewayError> {
     let mut found: Option<&str> = None;
-    let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    let query_key = query.and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("key="))
-            .filter(|k| !k.is_empty())
+    let bearer = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
-    for candidate in [
-        header("x-api-key"),
-        bearer,
-        header("x-goog-api-key"),
-        query_key,
-    ]
-    .into_iter()
-    .flatten()
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let query_key =
+        query.and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("key=")).filter(|k| !k.is_empty()));
+    for candidate in [header("x-api-key"), bearer, header("x-goog-api-key"), query_key].into_iter().flatten()
     {
         if candidate.is_empty() {
             continue;
@@ -108,9 +84,8 @@ impl<S> AuthService<S> {
         let plain = presented_key(&req.headers, req.uri.query())?;
         let catalog = self.catalog.load();
         let hash = hash_api_key(plain);
-        let key = catalog
-            .key_by_hash(&hash)
-            .ok_or_else(|| auth_error("invalid_api_key", "invalid API key"))?;
+        let key =
+            catalog.key_by_hash(&hash).ok_or_else(|| auth_error("invalid_api_key", "invalid API key"))?;
         let now = chrono::Utc::now();
         if !key.enabled {
             return Err(auth_error("key_disabled", "this API key is disabled"));
@@ -118,20 +93,13 @@ impl<S> AuthService<S> {
         if key.expires_at.is_some_and(|t| t <= now) {
             return Err(auth_error("key_expired", "this API key has expired"));
         }
-        let user = catalog
-            .user(key.user_id)
-            .ok_or_else(|| auth_error("invalid_api_key", "invalid API key"))?;
+        let user =
+            catalog.user(key.user_id).ok_or_else(|| auth_error("invalid_api_key", "invalid API key"))?;
         if !user.enabled {
-            return Err(auth_error(
-                "user_disabled",
-                "the user of this API key is disabled",
-            ));
+            return Err(auth_error("user_disabled", "the user of this API key is disabled"));
         }
         if user.expires_at.is_some_and(|t| t <= now) {
-            return Err(auth_error(
-                "user_expired",
-                "the user of this API key has expired",
-            ));
+            return Err(auth_error("user_expired", "the user of this API key has expired"));
         }
         let (user, key) = (user.clone(), key.clone());
         req.ctx.update(|s| {
@@ -176,50 +144,21 @@ mod tests {
 
     #[test]
     fn finds_the_key_wherever_clients_put_it() {
+        assert_eq!(presented_key(&headers(&[("x-api-key", "k1")]), None).ok(), Some("k1"));
+        assert_eq!(presented_key(&headers(&[("authorization", "Bearer k2")]), None).ok(), Some("k2"));
+        assert_eq!(presented_key(&headers(&[("authorization", "bearer  k2 ")]), None).ok(), Some("k2"));
+        assert_eq!(presented_key(&headers(&[("x-goog-api-key", "k3")]), None).ok(), Some("k3"));
+        assert_eq!(presented_key(&HeaderMap::new(), Some("alt=sse&key=k4")).ok(), Some("k4"));
         assert_eq!(
-            presented_key(&headers(&[("x-api-key", "k1")]), None).ok(),
-            Some("k1")
-        );
-        assert_eq!(
-            presented_key(&headers(&[("authorization", "Bearer k2")]), None).ok(),
-            Some("k2")
-        );
-        assert_eq!(
-            presented_key(&headers(&[("authorization", "bearer  k2 ")]), None).ok(),
-            Some("k2")
-        );
-        assert_eq!(
-            presented_key(&headers(&[("x-goog-api-key", "k3")]), None).ok(),
-            Some("k3")
-        );
-        assert_eq!(
-            presented_key(&HeaderMap::new(), Some("alt=sse&key=k4")).ok(),
-            Some("k4")
-        );
-        assert_eq!(
-            presented_key(
-                &headers(&[("x-api-key", "k"), ("authorization", "Bearer k")]),
-                None
-            )
-            .ok(),
+            presented_key(&headers(&[("x-api-key", "k"), ("authorization", "Bearer k")]), None).ok(),
             Some("k")
         );
-        let err = presented_key(
-            &headers(&[("x-api-key", "a"), ("authorization", "Bearer b")]),
-            None,
-        )
-        .expect_err("conflict");
+        let err = presented_key(&headers(&[("x-api-key", "a"), ("authorization", "Bearer b")]), None)
+            .expect_err("conflict");
         assert_eq!(err.code, "conflicting_api_keys");
+        assert_eq!(presented_key(&HeaderMap::new(), None).expect_err("missing").code, "missing_api_key");
         assert_eq!(
-            presented_key(&HeaderMap::new(), None)
-                .expect_err("missing")
-                .code,
-            "missing_api_key"
-        );
-        assert_eq!(
-            presented_key(&headers(&[("authorization", "Basic abc")]), None)
-                .expect_err("basic")
-                .code,
+            presented_key(&headers(&[("authorization", "Basic abc")]), None).expect_err("basic").code,
             "missing_api_key"
         );
     }

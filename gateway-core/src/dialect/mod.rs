@@ -46,9 +46,7 @@ impl Dialect {
             Some(Self::OpenaiChat)
         } else if path.starts_with("/v1/responses") {
             Some(Self::OpenaiResponses)
-        } else if path.starts_with("/v1beta/")
-            || (path.starts_with("/v1/models/") && path.contains(':'))
-        {
+        } else if path.starts_with("/v1beta/") || (path.starts_with("/v1/models/") && path.contains(':')) {
             Some(Self::Gemini)
         } else {
             None
@@ -69,29 +67,15 @@ mod tests {
     #[test]
     fn path_detection() {
         assert_eq!(Dialect::from_path("/v1/messages"), Some(Dialect::Anthropic));
-        assert_eq!(
-            Dialect::from_path("/v1/messages/count_tokens"),
-            Some(Dialect::Anthropic)
-        );
-        assert_eq!(
-            Dialect::from_path("/v1/chat/completions"),
-            Some(Dialect::OpenaiChat)
-        );
-        assert_eq!(
-            Dialect::from_path("/v1/responses"),
-            Some(Dialect::OpenaiResponses)
-        );
+        assert_eq!(Dialect::from_path("/v1/messages/count_tokens"), Some(Dialect::Anthropic));
+        assert_eq!(Dialect::from_path("/v1/chat/completions"), Some(Dialect::OpenaiChat));
+        assert_eq!(Dialect::from_path("/v1/responses"), Some(Dialect::OpenaiResponses));
         assert_eq!(
             Dialect::from_path("/v1beta/models/gemini-2.5-pro:generateContent"),
             Some(Dialect::Gemini)
         );
         assert_eq!(Dialect::from_path("/v1/models"), None);
-        for d in [
-            Dialect::Anthropic,
-            Dialect::OpenaiChat,
-            Dialect::OpenaiResponses,
-            Dialect::Gemini,
-        ] {
+        for d in [Dialect::Anthropic, Dialect::OpenaiChat, Dialect::OpenaiResponses, Dialect::Gemini] {
             assert_eq!(Dialect::parse(d.as_str()), Some(d));
         }
     }

@@ -63,15 +63,9 @@ pub fn upstream_request_headers(client: &HeaderMap, provider: &Provider) -> Head
         out.append(name.clone(), value.clone());
     }
     // The usage tap reads the body, so ask for it uncompressed.
-    out.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
-    );
+    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     if !out.contains_key(header::CONTENT_TYPE) {
-        out.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     match provider.provider_type {
         ProviderType::Claude => {
@@ -141,10 +135,7 @@ mod tests {
             ("authorization", "Bearer sk-gateway-user"),
             ("x-api-key", "sk-gateway-user"),
             ("anthropic-version", "2023-06-01"),
-            (
-                "anthropic-beta",
-                "interleaved-thinking-2025-05-14,context-1m-2025-08-07",
-            ),
+            ("anthropic-beta", "interleaved-thinking-2025-05-14,context-1m-2025-08-07"),
             ("x-app", "cli"),
             ("user-agent", "claude-cli/2.1.0 (external, cli)"),
             ("connection", "keep-alive"),
@@ -157,10 +148,7 @@ mod tests {
             client.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         let out = upstream_request_headers(&client, &claude());
-        assert_eq!(
-            out.get("x-api-key").and_then(|v| v.to_str().ok()),
-            Some("sk-ant-upstream")
-        );
+        assert_eq!(out.get("x-api-key").and_then(|v| v.to_str().ok()), Some("sk-ant-upstream"));
         assert!(out.get("authorization").is_none());
         assert_eq!(
             out.get("anthropic-beta").and_then(|v| v.to_str().ok()),
@@ -168,23 +156,11 @@ mod tests {
         );
         assert_eq!(out.get("x-app").and_then(|v| v.to_str().ok()), Some("cli"));
         assert!(out.get("user-agent").is_some());
-        for gone in [
-            "connection",
-            "content-length",
-            "host",
-            "x-forwarded-for",
-            "cf-connecting-ip",
-        ] {
+        for gone in ["connection", "content-length", "host", "x-forwarded-for", "cf-connecting-ip"] {
             assert!(out.get(gone).is_none(), "{gone} must be stripped");
         }
-        assert_eq!(
-            out.get("accept-encoding").and_then(|v| v.to_str().ok()),
-            Some("identity")
-        );
-        assert!(
-            !format!("{out:?}").contains("sk-ant-upstream"),
-            "secret must be marked sensitive"
-        );
+        assert_eq!(out.get("accept-encoding").and_then(|v| v.to_str().ok()), Some("identity"));
+        assert!(!format!("{out:?}").contains("sk-ant-upstream"), "secret must be marked sensitive");
     }
 
     #[test]

@@ -52,13 +52,12 @@ pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, GatewayErro
     };
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| internal(&e))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut tls =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| internal(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
@@ -102,10 +101,7 @@ fn upstream_error(e: &reqwest::Error, provider: &str) -> GatewayError {
     GatewayError::new(
         kind,
         code,
-        format!(
-            "provider {provider:?} failed: {e}{}{cause}",
-            if cause.is_empty() { "" } else { ": " }
-        ),
+        format!("provider {provider:?} failed: {e}{}{cause}", if cause.is_empty() { "" } else { ": " }),
     )
 }
 

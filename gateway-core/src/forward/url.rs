@@ -7,9 +7,7 @@
 
 /// Checks that a base URL is absolute `http(s)` with a host.
 pub fn validate_base_url(base: &str) -> Result<(), String> {
-    let uri: http::Uri = base
-        .parse()
-        .map_err(|e| format!("{base:?} is not a URL: {e}"))?;
+    let uri: http::Uri = base.parse().map_err(|e| format!("{base:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => return Err(format!("{base:?} must start with http:// or https://")),
@@ -41,8 +39,7 @@ pub fn join_upstream_url(base: &str, client_path: &str, query: Option<&str>) -> 
     } else {
         format!("{base_path}{version}{endpoint}")
     };
-    let mut url =
-        String::with_capacity(origin.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    let mut url = String::with_capacity(origin.len() + path.len() + query.map_or(0, |q| q.len() + 1));
     url.push_str(origin);
     url.push_str(&path);
     if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -73,9 +70,7 @@ fn is_version_segment(seg: &str) -> bool {
     let Some(digits) = seg.strip_prefix('v') else {
         return false;
     };
-    let numeric_end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
+    let numeric_end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
     numeric_end > 0 && matches!(&digits[numeric_end..], "" | "beta" | "alpha" | "internal")
 }
 
@@ -107,42 +102,12 @@ mod tests {
     #[test]
     fn joins_every_base_shape() {
         let cases = [
-            (
-                "https://api.anthropic.com",
-                "/v1/messages",
-                None,
-                "https://api.anthropic.com/v1/messages",
-            ),
-            (
-                "https://api.anthropic.com/",
-                "/v1/messages",
-                None,
-                "https://api.anthropic.com/v1/messages",
-            ),
-            (
-                "https://relay.example/v1",
-                "/v1/messages",
-                None,
-                "https://relay.example/v1/messages",
-            ),
-            (
-                "https://relay.example/api/v1",
-                "/v1/messages",
-                None,
-                "https://relay.example/api/v1/messages",
-            ),
-            (
-                "https://relay.example/api",
-                "/v1/messages",
-                None,
-                "https://relay.example/api/v1/messages",
-            ),
-            (
-                "https://relay.example/v1/messages",
-                "/v1/messages",
-                None,
-                "https://relay.example/v1/messages",
-            ),
+            ("https://api.anthropic.com", "/v1/messages", None, "https://api.anthropic.com/v1/messages"),
+            ("https://api.anthropic.com/", "/v1/messages", None, "https://api.anthropic.com/v1/messages"),
+            ("https://relay.example/v1", "/v1/messages", None, "https://relay.example/v1/messages"),
+            ("https://relay.example/api/v1", "/v1/messages", None, "https://relay.example/api/v1/messages"),
+            ("https://relay.example/api", "/v1/messages", None, "https://relay.example/api/v1/messages"),
+            ("https://relay.example/v1/messages", "/v1/messages", None, "https://relay.example/v1/messages"),
             (
                 "https://relay.example/v1/messages",
                 "/v1/messages/count_tokens",
@@ -173,18 +138,8 @@ mod tests {
                 Some("alt=sse"),
                 "https://g.example/v1beta/models/gemini-pro:generateContent?alt=sse",
             ),
-            (
-                "http://127.0.0.1:8080",
-                "/v1/models",
-                None,
-                "http://127.0.0.1:8080/v1/models",
-            ),
-            (
-                "https://relay.example/v1",
-                "/v1/responses",
-                None,
-                "https://relay.example/v1/responses",
-            ),
+            ("http://127.0.0.1:8080", "/v1/models", None, "http://127.0.0.1:8080/v1/models"),
+            ("https://relay.example/v1", "/v1/responses", None, "https://relay.example/v1/responses"),
             (
                 "https://relay.example/openai/responses",
                 "/v1/responses",
@@ -193,11 +148,7 @@ mod tests {
             ),
         ];
         for (base, path, query, expected) in cases {
-            assert_eq!(
-                join_upstream_url(base, path, query),
-                expected,
-                "{base} + {path}"
-            );
+            assert_eq!(join_upstream_url(base, path, query), expected, "{base} + {path}");
         }
     }
 

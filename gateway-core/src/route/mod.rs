@@ -26,9 +26,7 @@ pub const ALL_GROUPS: &str = "*";
 
 /// Whether a caller with `caller_groups` may use a provider tagged `provider_groups`.
 pub fn groups_overlap(caller_groups: &[String], provider_groups: &[String]) -> bool {
-    caller_groups
-        .iter()
-        .any(|g| g == ALL_GROUPS || provider_groups.contains(g))
+    caller_groups.iter().any(|g| g == ALL_GROUPS || provider_groups.contains(g))
 }
 
 /// Chooses one provider for `dialect` among `providers` visible to `caller_groups`.
@@ -97,10 +95,7 @@ impl RouterLayer {
 impl<S> Layer<S> for RouterLayer {
     type Service = RouterService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RouterService {
-            inner,
-            catalog: self.catalog.clone(),
-        }
+        RouterService { inner, catalog: self.catalog.clone() }
     }
 }
 
@@ -120,12 +115,9 @@ impl<S> RouterService<S> {
             .user
             .map(|u| u.groups.clone())
             .unwrap_or_else(|| vec![crate::config::DEFAULT_GROUP.to_owned()]);
-        let provider =
-            select_provider(catalog.providers(), req.dialect, &groups, &mut rand::rng())?;
+        let provider = select_provider(catalog.providers(), req.dialect, &groups, &mut rand::rng())?;
         let original = req.hints.model.clone();
-        let redirected = original
-            .as_deref()
-            .and_then(|m| redirect_model(&provider.model_redirects, m));
+        let redirected = original.as_deref().and_then(|m| redirect_model(&provider.model_redirects, m));
         let (forwarded_model, body) = match redirected {
             Some(to) if Some(to) != original.as_deref() => {
                 let body = set_top_level_field(&req.body, "model", &serde_json::Value::from(to))?;
@@ -138,11 +130,7 @@ impl<S> RouterService<S> {
             s.original_model = original;
             s.forwarded_model = forwarded_model.clone();
         });
-        req.target = Some(Target {
-            provider,
-            forwarded_model,
-            body,
-        });
+        req.target = Some(Target { provider, forwarded_model, body });
         Ok(())
     }
 }
@@ -198,8 +186,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut out = std::collections::HashMap::new();
         for _ in 0..n {
-            let p =
-                select_provider(providers, Dialect::Anthropic, &groups, &mut rng).expect("select");
+            let p = select_provider(providers, Dialect::Anthropic, &groups, &mut rng).expect("select");
             *out.entry(p.id).or_default() += 1;
         }
         out
@@ -207,19 +194,13 @@ mod tests {
 
     #[test]
     fn lowest_priority_tier_wins() {
-        let ps = vec![
-            provider(1, 1, 100, &["default"]),
-            provider(2, 0, 1, &["default"]),
-        ];
+        let ps = vec![provider(1, 1, 100, &["default"]), provider(2, 0, 1, &["default"])];
         assert_eq!(counts(&ps, &["default"], 100).get(&2), Some(&100));
     }
 
     #[test]
     fn weights_split_traffic() {
-        let ps = vec![
-            provider(1, 0, 3, &["default"]),
-            provider(2, 0, 1, &["default"]),
-        ];
+        let ps = vec![provider(1, 0, 3, &["default"]), provider(2, 0, 1, &["default"])];
         let c = counts(&ps, &["default"], 4000);
         let share = c[&1] as f64 / 4000.0;
         assert!((0.72..0.78).contains(&share), "share {share}");
@@ -227,25 +208,11 @@ mod tests {
 
     #[test]
     fn groups_isolate_and_star_sees_all() {
-        let ps = vec![
-            provider(1, 0, 1, &["team-a"]),
-            provider(2, 0, 1, &["team-b"]),
-        ];
-        assert_eq!(
-            counts(&ps, &["team-a"], 50)
-                .keys()
-                .copied()
-                .collect::<Vec<_>>(),
-            vec![1]
-        );
+        let ps = vec![provider(1, 0, 1, &["team-a"]), provider(2, 0, 1, &["team-b"])];
+        assert_eq!(counts(&ps, &["team-a"], 50).keys().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(counts(&ps, &["*"], 200).len(), 2);
-        let err = select_provider(
-            &ps,
-            Dialect::Anthropic,
-            &["team-c".into()],
-            &mut rand::rng(),
-        )
-        .expect_err("no provider");
+        let err = select_provider(&ps, Dialect::Anthropic, &["team-c".into()], &mut rand::rng())
+            .expect_err("no provider");
         assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
     }
 
@@ -256,14 +223,6 @@ mod tests {
         let mut codex = (*provider(2, 0, 1, &["default"])).clone();
         codex.provider_type = ProviderType::Codex;
         let ps = vec![Arc::new(disabled), Arc::new(codex)];
-        assert!(
-            select_provider(
-                &ps,
-                Dialect::Anthropic,
-                &["default".into()],
-                &mut rand::rng()
-            )
-            .is_err()
-        );
+        assert!(select_provider(&ps, Dialect::Anthropic, &["default".into()], &mut rand::rng()).is_err());
     }
 }

@@ -40,9 +40,7 @@ fn usable(id: &str) -> Option<&str> {
     let id = id.trim();
     let ok = !id.is_empty()
         && id.len() <= MAX_CLIENT_SESSION_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     ok.then_some(id)
 }
 
@@ -55,11 +53,7 @@ pub fn session_from_metadata_user_id(user_id: &str) -> Option<String> {
             session_id: Option<String>,
         }
         let ids: Ids = serde_json::from_str(trimmed).ok()?;
-        return ids
-            .session_id
-            .as_deref()
-            .and_then(usable)
-            .map(str::to_owned);
+        return ids.session_id.as_deref().and_then(usable).map(str::to_owned);
     }
     let (_, session) = trimmed.rsplit_once("_session_")?;
     usable(session).map(str::to_owned)
@@ -67,21 +61,11 @@ pub fn session_from_metadata_user_id(user_id: &str) -> Option<String> {
 
 /// Derives the session id of a request.
 pub fn derive_session_id(req: &GatewayRequest) -> String {
-    let header = |name: &str| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(usable)
-    };
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).and_then(usable);
     if let Some(id) = header("x-claude-code-session-id") {
         return id.to_owned();
     }
-    if let Some(id) = req
-        .hints
-        .metadata_user_id
-        .as_deref()
-        .and_then(session_from_metadata_user_id)
-    {
+    if let Some(id) = req.hints.metadata_user_id.as_deref().and_then(session_from_metadata_user_id) {
         return id;
     }
     for name in ["x-session-id", "session-id", "session_id"] {
@@ -142,14 +126,8 @@ mod tests {
             .as_deref(),
             Some("5d4c3b2a-1111-4222-8333-444455556666")
         );
-        assert_eq!(
-            session_from_metadata_user_id("user_abc_account__session_"),
-            None
-        );
+        assert_eq!(session_from_metadata_user_id("user_abc_account__session_"), None);
         assert_eq!(session_from_metadata_user_id("plain-user"), None);
-        assert_eq!(
-            session_from_metadata_user_id(r#"{"session_id":"has space"}"#),
-            None
-        );
+        assert_eq!(session_from_metadata_user_id(r#"{"session_id":"has space"}"#), None);
     }
 }

@@ -10,9 +10,7 @@ use crate::config::Price;
 
 /// An amount of US dollars in integer nano-dollars (1e-9 USD). Integers add up exactly in every
 /// database and limit window; one nano-dollar is far below any price step vendors publish.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct UsdNanos(pub i64);
 
@@ -47,15 +45,9 @@ const MILLION: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 /// upstream did not split by TTL are billed at the 5m rate.
 pub fn compute_cost(usage: &TokenUsage, price: &Price, multiplier: Decimal) -> Option<UsdNanos> {
     let input = price.input_per_mtok;
-    let write_5m = price
-        .cache_write_5m_per_mtok
-        .unwrap_or(input * Decimal::new(125, 2));
-    let write_1h = price
-        .cache_write_1h_per_mtok
-        .unwrap_or(input * Decimal::TWO);
-    let read = price
-        .cache_read_per_mtok
-        .unwrap_or(input * Decimal::new(1, 1));
+    let write_5m = price.cache_write_5m_per_mtok.unwrap_or(input * Decimal::new(125, 2));
+    let write_1h = price.cache_write_1h_per_mtok.unwrap_or(input * Decimal::TWO);
+    let read = price.cache_read_per_mtok.unwrap_or(input * Decimal::new(1, 1));
     let split = usage.cache_creation_5m_input_tokens + usage.cache_creation_1h_input_tokens;
     let unsplit = usage.cache_creation_input_tokens.saturating_sub(split);
     let tokens_times_price = Decimal::from(usage.input_tokens) * input
@@ -99,10 +91,7 @@ mod tests {
 
     #[test]
     fn unsplit_cache_writes_use_the_5m_rate_and_multiplier_applies() {
-        let usage = TokenUsage {
-            cache_creation_input_tokens: 1000,
-            ..Default::default()
-        };
+        let usage = TokenUsage { cache_creation_input_tokens: 1000, ..Default::default() };
         let cost = compute_cost(&usage, &sonnet(), Decimal::new(15, 1)).expect("cost");
         assert_eq!(cost, UsdNanos(5_625_000)); // 1000 * 3.75 * 1.5 / 1e6
     }
@@ -123,25 +112,13 @@ mod tests {
             ..Default::default()
         };
         // 3.75 + 6 + 0.3 dollars
-        assert_eq!(
-            compute_cost(&usage, &price, Decimal::ONE),
-            Some(UsdNanos(10_050_000_000))
-        );
+        assert_eq!(compute_cost(&usage, &price, Decimal::ONE), Some(UsdNanos(10_050_000_000)));
     }
 
     #[test]
     fn rounds_half_away_from_zero_once() {
-        let price = Price {
-            input_per_mtok: Decimal::new(1, 4),
-            ..sonnet()
-        }; // $0.0001/Mtok
-        let usage = TokenUsage {
-            input_tokens: 5,
-            ..Default::default()
-        }; // 0.5e-9 USD
-        assert_eq!(
-            compute_cost(&usage, &price, Decimal::ONE),
-            Some(UsdNanos(1))
-        );
+        let price = Price { input_per_mtok: Decimal::new(1, 4), ..sonnet() }; // $0.0001/Mtok
+        let usage = TokenUsage { input_tokens: 5, ..Default::default() }; // 0.5e-9 USD
+        assert_eq!(compute_cost(&usage, &price, Decimal::ONE), Some(UsdNanos(1)));
     }
 }

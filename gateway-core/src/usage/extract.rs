@@ -46,8 +46,7 @@ impl AnthropicUsage {
         match self.cache_creation_input_tokens {
             Some(v) => into.cache_creation_input_tokens = v,
             None => {
-                let split =
-                    into.cache_creation_5m_input_tokens + into.cache_creation_1h_input_tokens;
+                let split = into.cache_creation_5m_input_tokens + into.cache_creation_1h_input_tokens;
                 into.cache_creation_input_tokens = into.cache_creation_input_tokens.max(split);
             }
         }
@@ -117,25 +116,9 @@ impl SseUsageTap {
     /// Feeds relayed bytes.
     pub fn push(&mut self, chunk: &[u8]) -> TapProgress {
         let mut progress = TapProgress::default();
-        let Self {
-            decoder,
-            usage,
-            saw_usage,
-            saw_first_token,
-            saw_stop,
-            error,
-        } = self;
+        let Self { decoder, usage, saw_usage, saw_first_token, saw_stop, error } = self;
         let result = decoder.push(chunk, |ev| {
-            observe(
-                ev.event,
-                &ev.data,
-                usage,
-                saw_usage,
-                saw_first_token,
-                saw_stop,
-                error,
-                &mut progress,
-            )
+            observe(ev.event, &ev.data, usage, saw_usage, saw_first_token, saw_stop, error, &mut progress)
         });
         if let Err(e) = result {
             self.error.get_or_insert_with(|| e.to_string());
@@ -145,26 +128,10 @@ impl SseUsageTap {
 
     /// Feeds the end of the stream.
     pub fn finish(&mut self) {
-        let Self {
-            decoder,
-            usage,
-            saw_usage,
-            saw_first_token,
-            saw_stop,
-            error,
-        } = self;
+        let Self { decoder, usage, saw_usage, saw_first_token, saw_stop, error } = self;
         let mut progress = TapProgress::default();
         decoder.finish(|ev| {
-            observe(
-                ev.event,
-                &ev.data,
-                usage,
-                saw_usage,
-                saw_first_token,
-                saw_stop,
-                error,
-                &mut progress,
-            )
+            observe(ev.event, &ev.data, usage, saw_usage, saw_first_token, saw_stop, error, &mut progress)
         });
     }
 }
@@ -224,9 +191,7 @@ fn json_type(data: &str) -> Option<&str> {
         #[serde(borrow)]
         r#type: &'a str,
     }
-    serde_json::from_str::<Typed<'_>>(data)
-        .ok()
-        .map(|t| t.r#type)
+    serde_json::from_str::<Typed<'_>>(data).ok().map(|t| t.r#type)
 }
 
 #[cfg(test)]

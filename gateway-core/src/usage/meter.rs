@@ -48,19 +48,8 @@ impl Recorder {
                 .forwarded_model
                 .as_deref()
                 .and_then(|m| catalog.price(m))
-                .or_else(|| {
-                    state
-                        .original_model
-                        .as_deref()
-                        .and_then(|m| catalog.price(m))
-                });
-            price.and_then(|p| {
-                compute_cost(
-                    &done.usage,
-                    p,
-                    multiplier.unwrap_or(rust_decimal::Decimal::ONE),
-                )
-            })
+                .or_else(|| state.original_model.as_deref().and_then(|m| catalog.price(m)));
+            price.and_then(|p| compute_cost(&done.usage, p, multiplier.unwrap_or(rust_decimal::Decimal::ONE)))
         } else {
             None
         };
@@ -103,9 +92,7 @@ impl Recorder {
     /// Records a request the gateway refused or failed before any upstream response.
     pub fn finish_error(&self, ctx: &RequestContext, err: &GatewayError) {
         let outcome = match err.kind {
-            ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => {
-                Outcome::Failed
-            }
+            ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => Outcome::Failed,
             _ => Outcome::Rejected,
         };
         self.finish(
@@ -125,11 +112,7 @@ const MAX_JSON_TAP_BYTES: usize = 8 * 1024 * 1024;
 
 enum Tap {
     Sse(Box<SseUsageTap>),
-    Json {
-        chunks: Vec<Bytes>,
-        len: usize,
-        overflow: bool,
-    },
+    Json { chunks: Vec<Bytes>, len: usize, overflow: bool },
 }
 
 /// A response body that meters usage and finalizes the request's record exactly once.
@@ -143,33 +126,24 @@ pub struct MeteredBody {
     /// An error frame to emit before ending a stream that broke.
     trailer_frame: Option<Bytes>,
     ended: bool,
+    /// Declared length of a non-stream body; servers stop polling once they have sent that
+    /// many bytes, so reaching it is the end.
+    remaining: Option<u64>,
 }
 
 impl std::fmt::Debug for MeteredBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeteredBody")
-            .field("status", &self.status)
-            .finish_non_exhaustive()
+        f.debug_struct("MeteredBody").field("status", &self.status).finish_non_exhaustive()
     }
 }
 
 impl MeteredBody {
     /// Wraps `inner`; `sse` selects the stream tap over the whole-JSON tap.
-    pub fn new(
-        inner: GatewayBody,
-        sse: bool,
-        status: u16,
-        ctx: RequestContext,
-        recorder: Recorder,
-    ) -> Self {
-        let tap = if sse {
-            Tap::Sse(Box::default())
+    pub fn new(inner: GatewayBody, sse: bool, status: u16, ctx: RequestContext, recorder: Recorder) -> Self {
+        let (tap, remaining) = if sse {
+            (Tap::Sse(Box::default()), None)
         } else {
-            Tap::Json {
-                chunks: Vec::new(),
-                len: 0,
-                overflow: false,
-            }
+            (Tap::Json { chunks: Vec::new(), len: 0, overflow: false }, inner.size_hint().exact())
         };
         Self {
             inner,
@@ -180,6 +154,7 @@ impl MeteredBody {
             first_byte_seen: false,
             trailer_frame: None,
             ended: false,
+            remaining,
         }
     }
 
@@ -198,11 +173,7 @@ impl MeteredBody {
                     self.ctx.update(|s| s.ttft = Some(now));
                 }
             }
-            Tap::Json {
-                chunks,
-                len,
-                overflow,
-            } => {
+            Tap::Json { chunks, len, overflow } => {
                 if !*overflow {
                     *len += data.len();
                     if *len > MAX_JSON_TAP_BYTES {
@@ -219,9 +190,7 @@ impl MeteredBody {
     fn usage(&mut self) -> TokenUsage {
         match &mut self.tap {
             Tap::Sse(tap) => tap.usage,
-            Tap::Json {
-                chunks, overflow, ..
-            } => {
+            Tap::Json { chunks, overflow, .. } => {
                 if *overflow || self.status >= 300 {
                     return TokenUsage::default();
                 }
@@ -241,20 +210,9 @@ impl MeteredBody {
             return;
         };
         let usage = self.usage();
-        let outcome = if outcome == Outcome::Success && self.status >= 400 {
-            Outcome::UpstreamError
-        } else {
-            outcome
-        };
-        recorder.finish(
-            &self.ctx,
-            Completion {
-                status: self.status,
-                outcome,
-                usage,
-                error,
-            },
-        );
+        let outcome =
+            if outcome == Outcome::Success && self.status >= 400 { Outcome::UpstreamError } else { outcome };
+        recorder.finish(&self.ctx, Completion { status: self.status, outcome, usage, error });
     }
 
     /// End of the upstream body: check the stream finished properly.
@@ -262,10 +220,7 @@ impl MeteredBody {
         if let Tap::Sse(tap) = &mut self.tap {
             tap.finish();
             if let Some(err) = tap.error.clone() {
-                self.finalize(
-                    Outcome::Failed,
-                    Some(format!("upstream stream error: {err}")),
-                );
+                self.finalize(Outcome::Failed, Some(format!("upstream stream error: {err}")));
                 return;
             }
             if !tap.saw_stop && self.status < 300 {
@@ -274,8 +229,7 @@ impl MeteredBody {
                     "stream_truncated",
                     "the upstream ended the stream before it was complete",
                 );
-                self.trailer_frame =
-                    Some(err.sse_frame(self.ctx.error_dialect(), self.ctx.request_id()));
+                self.trailer_frame = Some(err.sse_frame(self.ctx.error_dialect(), self.ctx.request_id()));
                 self.finalize(Outcome::Failed, Some(err.message));
                 return;
             }
@@ -301,6 +255,13 @@ impl Body for MeteredBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.observe(data);
+                    if let Some(left) = &mut this.remaining {
+                        *left = left.saturating_sub(data.len() as u64);
+                        if *left == 0 {
+                            this.ended = true;
+                            this.on_end();
+                        }
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -310,11 +271,7 @@ impl Body for MeteredBody {
                 if matches!(this.tap, Tap::Sse(_)) {
                     // The client already has a 200 and part of a stream: end it with a
                     // well-formed error event instead of a cut connection.
-                    let err = GatewayError::new(
-                        ErrorKind::Upstream,
-                        "upstream_stream_broken",
-                        msg.clone(),
-                    );
+                    let err = GatewayError::new(ErrorKind::Upstream, "upstream_stream_broken", msg.clone());
                     this.finalize(Outcome::Failed, Some(msg));
                     let frame = err.sse_frame(this.ctx.error_dialect(), this.ctx.request_id());
                     Poll::Ready(Some(Ok(Frame::data(frame))))
@@ -336,11 +293,7 @@ impl Body for MeteredBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if matches!(self.tap, Tap::Sse(_)) {
-            SizeHint::default()
-        } else {
-            self.inner.size_hint()
-        }
+        if matches!(self.tap, Tap::Sse(_)) { SizeHint::default() } else { self.inner.size_hint() }
     }
 }
 

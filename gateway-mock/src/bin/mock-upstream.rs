@@ -24,27 +24,17 @@ struct Args {
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut parsed = Args {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        behavior: MockBehavior::default(),
-    };
+    let mut parsed =
+        Args { listen: SocketAddr::from(([127, 0, 0, 1], 0)), behavior: MockBehavior::default() };
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
             return Err(USAGE.to_owned());
         }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let number = || {
-            value
-                .parse::<u64>()
-                .map_err(|err| format!("{flag} {value}: {err}"))
-        };
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let number = || value.parse::<u64>().map_err(|err| format!("{flag} {value}: {err}"));
         match flag.as_str() {
             "--listen" => {
-                parsed.listen = value
-                    .parse()
-                    .map_err(|err| format!("--listen {value}: {err}"))?;
+                parsed.listen = value.parse().map_err(|err| format!("--listen {value}: {err}"))?;
             }
             "--chunks" => parsed.behavior.chunks = usize::try_from(number()?).unwrap_or(usize::MAX),
             "--chunk-delay-ms" => parsed.behavior.chunk_delay = Duration::from_millis(number()?),
@@ -77,10 +67,7 @@ async fn main() -> ExitCode {
     mock.set_recording(false);
     // Callers wait for this exact line (and read the port from it), so flush it right away.
     let mut stdout = std::io::stdout();
-    if writeln!(stdout, "listening on {}", mock.url())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
+    if writeln!(stdout, "listening on {}", mock.url()).and_then(|()| stdout.flush()).is_err() {
         return ExitCode::FAILURE;
     }
     if let Err(err) = tokio::signal::ctrl_c().await {

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use chrono::{DateTime, SubsecRound, Utc};
 use gateway_core::catalog::Catalog;
 use gateway_core::config::{
-    ApiKey, ConfigFile, Id, KeyConfig, ModelRedirect, Price, Provider, ProviderConfig,
-    ProviderType, User, UserConfig, hash_api_key,
+    ApiKey, ConfigFile, Id, KeyConfig, ModelRedirect, Price, Provider, ProviderConfig, ProviderType, User,
+    UserConfig, hash_api_key,
 };
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -37,11 +37,7 @@ impl ImportCounts {
 
 impl fmt::Display for ImportCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} created, {} updated, {} unchanged",
-            self.created, self.updated, self.unchanged
-        )
+        write!(f, "{} created, {} updated, {} unchanged", self.created, self.updated, self.unchanged)
     }
 }
 
@@ -233,19 +229,14 @@ impl ProviderRow {
         const T: &str = "providers";
         let v = self.values;
         let provider_type = ProviderType::parse(&v.provider_type).ok_or_else(|| {
-            DbError::invalid(
-                T,
-                "type",
-                format!("unknown provider type {:?}", v.provider_type),
-            )
+            DbError::invalid(T, "type", format!("unknown provider type {:?}", v.provider_type))
         })?;
         let weight = u32::try_from(v.weight)
             .map_err(|_| DbError::invalid(T, "weight", format!("out of range: {}", v.weight)))?;
         let mut model_redirects: Vec<ModelRedirect> = serde_json::from_str(&v.model_redirects)
             .map_err(|e| DbError::invalid(T, "model_redirects", e.to_string()))?;
         for rule in &mut model_redirects {
-            rule.compile()
-                .map_err(|e| DbError::invalid(T, "model_redirects", e.to_string()))?;
+            rule.compile().map_err(|e| DbError::invalid(T, "model_redirects", e.to_string()))?;
         }
         Ok(Provider {
             id: self.id,
@@ -332,19 +323,13 @@ impl Database {
             .users
             .iter()
             .map(|u| {
-                let keys: Vec<_> = u
-                    .keys
-                    .iter()
-                    .map(|k| (k.name.as_str(), KeyValues::from_config(k)))
-                    .collect();
+                let keys: Vec<_> =
+                    u.keys.iter().map(|k| (k.name.as_str(), KeyValues::from_config(k))).collect();
                 Ok((u.name.as_str(), UserValues::from_config(u)?, keys))
             })
             .collect::<Result<Vec<_>>>()?;
-        let prices: Vec<_> = file
-            .prices
-            .iter()
-            .map(|p| (p.model.as_str(), PriceValues::from_price(p)))
-            .collect();
+        let prices: Vec<_> =
+            file.prices.iter().map(|p| (p.model.as_str(), PriceValues::from_price(p))).collect();
 
         let now = Utc::now();
         let mut summary = ImportSummary::default();
@@ -530,11 +515,7 @@ impl Database {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                        if found.is_some() {
-                            Change::Updated
-                        } else {
-                            Change::Created
-                        }
+                        if found.is_some() { Change::Updated } else { Change::Created }
                     }
                 };
                 summary.prices.add(change);
@@ -579,19 +560,10 @@ impl Database {
             (providers, users, keys, prices)
         });
 
-        let providers = providers
-            .into_iter()
-            .map(ProviderRow::into_provider)
-            .collect::<Result<Vec<_>>>()?;
-        let users = users
-            .into_iter()
-            .map(UserRow::into_user)
-            .collect::<Result<Vec<_>>>()?;
+        let providers = providers.into_iter().map(ProviderRow::into_provider).collect::<Result<Vec<_>>>()?;
+        let users = users.into_iter().map(UserRow::into_user).collect::<Result<Vec<_>>>()?;
         let keys: Vec<_> = keys.into_iter().map(KeyRow::into_key).collect();
-        let prices = prices
-            .into_iter()
-            .map(PriceRow::into_price)
-            .collect::<Result<Vec<_>>>()?;
+        let prices = prices.into_iter().map(PriceRow::into_price).collect::<Result<Vec<_>>>()?;
         Ok(Catalog::new(providers, users, keys, prices))
     }
 

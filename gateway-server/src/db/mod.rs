@@ -53,9 +53,7 @@ const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The URL names no supported backend. Only the scheme is kept: URLs may carry passwords.
-    #[error(
-        "unsupported database URL scheme {0:?}: expected sqlite:, postgres:// or postgresql://"
-    )]
+    #[error("unsupported database URL scheme {0:?}: expected sqlite:, postgres:// or postgresql://")]
     UnsupportedUrl(String),
     /// The database reported an error or could not be reached.
     #[error("database error: {0}")]
@@ -82,16 +80,8 @@ pub enum DbError {
 }
 
 impl DbError {
-    pub(crate) fn invalid(
-        table: &'static str,
-        column: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        Self::InvalidData {
-            table,
-            column,
-            message: message.into(),
-        }
+    pub(crate) fn invalid(table: &'static str, column: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidData { table, column, message: message.into() }
     }
 }
 
@@ -115,9 +105,7 @@ enum Backend {
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL (which may hold a password) is deliberately not kept or printed.
-        f.debug_struct("Database")
-            .field("backend", &self.backend_name())
-            .finish()
+        f.debug_struct("Database").field("backend", &self.backend_name()).finish()
     }
 }
 
@@ -185,11 +173,7 @@ impl Database {
     ///
     /// Connects eagerly, so an unreachable server is reported here.
     pub async fn connect(url: &str) -> Result<Self> {
-        let scheme = url
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
         match scheme.as_str() {
             "sqlite" => Self::connect_sqlite(url).await,
             "postgres" | "postgresql" => {
@@ -209,9 +193,8 @@ impl Database {
         let in_memory = url.contains(":memory:") || params.split('&').any(|p| p == "mode=memory");
         let explicit_mode = params.split('&').any(|p| p.starts_with("mode="));
 
-        let mut options = SqliteConnectOptions::from_str(url)?
-            .foreign_keys(true)
-            .busy_timeout(SQLITE_BUSY_TIMEOUT);
+        let mut options =
+            SqliteConnectOptions::from_str(url)?.foreign_keys(true).busy_timeout(SQLITE_BUSY_TIMEOUT);
         if !explicit_mode {
             options = options.create_if_missing(true);
         }
@@ -231,9 +214,7 @@ impl Database {
             {
                 tokio::fs::create_dir_all(parent).await?;
             }
-            let options = options
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal);
+            let options = options.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
             SqlitePoolOptions::new()
                 .max_connections(SQLITE_MAX_CONNECTIONS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -245,16 +226,12 @@ impl Database {
 
     /// Wraps an existing SQLite pool (configured by the caller).
     pub fn from_sqlite_pool(pool: SqlitePool) -> Self {
-        Self {
-            backend: Backend::Sqlite(pool),
-        }
+        Self { backend: Backend::Sqlite(pool) }
     }
 
     /// Wraps an existing PostgreSQL pool.
     pub fn from_postgres_pool(pool: PgPool) -> Self {
-        Self {
-            backend: Backend::Postgres(pool),
-        }
+        Self { backend: Backend::Postgres(pool) }
     }
 
     /// The SQLite pool, when this is a SQLite database.
@@ -342,11 +319,7 @@ impl Database {
     /// Removes a value from the `settings` table; `true` when it existed.
     pub async fn delete_setting(&self, key: &str) -> Result<bool> {
         let result = with_pool!(self, |pool| {
-            sqlx::query("DELETE FROM settings WHERE key = $1")
-                .bind(key)
-                .execute(pool)
-                .await?
-                .rows_affected()
+            sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(pool).await?.rows_affected()
         });
         Ok(result > 0)
     }

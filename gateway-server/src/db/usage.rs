@@ -104,8 +104,7 @@ fn to_i64(value: u64) -> i64 {
 }
 
 fn to_u64(column: &'static str, value: i64) -> Result<u64> {
-    u64::try_from(value)
-        .map_err(|_| DbError::invalid("request_log", column, format!("negative: {value}")))
+    u64::try_from(value).map_err(|_| DbError::invalid("request_log", column, format!("negative: {value}")))
 }
 
 fn opt_to_u64(column: &'static str, value: Option<i64>) -> Result<Option<u64>> {
@@ -120,26 +119,17 @@ impl RequestLogRow {
             .dialect
             .as_deref()
             .map(|d| {
-                Dialect::parse(d)
-                    .ok_or_else(|| DbError::invalid(T, "dialect", format!("unknown {d:?}")))
+                Dialect::parse(d).ok_or_else(|| DbError::invalid(T, "dialect", format!("unknown {d:?}")))
             })
             .transpose()?;
         let outcome = Outcome::deserialize(self.outcome.as_str().into_deserializer())
             .map_err(|e: serde::de::value::Error| DbError::invalid(T, "outcome", e.to_string()))?;
-        let status_code = u16::try_from(self.status_code).map_err(|_| {
-            DbError::invalid(
-                T,
-                "status_code",
-                format!("out of range: {}", self.status_code),
-            )
-        })?;
+        let status_code = u16::try_from(self.status_code)
+            .map_err(|_| DbError::invalid(T, "status_code", format!("out of range: {}", self.status_code)))?;
         let cost_multiplier = self
             .cost_multiplier
             .as_deref()
-            .map(|m| {
-                Decimal::from_str(m)
-                    .map_err(|e| DbError::invalid(T, "cost_multiplier", e.to_string()))
-            })
+            .map(|m| Decimal::from_str(m).map_err(|e| DbError::invalid(T, "cost_multiplier", e.to_string())))
             .transpose()?;
         Ok(UsageRecord {
             request_id: self.request_id,
@@ -171,10 +161,7 @@ impl RequestLogRow {
                     "cache_creation_1h_input_tokens",
                     self.cache_creation_1h_input_tokens,
                 )?,
-                cache_read_input_tokens: to_u64(
-                    "cache_read_input_tokens",
-                    self.cache_read_input_tokens,
-                )?,
+                cache_read_input_tokens: to_u64("cache_read_input_tokens", self.cache_read_input_tokens)?,
             },
             cost: self.cost_nanousd.map(UsdNanos),
             cost_multiplier,
@@ -260,10 +247,7 @@ impl Database {
     }
 
     /// One row of the request log by request id.
-    pub async fn request_log_by_request_id(
-        &self,
-        request_id: &str,
-    ) -> Result<Option<RequestLogRow>> {
+    pub async fn request_log_by_request_id(&self, request_id: &str) -> Result<Option<RequestLogRow>> {
         let row = with_pool!(self, |pool| {
             sqlx::query_as::<_, RequestLogRow>(concat!(
                 "SELECT ",
@@ -280,9 +264,7 @@ impl Database {
     /// Number of rows in the request log.
     pub async fn request_log_count(&self) -> Result<u64> {
         let count = with_pool!(self, |pool| {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM request_log")
-                .fetch_one(pool)
-                .await?
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM request_log").fetch_one(pool).await?
         });
         Ok(u64::try_from(count).unwrap_or_default())
     }

@@ -76,10 +76,7 @@ pub const DEFAULT_SPILL_PATH: &str = "./data/usage-spill.jsonl";
 impl WriterConfig {
     /// Default tuning with the given spill file.
     pub fn with_spill_path(spill_path: impl Into<PathBuf>) -> Self {
-        Self {
-            spill_path: spill_path.into(),
-            ..Self::default()
-        }
+        Self { spill_path: spill_path.into(), ..Self::default() }
     }
 }
 
@@ -213,14 +210,7 @@ impl UsageWriter {
             spill_pending,
         };
         let task = tokio::spawn(worker.run());
-        Ok(Self {
-            shared: Arc::new(Shared {
-                tx,
-                task: Mutex::new(Some(task)),
-                spill_path,
-                counters,
-            }),
-        })
+        Ok(Self { shared: Arc::new(Shared { tx, task: Mutex::new(Some(task)), spill_path, counters }) })
     }
 
     /// Waits until every record handed over before this call is in the database, or in the
@@ -241,12 +231,7 @@ impl UsageWriter {
         if self.shared.tx.send(Msg::Shutdown(ack)).is_ok() {
             let _ = done.await;
         }
-        let task = self
-            .shared
-            .task
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let task = self.shared.task.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(task) = task
             && let Err(e) = task.await
         {
@@ -267,19 +252,12 @@ impl UsageWriter {
 
 impl UsageSink for UsageWriter {
     fn record(&self, record: UsageRecord) {
-        self.shared
-            .counters
-            .received
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.received.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::SendError(msg)) = self.shared.tx.send(Msg::Record(Box::new(record)))
             && let Msg::Record(record) = msg
         {
             // The task has shut down: do not lose the record, spill it without blocking.
-            spill_after_shutdown(
-                self.shared.spill_path.clone(),
-                *record,
-                &self.shared.counters,
-            );
+            spill_after_shutdown(self.shared.spill_path.clone(), *record, &self.shared.counters);
         }
     }
 }
@@ -317,10 +295,7 @@ fn append_blocking(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     file.write_all(bytes)?;
     file.sync_data()
 }
@@ -348,11 +323,7 @@ async fn append_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     {
         tokio::fs::create_dir_all(parent).await?;
     }
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await?;
+    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
     file.write_all(bytes).await?;
     file.sync_data().await
 }
@@ -570,11 +541,7 @@ impl Worker {
         match result {
             Ok(()) => {
                 self.backlog.drain(..n);
-                self.oldest = if self.backlog.is_empty() {
-                    None
-                } else {
-                    Some(Instant::now())
-                };
+                self.oldest = if self.backlog.is_empty() { None } else { Some(Instant::now()) };
                 self.counters.written.fetch_add(n as u64, Ordering::Relaxed);
                 if self.db_failing {
                     tracing::info!("request log database writable again");
@@ -628,9 +595,7 @@ impl Worker {
     async fn spill(&mut self, records: Vec<UsageRecord>) {
         match append_records(&self.config.spill_path, &records).await {
             Ok(()) => {
-                self.counters
-                    .spilled
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                self.counters.spilled.fetch_add(records.len() as u64, Ordering::Relaxed);
                 self.spill_pending = true;
                 tracing::warn!(records = records.len(), path = %self.config.spill_path.display(), "database failing: usage records spilled to file");
             }

@@ -82,11 +82,9 @@ impl Drop for TestDb {
                     .acquire_timeout(Duration::from_secs(5))
                     .connect(&admin_url)
                     .await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&admin)
-                .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&admin)
+                    .await?;
                 admin.close().await;
                 Ok::<_, sqlx::Error>(())
             })
@@ -101,19 +99,10 @@ impl Drop for TestDb {
 /// A migrated SQLite database in a temporary directory.
 pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("gateway.db").display()
-    );
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("gateway.db").display());
     let db = Database::connect(&url).await.expect("connect sqlite");
     db.migrate().await.expect("migrate sqlite");
-    TestDb {
-        db,
-        url,
-        label: "sqlite",
-        dir,
-        pg_cleanup: None,
-    }
+    TestDb { db, url, label: "sqlite", dir, pg_cleanup: None }
 }
 
 fn pg_admin_url() -> String {
@@ -154,9 +143,7 @@ pub async fn postgres() -> Option<TestDb> {
     let url = format!("{server}/{name}{query}");
     let dir = tempfile::tempdir().expect("tempdir");
     let test_db = TestDb {
-        db: Database::connect(&url)
-            .await
-            .expect("connect test database"),
+        db: Database::connect(&url).await.expect("connect test database"),
         url,
         label: "postgres",
         dir,
@@ -175,9 +162,7 @@ pub async fn backends() -> Vec<TestDb> {
 
 /// An instant with microsecond precision (what PostgreSQL keeps).
 pub fn instant(secs: i64, micros: u32) -> DateTime<Utc> {
-    Utc.timestamp_opt(secs, micros * 1_000)
-        .single()
-        .expect("valid instant")
+    Utc.timestamp_opt(secs, micros * 1_000).single().expect("valid instant")
 }
 
 /// A record with every optional field set and distinctive values.
@@ -273,10 +258,7 @@ where
         if check().await {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,0 +1,134 @@
+//! Starting and stopping the server: database, config import, admin token, the gateway, the
+//! listener, and a graceful shutdown that lets streams finish and flushes the usage log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use gateway_core::catalog::CatalogHandle;
+use gateway_core::config::ConfigFile;
+use gateway_core::{Gateway, GatewaySettings};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use crate::app::{AppState, router};
+use crate::db::{Database, UsageWriter, WriterConfig};
+use crate::settings::{CommonArgs, ServeArgs};
+
+/// Settings key of the SHA-256 of the admin token.
+pub const ADMIN_TOKEN_HASH_KEY: &str = "admin_token_sha256";
+
+/// Opens the database and applies migrations when asked to.
+pub async fn open_database(common: &CommonArgs) -> anyhow::Result<Database> {
+    let url = common.database_url();
+    let db = Database::connect(&url).await.context("cannot open the database")?;
+    if common.auto_migrate {
+        db.migrate().await.context("cannot apply database migrations")?;
+    }
+    Ok(db)
+}
+
+/// Imports a TOML config into the database.
+pub async fn import_file(db: &Database, path: &std::path::Path) -> anyhow::Result<()> {
+    let file = ConfigFile::from_path(path)?;
+    let summary = db.import_config(&file).await.context("config import failed")?;
+    tracing::info!(path = %path.display(), ?summary, "config imported");
+    Ok(())
+}
+
+/// Makes sure an admin token exists. `ADMIN_TOKEN` wins; else one is generated on first start
+/// and printed once (only its hash is stored).
+pub async fn ensure_admin_token(db: &Database) -> anyhow::Result<()> {
+    let hash = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
+    if let Some(token) = std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
+        db.set_setting(ADMIN_TOKEN_HASH_KEY, &hash(&token)).await?;
+        return Ok(());
+    }
+    if db.get_setting(ADMIN_TOKEN_HASH_KEY).await?.is_some() {
+        return Ok(());
+    }
+    let token = format!("adm-{}", hex::encode(rand::rng().random::<[u8; 24]>()));
+    db.set_setting(ADMIN_TOKEN_HASH_KEY, &hash(&token)).await?;
+    // Printed to stdout, not the log, and only this once: it is a secret.
+    println!("Generated admin token (shown once; set ADMIN_TOKEN to choose your own): {token}");
+    Ok(())
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Runs the gateway until a shutdown signal.
+pub async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log_format);
+    let db = open_database(&common).await?;
+    if let Some(path) = &args.config {
+        import_file(&db, path).await?;
+    }
+    ensure_admin_token(&db).await?;
+    let catalog = CatalogHandle::new(db.load_catalog().await.context("cannot load configuration")?);
+    let writer = UsageWriter::start(db.clone(), WriterConfig::with_spill_path(args.usage_spill_path.clone()))
+        .await
+        .context("cannot start the usage writer")?;
+    let gateway = Gateway::builder()
+        .catalog_handle(catalog)
+        .usage_sink(Arc::new(writer.clone()))
+        .settings(GatewaySettings { max_body_bytes: args.max_body_bytes, ..Default::default() })
+        .build()?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, database = db.backend_name(), "gateway listening");
+    println!("listening on http://{local}");
+
+    let app = router(AppState { gateway, db: db.clone() });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: no new connections; letting requests in flight finish");
+        let _ = stop_tx.send(true);
+    });
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let mut stop_seen = stop_rx.clone();
+    tokio::select! {
+        result = server => result.context("server failed")?,
+        () = async move {
+            let _ = stop_seen.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("grace period of {}s over; closing remaining connections", grace.as_secs());
+        }
+    }
+    // Dropping the server ended every remaining response body, so their records are queued.
+    writer.shutdown().await;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Server settings from the command line and the environment. Every flag has an environment
+//! variable, so containers are configured without arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default database: a SQLite file under `./data`, created on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/gateway.db";
+
+/// The `gateway-server` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway-server",
+    version,
+    about = "An AI API gateway for teams: one endpoint in front of many upstream LLM accounts."
+)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Settings of `serve` (accepted without the subcommand name).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Import a TOML config file into the database (upsert by name) and exit.
+    Import {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+/// Settings every command needs.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Database URL: `sqlite://path/to/file.db` or `postgres://user@host/db`.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Apply migrations at start.
+    #[arg(long, env = "AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub auto_migrate: bool,
+}
+
+impl CommonArgs {
+    /// `DATABASE_URL`, else its alias `DSN`, else the embedded SQLite default.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .or_else(|| std::env::var("DSN").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+    }
+}
+
+/// Settings of the running gateway.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:23000")]
+    pub listen: SocketAddr,
+    /// TOML file imported at start (upsert by name).
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Largest request body accepted, after decompression.
+    #[arg(long, env = "MAX_REQUEST_BODY_BYTES", default_value_t = gateway_core::ingress::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+    /// Where usage records wait while the database is unreachable.
+    #[arg(long, env = "USAGE_SPILL_PATH", default_value = "./data/usage-spill.jsonl")]
+    pub usage_spill_path: PathBuf,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
