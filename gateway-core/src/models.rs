@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tower::Service;
 
 use crate::catalog::CatalogHandle;
-use crate::config::{DEFAULT_GROUP, MatchKind};
+use crate::config::MatchKind;
 use crate::dialect::Dialect;
 use crate::error::GatewayError;
 use crate::forward::{headers, url};
@@ -59,12 +59,8 @@ impl Service<GatewayRequest> for ModelsService {
     fn call(&mut self, req: GatewayRequest) -> Self::Future {
         let catalog = self.catalog.load();
         let client = self.client.clone();
-        let groups = req
-            .ctx
-            .snapshot()
-            .user
-            .map(|u| u.groups.clone())
-            .unwrap_or_else(|| vec![DEFAULT_GROUP.to_owned()]);
+        let user = req.ctx.user();
+        let groups = crate::route::caller_groups(user.as_deref()).to_vec();
         let chosen = select_provider(catalog.providers(), Dialect::Anthropic, &groups, &mut rand::rng());
         Box::pin(async move {
             let mut names = BTreeSet::new();

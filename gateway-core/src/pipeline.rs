@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{HeaderValue, Method, header};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tower::util::BoxCloneSyncService;
@@ -37,7 +37,7 @@ use crate::request::{BoxError, GatewayBody, GatewayRequest, GatewayResponse, Req
 use crate::route::RouterLayer;
 use crate::session::SessionLayer;
 use crate::store::{NullUsageSink, UsageSink};
-use crate::usage::{MeteredBody, Outcome, Recorder, TokenUsage};
+use crate::usage::{MeteredBody, Recorder};
 
 type Inner = BoxCloneSyncService<GatewayRequest, GatewayResponse, GatewayError>;
 
@@ -365,27 +365,6 @@ impl Gateway {
         }
     }
 
-    /// Records a request the host application rejected before it reached the gateway (for
-    /// example its own routing), so that it still leaves a log row.
-    pub fn record_rejection(
-        &self,
-        method: &Method,
-        uri: &http::Uri,
-        headers: &http::HeaderMap,
-        status: StatusCode,
-        error: &str,
-    ) {
-        let ctx = RequestContext::new(method, uri, headers);
-        self.0.recorder.finish(
-            &ctx,
-            crate::request::Completion {
-                status: status.as_u16(),
-                outcome: Outcome::Rejected,
-                usage: TokenUsage::default(),
-                error: Some(error.to_owned()),
-            },
-        );
-    }
 }
 
 /// `GET /v1/models` answers in Anthropic's shape when the client sends `anthropic-version`

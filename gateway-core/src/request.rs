@@ -187,6 +187,16 @@ impl RequestContext {
         f(&mut self.0.state.lock())
     }
 
+    /// The authenticated user, if any (cheap: an `Arc` clone).
+    pub fn user(&self) -> Option<Arc<User>> {
+        self.0.state.lock().user.clone()
+    }
+
+    /// The authenticated key, if any.
+    pub fn key(&self) -> Option<Arc<ApiKey>> {
+        self.0.state.lock().key.clone()
+    }
+
     /// A copy of the mutable state.
     pub fn snapshot(&self) -> ContextState {
         self.0.state.lock().clone()

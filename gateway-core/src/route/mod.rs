@@ -24,6 +24,13 @@ use crate::request::{GatewayRequest, GatewayResponse, Target};
 /// The wildcard group: a caller in it sees every provider.
 pub const ALL_GROUPS: &str = "*";
 
+/// The groups of a caller; an unauthenticated (embedder-trusted) caller is in the default group.
+pub fn caller_groups(user: Option<&crate::config::User>) -> &[String] {
+    static DEFAULT: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec![crate::config::DEFAULT_GROUP.to_owned()]);
+    user.map_or(DEFAULT.as_slice(), |u| u.groups.as_slice())
+}
+
 /// Whether a caller with `caller_groups` may use a provider tagged `provider_groups`.
 pub fn groups_overlap(caller_groups: &[String], provider_groups: &[String]) -> bool {
     caller_groups.iter().any(|g| g == ALL_GROUPS || provider_groups.contains(g))
@@ -109,13 +116,9 @@ pub struct RouterService<S> {
 impl<S> RouterService<S> {
     fn route(&self, req: &mut GatewayRequest) -> Result<(), GatewayError> {
         let catalog = self.catalog.load();
-        let groups = req
-            .ctx
-            .snapshot()
-            .user
-            .map(|u| u.groups.clone())
-            .unwrap_or_else(|| vec![crate::config::DEFAULT_GROUP.to_owned()]);
-        let provider = select_provider(catalog.providers(), req.dialect, &groups, &mut rand::rng())?;
+        let user = req.ctx.user();
+        let groups = caller_groups(user.as_deref());
+        let provider = select_provider(catalog.providers(), req.dialect, groups, &mut rand::rng())?;
         let original = req.hints.model.clone();
         let redirected = original.as_deref().and_then(|m| redirect_model(&provider.model_redirects, m));
         let (forwarded_model, body) = match redirected {

@@ -76,7 +76,7 @@ pub fn derive_session_id(req: &GatewayRequest) -> String {
     // No id from the client: the same key sending the same opening of a conversation is the
     // same session. Scoped by key so two users never share one.
     let mut h = Sha256::new();
-    if let Some(key) = req.ctx.snapshot().key {
+    if let Some(key) = req.ctx.key() {
         h.update(key.id.to_le_bytes());
     }
     match req.hints.conversation_fingerprint {
