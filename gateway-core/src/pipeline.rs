@@ -364,7 +364,6 @@ impl Gateway {
             Err(never) => match never {},
         }
     }
-
 }
 
 /// `GET /v1/models` answers in Anthropic's shape when the client sends `anthropic-version`
