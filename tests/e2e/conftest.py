@@ -17,6 +17,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -218,10 +219,10 @@ output_per_mtok = "{OUTPUT_PER_MTOK}"
     def client(self, **kwargs: Any) -> anthropic.Anthropic:
         """The official SDK pointed at this gateway; retries off so every call is one request."""
         kwargs.setdefault("api_key", API_KEY)
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", CLIENT_TIMEOUT_S)
         return anthropic.Anthropic(
             base_url=self.url,
-            max_retries=0,
-            timeout=CLIENT_TIMEOUT_S,
             http_client=anthropic.DefaultHttpxClient(event_hooks={"response": [self.ledger.hook]}),
             **kwargs,
         )
@@ -313,6 +314,20 @@ def slow_gateway(
     gateway_bin: Path, slow_mock: Process, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
     yield from _gateway("slow-gateway", gateway_bin, slow_mock, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def dead_gateway(gateway_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway whose only provider points at a closed port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gw = Gateway("dead-gateway", gateway_bin, tmp_path_factory.mktemp("dead-gateway"), f"http://127.0.0.1:{port}")
+    try:
+        yield gw
+    finally:
+        code = gw.stop()
+        assert code == 0, f"dead-gateway exited with {code} after SIGTERM\n{gw.process.logs()}"
 
 
 @pytest.fixture

@@ -148,6 +148,29 @@ def test_tool_use_round_streaming(client: anthropic.Anthropic) -> None:
     assert all(b.type == "text" for b in second.content)
 
 
+def test_concurrent_streams(gateway: Gateway) -> None:
+    """Eight streams at once on one client (connection pool): every one completes intact."""
+    results: list[tuple[str, int]] = []
+    errors: list[BaseException] = []
+
+    def one(client: anthropic.Anthropic) -> None:
+        try:
+            with client.messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as stream:
+                text = "".join(stream.text_stream)
+                results.append((text, stream.get_final_message().usage.output_tokens))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    with gateway.client() as client:
+        threads = [threading.Thread(target=one, args=(client,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors
+    assert results == [(MOCK_TEXT, OUTPUT_TOKENS)] * 8
+
+
 def test_count_tokens(client: anthropic.Anthropic) -> None:
     counted = client.messages.count_tokens(model=MODEL, messages=MESSAGES)
     assert isinstance(counted.input_tokens, int)
@@ -238,6 +261,46 @@ def test_missing_model_is_invalid_request(raw: httpx.Client) -> None:
     assert body["error"]["type"] == "invalid_request_error"
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     assert r.headers.get("x-request-id")
+
+
+def test_claude_code_style_beta_query(raw: httpx.Client) -> None:
+    """Claude Code calls `/v1/messages?beta=true` with `anthropic-beta` and bearer auth."""
+    r = raw.post(
+        "/v1/messages",
+        params={"beta": "true"},
+        headers={
+            "authorization": f"Bearer {API_KEY}",
+            "anthropic-version": "2023-06-01",
+            "anthropic-beta": "interleaved-thinking-2025-05-14",
+        },
+        json={"model": MODEL, "max_tokens": 64, "stream": True, "messages": MESSAGES},
+    )
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = [line.split(":", 1)[1].strip() for line in r.text.splitlines() if line.startswith("event:")]
+    assert events[0] == "message_start" and events[-1] == "message_stop", events
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_unreachable_upstream_is_api_error(dead_gateway: Gateway, stream: bool) -> None:
+    with dead_gateway.client() as client:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            if stream:
+                with client.messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as s:
+                    s.until_done()
+            else:
+                client.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES)
+    err = caught.value
+    assert err.status_code in (502, 503, 504, 529), err
+    assert isinstance(err.body, dict) and err.body.get("type") == "error", err.body
+    assert err.body["error"]["type"] in ("api_error", "overloaded_error"), err.body
+    row = dead_gateway.wait_row(err.response.headers["x-request-id"])
+    assert row["status_code"] == err.status_code
+    assert row["outcome"] in ("failed", "upstream_error"), row
+    assert row["provider_name"] == "mock"
+    assert row["stream"] == int(stream)
+    assert row["input_tokens"] == 0 and row["output_tokens"] == 0
+    assert row["error"], row
 
 
 def test_client_disconnect_mid_stream(slow_gateway: Gateway) -> None:
