@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{ApiKey, ConfigFile, Id, Price, Provider, User, hash_api_key};
+use crate::config::{ApiKey, ConfigError, ConfigFile, Id, Price, Provider, User, hash_api_key};
 
 /// Everything a request needs to know about configuration, indexed for lookups.
 #[derive(Debug, Default)]
@@ -29,22 +29,10 @@ impl Catalog {
 
     /// A snapshot straight from a TOML config, with ids assigned in file order (1-based). For
     /// embedders without a database; the server assigns ids through its database instead.
-    pub fn from_config(file: &ConfigFile) -> Self {
+    pub fn from_config(file: &ConfigFile) -> Result<Self, ConfigError> {
         let mut providers = Vec::with_capacity(file.providers.len());
         for (i, p) in file.providers.iter().enumerate() {
-            providers.push(Provider {
-                id: i as Id + 1,
-                name: p.name.clone(),
-                provider_type: p.provider_type,
-                base_url: p.base_url.clone(),
-                api_key: p.api_key.clone(),
-                weight: p.weight,
-                priority: p.priority,
-                groups: p.groups.clone(),
-                cost_multiplier: p.cost_multiplier,
-                model_redirects: p.model_redirects.clone(),
-                enabled: p.enabled,
-            });
+            providers.push(Provider::from_config(i as Id + 1, p)?);
         }
         let mut users = Vec::new();
         let mut keys = Vec::new();
@@ -56,6 +44,7 @@ impl Catalog {
                 groups: u.groups.clone(),
                 enabled: u.enabled,
                 expires_at: u.expires_at,
+                allowed_models: u.allowed_models.clone(),
             });
             for k in &u.keys {
                 keys.push(ApiKey {
@@ -65,10 +54,12 @@ impl Catalog {
                     key_hash: hash_api_key(&k.key),
                     enabled: k.enabled,
                     expires_at: k.expires_at,
+                    groups: k.groups.clone(),
+                    allowed_models: k.allowed_models.clone(),
                 });
             }
         }
-        Self::new(providers, users, keys, file.prices.clone())
+        Ok(Self::new(providers, users, keys, file.prices.clone()))
     }
 
     /// All providers, enabled or not.

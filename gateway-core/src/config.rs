@@ -85,53 +85,172 @@ pub enum MatchKind {
     Regex,
 }
 
+/// A compiled model-name comparison: the match kind, the pattern, and the regex when the kind
+/// is [`MatchKind::Regex`] (compiled once, so a bad regex fails at load time, not per request).
+#[derive(Debug, Clone)]
+pub struct ModelMatcher {
+    kind: MatchKind,
+    pattern: String,
+    regex: Option<regex::Regex>,
+}
+
+impl PartialEq for ModelMatcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.pattern == other.pattern
+    }
+}
+
+impl ModelMatcher {
+    /// Compiles a matcher.
+    pub fn new(kind: MatchKind, pattern: &str) -> Result<Self, ConfigError> {
+        let regex = match kind {
+            MatchKind::Regex => Some(
+                regex::Regex::new(pattern)
+                    .map_err(|e| ConfigError::Invalid(format!("model pattern regex {pattern:?}: {e}")))?,
+            ),
+            _ => None,
+        };
+        Ok(Self { kind, pattern: pattern.to_owned(), regex })
+    }
+
+    /// The match kind.
+    pub fn kind(&self) -> MatchKind {
+        self.kind
+    }
+
+    /// The pattern text.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether `model` matches.
+    pub fn matches(&self, model: &str) -> bool {
+        match self.kind {
+            MatchKind::Exact => model == self.pattern,
+            MatchKind::Prefix => model.starts_with(&self.pattern),
+            MatchKind::Suffix => model.ends_with(&self.pattern),
+            MatchKind::Contains => model.contains(self.pattern.as_str()),
+            MatchKind::Regex => self.regex.as_ref().is_some_and(|re| re.is_match(model)),
+        }
+    }
+}
+
 /// A rule rewriting the requested model before the request goes to a provider.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// TOML: `{ match = "exact", from = "claude-3-5-sonnet-latest", to = "claude-sonnet-4-5" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ModelRedirectRepr", into = "ModelRedirectRepr")]
 pub struct ModelRedirect {
-    /// How `from` is compared with the requested model.
-    #[serde(rename = "match", default = "default_match_kind")]
-    pub match_kind: MatchKind,
-    /// Pattern compared with the requested model.
-    pub from: String,
+    matcher: ModelMatcher,
     /// Model name sent upstream instead.
     pub to: String,
-    #[serde(skip)]
-    compiled: Option<regex::Regex>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelRedirectRepr {
+    #[serde(rename = "match", default = "default_match_kind")]
+    match_kind: MatchKind,
+    from: String,
+    to: String,
 }
 
 fn default_match_kind() -> MatchKind {
     MatchKind::Exact
 }
 
+impl TryFrom<ModelRedirectRepr> for ModelRedirect {
+    type Error = ConfigError;
+    fn try_from(r: ModelRedirectRepr) -> Result<Self, ConfigError> {
+        Ok(Self { matcher: ModelMatcher::new(r.match_kind, &r.from)?, to: r.to })
+    }
+}
+
+impl From<ModelRedirect> for ModelRedirectRepr {
+    fn from(r: ModelRedirect) -> Self {
+        Self { match_kind: r.matcher.kind, from: r.matcher.pattern, to: r.to }
+    }
+}
+
 impl ModelRedirect {
-    /// Builds a rule, compiling the regex once; an invalid regex is an error here rather than a
-    /// silent non-match at request time.
+    /// Builds a rule, compiling the regex once.
     pub fn new(match_kind: MatchKind, from: &str, to: &str) -> Result<Self, ConfigError> {
-        let mut rule = Self { match_kind, from: from.to_owned(), to: to.to_owned(), compiled: None };
-        rule.compile()?;
-        Ok(rule)
+        Ok(Self { matcher: ModelMatcher::new(match_kind, from)?, to: to.to_owned() })
     }
 
-    /// Compiles the regex of a rule that was deserialized.
-    pub fn compile(&mut self) -> Result<(), ConfigError> {
-        if self.match_kind == MatchKind::Regex && self.compiled.is_none() {
-            let re = regex::Regex::new(&self.from)
-                .map_err(|e| ConfigError::Invalid(format!("model redirect regex {:?}: {e}", self.from)))?;
-            self.compiled = Some(re);
-        }
-        Ok(())
+    /// How `from` is compared.
+    pub fn match_kind(&self) -> MatchKind {
+        self.matcher.kind
+    }
+
+    /// The pattern compared with the requested model.
+    pub fn from(&self) -> &str {
+        &self.matcher.pattern
     }
 
     /// Whether the rule applies to `model`.
     pub fn matches(&self, model: &str) -> bool {
-        match self.match_kind {
-            MatchKind::Exact => model == self.from,
-            MatchKind::Prefix => model.starts_with(&self.from),
-            MatchKind::Suffix => model.ends_with(&self.from),
-            MatchKind::Contains => model.contains(self.from.as_str()),
-            MatchKind::Regex => self.compiled.as_ref().is_some_and(|re| re.is_match(model)),
+        self.matcher.matches(model)
+    }
+}
+
+/// An entry of an `allowed_models` list: a plain string is an exact name, a table gives the
+/// match kind: `{ match = "prefix", pattern = "claude-" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ModelPatternRepr", into = "ModelPatternRepr")]
+pub struct ModelPattern(ModelMatcher);
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum ModelPatternRepr {
+    Exact(String),
+    Rule {
+        #[serde(rename = "match")]
+        match_kind: MatchKind,
+        pattern: String,
+    },
+}
+
+impl TryFrom<ModelPatternRepr> for ModelPattern {
+    type Error = ConfigError;
+    fn try_from(r: ModelPatternRepr) -> Result<Self, ConfigError> {
+        match r {
+            ModelPatternRepr::Exact(name) => Ok(Self(ModelMatcher::new(MatchKind::Exact, &name)?)),
+            ModelPatternRepr::Rule { match_kind, pattern } => {
+                Ok(Self(ModelMatcher::new(match_kind, &pattern)?))
+            }
         }
     }
+}
+
+impl From<ModelPattern> for ModelPatternRepr {
+    fn from(p: ModelPattern) -> Self {
+        match p.0.kind {
+            MatchKind::Exact => Self::Exact(p.0.pattern),
+            kind => Self::Rule { match_kind: kind, pattern: p.0.pattern },
+        }
+    }
+}
+
+impl ModelPattern {
+    /// Builds a pattern.
+    pub fn new(kind: MatchKind, pattern: &str) -> Result<Self, ConfigError> {
+        Ok(Self(ModelMatcher::new(kind, pattern)?))
+    }
+
+    /// Whether `model` matches.
+    pub fn matches(&self, model: &str) -> bool {
+        self.0.matches(model)
+    }
+
+    /// The underlying matcher.
+    pub fn matcher(&self) -> &ModelMatcher {
+        &self.0
+    }
+}
+
+/// Whether `model` passes an allow-list; an empty list allows every model.
+pub fn model_allowed(list: &[ModelPattern], model: &str) -> bool {
+    list.is_empty() || list.iter().any(|p| p.matches(model))
 }
 
 /// Applies the first matching redirect; `None` when no rule matches.
@@ -140,14 +259,13 @@ pub fn redirect_model<'a>(rules: &'a [ModelRedirect], model: &str) -> Option<&'a
 }
 
 /// An upstream account the gateway forwards to.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone)]
 pub struct Provider {
     /// Stable identifier.
     pub id: Id,
     /// Unique, human-chosen name.
     pub name: String,
     /// Wire format of the upstream.
-    #[serde(rename = "type")]
     pub provider_type: ProviderType,
     /// Host, version root (`.../v1`) or full endpoint of the upstream.
     pub base_url: String,
@@ -165,6 +283,46 @@ pub struct Provider {
     pub model_redirects: Vec<ModelRedirect>,
     /// Disabled providers are never selected.
     pub enabled: bool,
+    /// Routing, resilience and transport options.
+    pub options: ProviderOptions,
+    /// `active_from`/`active_to` parsed.
+    pub active_window: Option<ActiveWindow>,
+}
+
+impl Provider {
+    /// The runtime provider of a config entry; validates and compiles what it can.
+    pub fn from_config(id: Id, cfg: &ProviderConfig) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Self {
+            id,
+            name: cfg.name.clone(),
+            provider_type: cfg.provider_type,
+            base_url: cfg.base_url.clone(),
+            api_key: cfg.api_key.clone(),
+            weight: cfg.weight,
+            priority: cfg.priority,
+            groups: cfg.groups.clone(),
+            cost_multiplier: cfg.cost_multiplier,
+            model_redirects: cfg.model_redirects.clone(),
+            enabled: cfg.enabled,
+            active_window: ActiveWindow::parse(
+                cfg.options.active_from.as_deref(),
+                cfg.options.active_to.as_deref(),
+            )?,
+            options: cfg.options.clone(),
+        })
+    }
+
+    /// The priority for a caller in `groups`: the lowest per-group override among the caller's
+    /// groups, else the provider's own priority.
+    pub fn effective_priority(&self, groups: &[String]) -> i32 {
+        groups
+            .iter()
+            .filter_map(|g| self.options.group_priorities.get(g))
+            .copied()
+            .min()
+            .unwrap_or(self.priority)
+    }
 }
 
 impl fmt::Debug for Provider {
@@ -196,6 +354,9 @@ pub struct User {
     pub enabled: bool,
     /// After this instant the user is rejected with 401.
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Models this user may request (empty = all).
+    #[serde(default)]
+    pub allowed_models: Vec<ModelPattern>,
 }
 
 /// An API key of the gateway. Only its SHA-256 is kept.
@@ -213,6 +374,12 @@ pub struct ApiKey {
     pub enabled: bool,
     /// After this instant the key is rejected with 401.
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Provider groups of this key; overrides the user's when set.
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    /// Models this key may request (empty = all); applies on top of the user's list.
+    #[serde(default)]
+    pub allowed_models: Vec<ModelPattern>,
 }
 
 /// Hashes a plain API key for storage and lookup. Keys are long random strings, so a fast hash
@@ -280,9 +447,10 @@ pub struct ConfigFile {
     pub prices: Vec<Price>,
 }
 
-/// `[[providers]]` in the TOML import.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[[providers]]` in the TOML import: the basic fields plus, flat in the same table, the
+/// [`ProviderOptions`]. Unknown keys are an error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct ProviderConfig {
     /// Unique name; the import upserts by it.
     pub name: String,
@@ -294,23 +462,281 @@ pub struct ProviderConfig {
     /// Upstream secret (`${VAR}` is expanded).
     pub api_key: String,
     /// Default 1.
-    #[serde(default = "default_weight")]
     pub weight: u32,
     /// Default 0; lower is preferred.
-    #[serde(default)]
     pub priority: i32,
     /// Default `["default"]`.
-    #[serde(default)]
     pub groups: Vec<String>,
     /// Default `"1.0"`.
-    #[serde(default = "default_multiplier", with = "rust_decimal::serde::str")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub cost_multiplier: Decimal,
     /// Default none.
-    #[serde(default)]
     pub model_redirects: Vec<ModelRedirect>,
     /// Default true.
-    #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Everything else, flat in the same TOML table.
+    #[serde(flatten)]
+    pub options: ProviderOptions,
+}
+
+/// The basic provider fields, deserialized apart from the options (serde cannot combine
+/// `flatten` with `deny_unknown_fields`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderBase {
+    name: String,
+    #[serde(rename = "type")]
+    provider_type: ProviderType,
+    base_url: String,
+    api_key: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default = "default_multiplier", with = "rust_decimal::serde::str")]
+    cost_multiplier: Decimal,
+    #[serde(default)]
+    model_redirects: Vec<ModelRedirect>,
+    #[serde(default = "default_true")]
+    enabled: bool,
+}
+
+const PROVIDER_BASE_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "base_url",
+    "api_key",
+    "weight",
+    "priority",
+    "groups",
+    "cost_multiplier",
+    "model_redirects",
+    "enabled",
+];
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for ProviderConfig {
+    type Error = String;
+    fn try_from(mut table: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let mut base = serde_json::Map::new();
+        for key in PROVIDER_BASE_KEYS {
+            if let Some(v) = table.remove(*key) {
+                base.insert((*key).to_owned(), v);
+            }
+        }
+        let name = base.get("name").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+        let base: ProviderBase = serde_json::from_value(serde_json::Value::Object(base))
+            .map_err(|e| format!("provider {name:?}: {e}"))?;
+        // What is left must be options; their deny_unknown_fields reports typos.
+        let options: ProviderOptions = serde_json::from_value(serde_json::Value::Object(table))
+            .map_err(|e| format!("provider {name:?}: {e}"))?;
+        let mut groups = base.groups;
+        normalize_groups(&mut groups);
+        Ok(Self {
+            name: base.name,
+            provider_type: base.provider_type,
+            base_url: base.base_url,
+            api_key: base.api_key,
+            weight: base.weight,
+            priority: base.priority,
+            groups,
+            cost_multiplier: base.cost_multiplier,
+            model_redirects: base.model_redirects,
+            enabled: base.enabled,
+            options,
+        })
+    }
+}
+
+/// Routing, resilience and transport options of a provider. Every field has a default; time
+/// values are milliseconds and `0` turns a timeout or limit off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderOptions {
+    /// Models this provider serves (empty = all), compared with the requested model.
+    pub allowed_models: Vec<ModelPattern>,
+    /// Priority per caller group, overriding `priority` for callers in that group.
+    pub group_priorities: std::collections::BTreeMap<String, i32>,
+    /// Start of the daily active window, `HH:MM` in the gateway's timezone.
+    pub active_from: Option<String>,
+    /// End of the daily active window (exclusive); may be earlier than `active_from` to cross
+    /// midnight.
+    pub active_to: Option<String>,
+    /// Tries on this provider before switching, counting the first. Default 2.
+    pub max_retry_attempts: u32,
+    /// Consecutive failures that open the circuit; 0 disables the breaker. Default 5.
+    pub circuit_breaker_failure_threshold: u32,
+    /// How long the circuit stays open. Default 30 minutes.
+    pub circuit_breaker_open_duration_ms: u64,
+    /// Successes in half-open state that close the circuit. Default 2.
+    pub circuit_breaker_half_open_success_threshold: u32,
+    /// Outbound proxy: `http://`, `https://`, `socks5://` or `socks5h://`, with optional
+    /// `user:password@`.
+    pub proxy_url: Option<String>,
+    /// When the proxy cannot be reached, connect directly instead of failing.
+    pub proxy_fallback_to_direct: bool,
+    /// Extra request headers; they cannot replace auth, host or transport headers.
+    pub custom_headers: std::collections::BTreeMap<String, String>,
+    /// Forward the client's IP headers (`x-forwarded-for`, ...) instead of stripping them.
+    pub preserve_client_ip: bool,
+    /// Never bind sessions to this provider.
+    pub disable_session_reuse: bool,
+    /// Distinct sessions active on this provider at once (within the session TTL); 0 = no limit.
+    pub limit_concurrent_sessions: u32,
+    /// TCP + TLS connect timeout. Default 30 s.
+    pub connect_timeout_ms: u64,
+    /// Streams: time allowed until the first body byte. Default off.
+    pub first_byte_timeout_ms: u64,
+    /// Streams: longest gap between two chunks. Default off.
+    pub stream_idle_timeout_ms: u64,
+    /// Non-streaming requests: total time allowed. Default off.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ProviderOptions {
+    fn default() -> Self {
+        Self {
+            allowed_models: Vec::new(),
+            group_priorities: Default::default(),
+            active_from: None,
+            active_to: None,
+            max_retry_attempts: 2,
+            circuit_breaker_failure_threshold: 5,
+            circuit_breaker_open_duration_ms: 30 * 60 * 1000,
+            circuit_breaker_half_open_success_threshold: 2,
+            proxy_url: None,
+            proxy_fallback_to_direct: false,
+            custom_headers: Default::default(),
+            preserve_client_ip: false,
+            disable_session_reuse: false,
+            limit_concurrent_sessions: 0,
+            connect_timeout_ms: 30_000,
+            first_byte_timeout_ms: 0,
+            stream_idle_timeout_ms: 0,
+            request_timeout_ms: 0,
+        }
+    }
+}
+
+/// Headers a provider's `custom_headers` may not set: credentials, routing and framing are the
+/// gateway's.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "host",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+impl ProviderConfig {
+    /// A provider with every optional setting at its default.
+    pub fn new(name: &str, provider_type: ProviderType, base_url: &str, api_key: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            provider_type,
+            base_url: base_url.to_owned(),
+            api_key: api_key.to_owned(),
+            weight: default_weight(),
+            priority: 0,
+            groups: vec![DEFAULT_GROUP.to_owned()],
+            cost_multiplier: default_multiplier(),
+            model_redirects: Vec::new(),
+            enabled: true,
+            options: ProviderOptions::default(),
+        }
+    }
+
+    /// Checks everything that can be checked without network: URLs, proxy, headers, window.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: String| ConfigError::Invalid(format!("provider {:?}: {what}", self.name));
+        crate::forward::url::validate_base_url(&self.base_url).map_err(|e| bad(format!("base_url: {e}")))?;
+        if self.cost_multiplier.is_sign_negative() {
+            return Err(bad("cost_multiplier must not be negative".into()));
+        }
+        let o = &self.options;
+        if let Some(proxy) = &o.proxy_url {
+            validate_proxy_url(proxy).map_err(|e| bad(format!("proxy_url: {e}")))?;
+        }
+        for (name, value) in &o.custom_headers {
+            let lower = name.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(bad(format!("custom header {name:?} is reserved for the gateway")));
+            }
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad(format!("custom header name {name:?} is not valid")))?;
+            http::HeaderValue::from_str(value)
+                .map_err(|_| bad(format!("custom header {name:?} has an invalid value")))?;
+        }
+        if o.max_retry_attempts == 0 {
+            return Err(bad("max_retry_attempts must be at least 1".into()));
+        }
+        ActiveWindow::parse(o.active_from.as_deref(), o.active_to.as_deref())
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Checks a proxy URL: scheme, host, and port.
+pub fn validate_proxy_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https" | "socks5" | "socks5h") => {}
+        _ => return Err("the scheme must be http, https, socks5 or socks5h".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the proxy URL has no host".into());
+    }
+    Ok(())
+}
+
+/// A daily window in which a provider takes traffic, in minutes after midnight (local to the
+/// gateway's timezone). `from > to` crosses midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveWindow {
+    /// Start, inclusive.
+    pub from_minute: u16,
+    /// End, exclusive.
+    pub to_minute: u16,
+}
+
+impl ActiveWindow {
+    /// Parses `HH:MM` bounds; both or neither must be given.
+    pub fn parse(from: Option<&str>, to: Option<&str>) -> Result<Option<Self>, ConfigError> {
+        match (from, to) {
+            (None, None) => Ok(None),
+            (Some(f), Some(t)) => Ok(Some(Self { from_minute: parse_hhmm(f)?, to_minute: parse_hhmm(t)? })),
+            _ => Err(ConfigError::Invalid("active_from and active_to must be given together".into())),
+        }
+    }
+
+    /// Whether `minute` (after local midnight) is inside the window.
+    pub fn contains(&self, minute: u16) -> bool {
+        if self.from_minute <= self.to_minute {
+            (self.from_minute..self.to_minute).contains(&minute)
+        } else {
+            minute >= self.from_minute || minute < self.to_minute
+        }
+    }
+}
+
+fn parse_hhmm(text: &str) -> Result<u16, ConfigError> {
+    let bad = || ConfigError::Invalid(format!("{text:?} is not a time of day HH:MM"));
+    let (h, m) = text.trim().split_once(':').ok_or_else(bad)?;
+    let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 23 || m > 59 {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
 }
 
 /// `[[users]]` in the TOML import.
@@ -328,6 +754,9 @@ pub struct UserConfig {
     /// RFC 3339 instant after which the user is rejected.
     #[serde(default)]
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Models the user may request; default all.
+    #[serde(default)]
+    pub allowed_models: Vec<ModelPattern>,
     /// `[[users.keys]]`.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -347,6 +776,12 @@ pub struct KeyConfig {
     /// RFC 3339 instant after which the key is rejected.
     #[serde(default)]
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Provider groups of this key; default: the user's.
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    /// Models the key may request, on top of the user's list; default all.
+    #[serde(default)]
+    pub allowed_models: Vec<ModelPattern>,
 }
 
 impl fmt::Debug for KeyConfig {
@@ -402,15 +837,18 @@ impl ConfigFile {
         for p in &mut file.providers {
             p.api_key = expand_env(&p.api_key, &env)?;
             p.base_url = expand_env(&p.base_url, &env)?;
-            normalize_groups(&mut p.groups);
-            for rule in &mut p.model_redirects {
-                rule.compile()?;
+            if let Some(proxy) = &p.options.proxy_url {
+                p.options.proxy_url = Some(expand_env(proxy, &env)?);
             }
+            normalize_groups(&mut p.groups);
         }
         for u in &mut file.users {
             normalize_groups(&mut u.groups);
             for k in &mut u.keys {
                 k.key = expand_env(&k.key, &env)?;
+                if let Some(groups) = &mut k.groups {
+                    normalize_groups(groups);
+                }
             }
         }
         file.validate()?;

@@ -68,8 +68,8 @@ impl Service<GatewayRequest> for ModelsService {
             if let Ok(provider) = chosen {
                 req.ctx.update(|s| s.provider = Some(provider.clone()));
                 for rule in &provider.model_redirects {
-                    if rule.match_kind == MatchKind::Exact {
-                        names.insert(rule.from.clone());
+                    if rule.match_kind() == MatchKind::Exact {
+                        names.insert(rule.from().to_owned());
                     }
                 }
                 let list_url = url::join_upstream_url(&provider.base_url, "/v1/models", Some("limit=1000"));
@@ -94,8 +94,8 @@ impl Service<GatewayRequest> for ModelsService {
                         names.extend(
                             p.model_redirects
                                 .iter()
-                                .filter(|r| r.match_kind == MatchKind::Exact)
-                                .map(|r| r.from.clone()),
+                                .filter(|r| r.match_kind() == MatchKind::Exact)
+                                .map(|r| r.from().to_owned()),
                         );
                     }
                 }

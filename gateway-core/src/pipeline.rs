@@ -153,6 +153,7 @@ pub struct GatewayBuilder {
     sink: Arc<dyn UsageSink>,
     settings: GatewaySettings,
     client: Option<reqwest::Client>,
+    config_error: Option<crate::config::ConfigError>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -168,6 +169,7 @@ impl Default for GatewayBuilder {
             sink: Arc::new(NullUsageSink),
             settings: GatewaySettings::default(),
             client: None,
+            config_error: None,
         }
     }
 }
@@ -189,9 +191,15 @@ impl GatewayBuilder {
         self.catalog_handle(CatalogHandle::new(catalog))
     }
 
-    /// Serves from a TOML config (ids assigned in file order).
-    pub fn config(self, file: &ConfigFile) -> Self {
-        self.catalog(Catalog::from_config(file))
+    /// Serves from a TOML config (ids assigned in file order); an invalid config fails `build`.
+    pub fn config(mut self, file: &ConfigFile) -> Self {
+        match Catalog::from_config(file) {
+            Ok(catalog) => self.catalog(catalog),
+            Err(e) => {
+                self.config_error = Some(e);
+                self
+            }
+        }
     }
 
     /// Where usage records go.
@@ -214,6 +222,9 @@ impl GatewayBuilder {
 
     /// Assembles the stack.
     pub fn build(self) -> Result<Gateway, GatewayError> {
+        if let Some(e) = self.config_error {
+            return Err(GatewayError::new(ErrorKind::Internal, "invalid_config", e.to_string()));
+        }
         let catalog = self.catalog.unwrap_or_else(|| CatalogHandle::new(Catalog::default()));
         let client = match self.client {
             Some(c) => c,

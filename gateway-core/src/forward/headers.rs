@@ -3,6 +3,8 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
+#[cfg(test)]
+use crate::config::ProviderConfig;
 use crate::config::{Provider, ProviderType};
 
 /// Anthropic API version sent when the client did not name one.
@@ -113,19 +115,9 @@ mod tests {
     use super::*;
 
     fn claude() -> Provider {
-        Provider {
-            id: 1,
-            name: "p".into(),
-            provider_type: ProviderType::Claude,
-            base_url: "https://api.anthropic.com".into(),
-            api_key: "sk-ant-upstream".into(),
-            weight: 1,
-            priority: 0,
-            groups: vec!["default".into()],
-            cost_multiplier: rust_decimal::Decimal::ONE,
-            model_redirects: vec![],
-            enabled: true,
-        }
+        let cfg =
+            ProviderConfig::new("p", ProviderType::Claude, "https://api.anthropic.com", "sk-ant-upstream");
+        Provider::from_config(1, &cfg).expect("provider")
     }
 
     #[test]

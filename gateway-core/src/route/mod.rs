@@ -161,23 +161,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderType;
+    use crate::config::{ProviderConfig, ProviderType};
     use rand::SeedableRng;
 
     fn provider(id: i64, priority: i32, weight: u32, groups: &[&str]) -> Arc<Provider> {
-        Arc::new(Provider {
-            id,
-            name: format!("p{id}"),
-            provider_type: ProviderType::Claude,
-            base_url: "http://127.0.0.1:1".into(),
-            api_key: "k".into(),
-            weight,
-            priority,
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            cost_multiplier: rust_decimal::Decimal::ONE,
-            model_redirects: vec![],
-            enabled: true,
-        })
+        let mut cfg = ProviderConfig::new(&format!("p{id}"), ProviderType::Claude, "http://127.0.0.1:1", "k");
+        cfg.priority = priority;
+        cfg.weight = weight;
+        cfg.groups = groups.iter().map(|g| g.to_string()).collect();
+        Arc::new(Provider::from_config(id, &cfg).expect("provider"))
     }
 
     fn counts(

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use chrono::{DateTime, SubsecRound, Utc};
 use gateway_core::catalog::Catalog;
 use gateway_core::config::{
-    ApiKey, ConfigFile, Id, KeyConfig, ModelRedirect, Price, Provider, ProviderConfig, ProviderType, User,
-    UserConfig, hash_api_key,
+    ApiKey, ConfigFile, Id, KeyConfig, ModelRedirect, Price, Provider, ProviderConfig, ProviderOptions,
+    ProviderType, User, UserConfig, hash_api_key,
 };
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -84,6 +84,7 @@ struct ProviderValues {
     cost_multiplier: String,
     model_redirects: String,
     enabled: bool,
+    options: String,
 }
 
 impl ProviderValues {
@@ -98,6 +99,7 @@ impl ProviderValues {
             cost_multiplier: p.cost_multiplier.to_string(),
             model_redirects: serde_json::to_string(&p.model_redirects)?,
             enabled: p.enabled,
+            options: serde_json::to_string(&p.options)?,
         })
     }
 }
@@ -115,6 +117,7 @@ struct UserValues {
     groups: String,
     enabled: bool,
     expires_at: Option<DateTime<Utc>>,
+    allowed_models: String,
 }
 
 impl UserValues {
@@ -123,6 +126,7 @@ impl UserValues {
             groups: serde_json::to_string(&u.groups)?,
             enabled: u.enabled,
             expires_at: u.expires_at.map(storable_instant),
+            allowed_models: serde_json::to_string(&u.allowed_models)?,
         })
     }
 }
@@ -141,16 +145,20 @@ struct KeyValues {
     key_prefix: String,
     enabled: bool,
     expires_at: Option<DateTime<Utc>>,
+    groups: Option<String>,
+    allowed_models: String,
 }
 
 impl KeyValues {
-    fn from_config(k: &KeyConfig) -> Self {
-        Self {
+    fn from_config(k: &KeyConfig) -> Result<Self> {
+        Ok(Self {
             key_hash: hash_api_key(&k.key),
             key_prefix: key_prefix(&k.key),
             enabled: k.enabled,
             expires_at: k.expires_at.map(storable_instant),
-        }
+            groups: k.groups.as_ref().map(serde_json::to_string).transpose()?,
+            allowed_models: serde_json::to_string(&k.allowed_models)?,
+        })
     }
 }
 
@@ -233,13 +241,11 @@ impl ProviderRow {
         })?;
         let weight = u32::try_from(v.weight)
             .map_err(|_| DbError::invalid(T, "weight", format!("out of range: {}", v.weight)))?;
-        let mut model_redirects: Vec<ModelRedirect> = serde_json::from_str(&v.model_redirects)
+        let model_redirects: Vec<ModelRedirect> = serde_json::from_str(&v.model_redirects)
             .map_err(|e| DbError::invalid(T, "model_redirects", e.to_string()))?;
-        for rule in &mut model_redirects {
-            rule.compile().map_err(|e| DbError::invalid(T, "model_redirects", e.to_string()))?;
-        }
-        Ok(Provider {
-            id: self.id,
+        let options: ProviderOptions =
+            serde_json::from_str(&v.options).map_err(|e| DbError::invalid(T, "options", e.to_string()))?;
+        let config = ProviderConfig {
             name: self.name,
             provider_type,
             base_url: v.base_url,
@@ -250,7 +256,9 @@ impl ProviderRow {
             cost_multiplier: parse_decimal(T, "cost_multiplier", &v.cost_multiplier)?,
             model_redirects,
             enabled: v.enabled,
-        })
+            options,
+        };
+        Provider::from_config(self.id, &config).map_err(|e| DbError::invalid(T, "options", e.to_string()))
     }
 }
 
@@ -262,20 +270,26 @@ impl UserRow {
             groups: parse_groups("users", &self.values.groups)?,
             enabled: self.values.enabled,
             expires_at: self.values.expires_at,
+            allowed_models: serde_json::from_str(&self.values.allowed_models)
+                .map_err(|e| DbError::invalid("users", "allowed_models", e.to_string()))?,
         })
     }
 }
 
 impl KeyRow {
-    fn into_key(self) -> ApiKey {
-        ApiKey {
+    fn into_key(self) -> Result<ApiKey> {
+        const T: &str = "api_keys";
+        Ok(ApiKey {
             id: self.id,
             user_id: self.user_id,
             name: self.name,
             key_hash: self.values.key_hash,
             enabled: self.values.enabled,
             expires_at: self.values.expires_at,
-        }
+            groups: self.values.groups.as_deref().map(|g| parse_groups(T, g)).transpose()?,
+            allowed_models: serde_json::from_str(&self.values.allowed_models)
+                .map_err(|e| DbError::invalid(T, "allowed_models", e.to_string()))?,
+        })
     }
 }
 
@@ -323,8 +337,11 @@ impl Database {
             .users
             .iter()
             .map(|u| {
-                let keys: Vec<_> =
-                    u.keys.iter().map(|k| (k.name.as_str(), KeyValues::from_config(k))).collect();
+                let keys = u
+                    .keys
+                    .iter()
+                    .map(|k| Ok((k.name.as_str(), KeyValues::from_config(k)?)))
+                    .collect::<Result<Vec<_>>>()?;
                 Ok((u.name.as_str(), UserValues::from_config(u)?, keys))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -339,7 +356,7 @@ impl Database {
             for (name, new) in &providers {
                 let existing = sqlx::query_as::<_, ProviderRow>(
                     "SELECT id, name, type, base_url, api_key, weight, priority, groups, \
-                     cost_multiplier, model_redirects, enabled FROM providers WHERE name = $1",
+                     cost_multiplier, model_redirects, enabled, options FROM providers WHERE name = $1",
                 )
                 .bind(*name)
                 .fetch_optional(&mut *tx)
@@ -350,7 +367,8 @@ impl Database {
                         sqlx::query(
                             "UPDATE providers SET type = $2, base_url = $3, api_key = $4, \
                              weight = $5, priority = $6, groups = $7, cost_multiplier = $8, \
-                             model_redirects = $9, enabled = $10, updated_at = $11 WHERE id = $1",
+                             model_redirects = $9, enabled = $10, updated_at = $11, options = $12 \
+                             WHERE id = $1",
                         )
                         .bind(row.id)
                         .bind(&new.provider_type)
@@ -363,6 +381,7 @@ impl Database {
                         .bind(&new.model_redirects)
                         .bind(new.enabled)
                         .bind(now)
+                        .bind(&new.options)
                         .execute(&mut *tx)
                         .await?;
                         Change::Updated
@@ -371,8 +390,8 @@ impl Database {
                         sqlx::query(
                             "INSERT INTO providers (name, type, base_url, api_key, weight, \
                              priority, groups, cost_multiplier, model_redirects, enabled, \
-                             created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+                             created_at, updated_at, options) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
                         )
                         .bind(*name)
                         .bind(&new.provider_type)
@@ -385,6 +404,7 @@ impl Database {
                         .bind(&new.model_redirects)
                         .bind(new.enabled)
                         .bind(now)
+                        .bind(&new.options)
                         .execute(&mut *tx)
                         .await?;
                         Change::Created
@@ -395,7 +415,7 @@ impl Database {
 
             for (name, new, keys) in &users {
                 let existing = sqlx::query_as::<_, UserRow>(
-                    "SELECT id, name, groups, enabled, expires_at FROM users WHERE name = $1",
+                    "SELECT id, name, groups, enabled, expires_at, allowed_models FROM users WHERE name = $1",
                 )
                 .bind(*name)
                 .fetch_optional(&mut *tx)
@@ -405,13 +425,14 @@ impl Database {
                     Some(row) => {
                         sqlx::query(
                             "UPDATE users SET groups = $2, enabled = $3, expires_at = $4, \
-                             updated_at = $5 WHERE id = $1",
+                             updated_at = $5, allowed_models = $6 WHERE id = $1",
                         )
                         .bind(row.id)
                         .bind(&new.groups)
                         .bind(new.enabled)
                         .bind(new.expires_at)
                         .bind(now)
+                        .bind(&new.allowed_models)
                         .execute(&mut *tx)
                         .await?;
                         (row.id, Change::Updated)
@@ -419,13 +440,14 @@ impl Database {
                     None => {
                         let id = sqlx::query_scalar::<_, i64>(
                             "INSERT INTO users (name, groups, enabled, expires_at, created_at, \
-                             updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+                             updated_at, allowed_models) VALUES ($1, $2, $3, $4, $5, $5, $6) RETURNING id",
                         )
                         .bind(*name)
                         .bind(&new.groups)
                         .bind(new.enabled)
                         .bind(new.expires_at)
                         .bind(now)
+                        .bind(&new.allowed_models)
                         .fetch_one(&mut *tx)
                         .await?;
                         (id, Change::Created)
@@ -435,8 +457,8 @@ impl Database {
 
                 for (key_name, new) in keys {
                     let existing = sqlx::query_as::<_, KeyRow>(
-                        "SELECT id, user_id, name, key_hash, key_prefix, enabled, expires_at \
-                         FROM api_keys WHERE user_id = $1 AND name = $2",
+                        "SELECT id, user_id, name, key_hash, key_prefix, enabled, expires_at, groups, \
+                         allowed_models FROM api_keys WHERE user_id = $1 AND name = $2",
                     )
                     .bind(user_id)
                     .bind(*key_name)
@@ -447,7 +469,8 @@ impl Database {
                         Some(row) => {
                             sqlx::query(
                                 "UPDATE api_keys SET key_hash = $2, key_prefix = $3, \
-                                 enabled = $4, expires_at = $5, updated_at = $6 WHERE id = $1",
+                                 enabled = $4, expires_at = $5, updated_at = $6, groups = $7, \
+                                 allowed_models = $8 WHERE id = $1",
                             )
                             .bind(row.id)
                             .bind(&new.key_hash)
@@ -455,6 +478,8 @@ impl Database {
                             .bind(new.enabled)
                             .bind(new.expires_at)
                             .bind(now)
+                            .bind(&new.groups)
+                            .bind(&new.allowed_models)
                             .execute(&mut *tx)
                             .await?;
                             Change::Updated
@@ -462,8 +487,8 @@ impl Database {
                         None => {
                             sqlx::query(
                                 "INSERT INTO api_keys (user_id, name, key_hash, key_prefix, \
-                                 enabled, expires_at, created_at, updated_at) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                                 enabled, expires_at, created_at, updated_at, groups, allowed_models) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
                             )
                             .bind(user_id)
                             .bind(*key_name)
@@ -472,6 +497,8 @@ impl Database {
                             .bind(new.enabled)
                             .bind(new.expires_at)
                             .bind(now)
+                            .bind(&new.groups)
+                            .bind(&new.allowed_models)
                             .execute(&mut *tx)
                             .await?;
                             Change::Created
@@ -535,18 +562,18 @@ impl Database {
             let mut tx = pool.begin().await?;
             let providers = sqlx::query_as::<_, ProviderRow>(
                 "SELECT id, name, type, base_url, api_key, weight, priority, groups, \
-                 cost_multiplier, model_redirects, enabled FROM providers ORDER BY id",
+                 cost_multiplier, model_redirects, enabled, options FROM providers ORDER BY id",
             )
             .fetch_all(&mut *tx)
             .await?;
             let users = sqlx::query_as::<_, UserRow>(
-                "SELECT id, name, groups, enabled, expires_at FROM users ORDER BY id",
+                "SELECT id, name, groups, enabled, expires_at, allowed_models FROM users ORDER BY id",
             )
             .fetch_all(&mut *tx)
             .await?;
             let keys = sqlx::query_as::<_, KeyRow>(
-                "SELECT id, user_id, name, key_hash, key_prefix, enabled, expires_at \
-                 FROM api_keys ORDER BY id",
+                "SELECT id, user_id, name, key_hash, key_prefix, enabled, expires_at, groups, \
+                 allowed_models FROM api_keys ORDER BY id",
             )
             .fetch_all(&mut *tx)
             .await?;
@@ -562,7 +589,7 @@ impl Database {
 
         let providers = providers.into_iter().map(ProviderRow::into_provider).collect::<Result<Vec<_>>>()?;
         let users = users.into_iter().map(UserRow::into_user).collect::<Result<Vec<_>>>()?;
-        let keys: Vec<_> = keys.into_iter().map(KeyRow::into_key).collect();
+        let keys = keys.into_iter().map(KeyRow::into_key).collect::<Result<Vec<_>>>()?;
         let prices = prices.into_iter().map(PriceRow::into_price).collect::<Result<Vec<_>>>()?;
         Ok(Catalog::new(providers, users, keys, prices))
     }
