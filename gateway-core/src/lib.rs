@@ -15,6 +15,7 @@ pub mod forward;
 pub mod ingress;
 pub mod models;
 pub mod pipeline;
+pub mod policy;
 pub mod request;
 pub mod route;
 pub mod session;

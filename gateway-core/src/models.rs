@@ -16,21 +16,21 @@ use crate::catalog::CatalogHandle;
 use crate::config::MatchKind;
 use crate::dialect::Dialect;
 use crate::error::GatewayError;
-use crate::forward::{headers, url};
+use crate::forward::{ClientPool, headers, url};
 use crate::request::{GatewayRequest, GatewayResponse, full_body};
-use crate::route::select_provider;
+use crate::route::select::pick_weighted;
 
 /// Lists models; the leaf service of the models stack.
 #[derive(Debug, Clone)]
 pub struct ModelsService {
     catalog: CatalogHandle,
-    client: reqwest::Client,
+    clients: ClientPool,
 }
 
 impl ModelsService {
     /// Lists from `catalog`'s providers through `client`.
-    pub fn new(catalog: CatalogHandle, client: reqwest::Client) -> Self {
-        Self { catalog, client }
+    pub fn new(catalog: CatalogHandle, clients: ClientPool) -> Self {
+        Self { catalog, clients }
     }
 }
 
@@ -58,14 +58,27 @@ impl Service<GatewayRequest> for ModelsService {
 
     fn call(&mut self, req: GatewayRequest) -> Self::Future {
         let catalog = self.catalog.load();
-        let client = self.client.clone();
-        let user = req.ctx.user();
-        let groups = crate::route::caller_groups(user.as_deref()).to_vec();
-        let chosen = select_provider(catalog.providers(), Dialect::Anthropic, &groups, &mut rand::rng());
+        let clients = self.clients.clone();
+        let (user, key) = req.ctx.update(|s| (s.user.clone(), s.key.clone()));
+        let groups = crate::route::caller_groups(user.as_deref(), key.as_deref()).to_vec();
+        // Active windows and health are ignored: a model served only at night still exists.
+        let candidates: Vec<usize> = catalog
+            .providers()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.enabled
+                    && p.provider_type.native_dialect() == Dialect::Anthropic
+                    && crate::route::groups_overlap(&groups, &p.groups)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let chosen = pick_weighted(catalog.providers(), &candidates, &groups, &mut rand::rng())
+            .map(|(i, _)| catalog.providers()[i].clone());
         Box::pin(async move {
             let mut names = BTreeSet::new();
             let mut upstream_ok = false;
-            if let Ok(provider) = chosen {
+            if let Some(provider) = chosen {
                 req.ctx.update(|s| s.provider = Some(provider.clone()));
                 for rule in &provider.model_redirects {
                     if rule.match_kind() == MatchKind::Exact {
@@ -73,13 +86,18 @@ impl Service<GatewayRequest> for ModelsService {
                     }
                 }
                 let list_url = url::join_upstream_url(&provider.base_url, "/v1/models", Some("limit=1000"));
-                let sent = client
-                    .get(list_url)
-                    .headers(headers::upstream_request_headers(&req.headers, &provider))
-                    .timeout(UPSTREAM_LIST_TIMEOUT)
-                    .send()
-                    .await;
-                if let Ok(resp) = sent
+                let client = clients.for_provider(&provider).map(|c| c.primary);
+                let sent = match client {
+                    Ok(client) => client
+                        .get(list_url)
+                        .headers(headers::upstream_request_headers(&req.headers, &provider))
+                        .timeout(UPSTREAM_LIST_TIMEOUT)
+                        .send()
+                        .await
+                        .ok(),
+                    Err(_) => None,
+                };
+                if let Some(resp) = sent
                     && resp.status().is_success()
                     && let Ok(bytes) = resp.bytes().await
                     && let Ok(list) = serde_json::from_slice::<UpstreamList>(&bytes)

@@ -6,8 +6,9 @@
 //! | [`RecordService`] | the whole context, the response | one usage record per request via the [`Recorder`]; errors rendered in the caller's dialect; `x-request-id` |
 //! | [`AuthLayer`] | API key headers | context `user`, `key` |
 //! | [`ingress::ParseLayer`] | body | request `hints` (model, stream, session hints); context `original_model`, `stream` |
+//! | [`PolicyLayer`] | `user`/`key` `allowed_models`, `hints.model` | 403 for a model the caller may not use |
 //! | [`SessionLayer`] | session headers, `metadata.user_id`, conversation fingerprint | context `session_id` |
-//! | [`RouterLayer`] | `user.groups`, `dialect`, `model` | request `target` (provider, redirected model and body); context `provider`, `forwarded_model` |
+//! | [`RouterLayer`] | `key`/`user` groups, `dialect`, `model`, `session_id`, the state store | request `target` per attempt (provider, redirected model and body); context `provider`, `forwarded_model`, decision `chain`; state: session binding, breaker outcomes, cooldowns; retries and failover around the forwarder |
 //! | [`ForwardService`] | `target` | the upstream response, body streaming; context `ttfb` |
 //!
 //! The recorder wraps the response body in a [`MeteredBody`], which reads usage as frames pass
@@ -30,13 +31,16 @@ use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::ConfigFile;
 use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
-use crate::forward::{ClientOptions, ForwardService, build_client};
+use crate::forward::{ClientOptions, ClientPool, ForwardService};
 use crate::ingress;
 use crate::models::ModelsService;
+use crate::policy::PolicyLayer;
 use crate::request::{BoxError, GatewayBody, GatewayRequest, GatewayResponse, RequestContext, full_body};
-use crate::route::RouterLayer;
+use crate::route::breaker::{BreakerConfig, BreakerStatus};
+use crate::route::{RouterLayer, RoutingSettings};
 use crate::session::SessionLayer;
-use crate::store::{NullUsageSink, UsageSink};
+use crate::store::state::StateError;
+use crate::store::{MemoryStateStore, NullUsageSink, StateStore, UsageSink};
 use crate::usage::{MeteredBody, Recorder};
 
 type Inner = BoxCloneSyncService<GatewayRequest, GatewayResponse, GatewayError>;
@@ -139,11 +143,17 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     /// Upstream HTTP client settings.
     pub client: ClientOptions,
+    /// Sessions, failover, breakers, timezone.
+    pub routing: RoutingSettings,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self { max_body_bytes: ingress::DEFAULT_MAX_BODY_BYTES, client: ClientOptions::default() }
+        Self {
+            max_body_bytes: ingress::DEFAULT_MAX_BODY_BYTES,
+            client: ClientOptions::default(),
+            routing: RoutingSettings::default(),
+        }
     }
 }
 
@@ -152,8 +162,8 @@ pub struct GatewayBuilder {
     catalog: Option<CatalogHandle>,
     sink: Arc<dyn UsageSink>,
     settings: GatewaySettings,
-    client: Option<reqwest::Client>,
     config_error: Option<crate::config::ConfigError>,
+    state: Option<Arc<dyn StateStore>>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -168,8 +178,8 @@ impl Default for GatewayBuilder {
             catalog: None,
             sink: Arc::new(NullUsageSink),
             settings: GatewaySettings::default(),
-            client: None,
             config_error: None,
+            state: None,
         }
     }
 }
@@ -214,9 +224,9 @@ impl GatewayBuilder {
         self
     }
 
-    /// Uses a given upstream client instead of building one.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.client = Some(client);
+    /// Where routing keeps shared state (default: in memory, for one process).
+    pub fn state_store(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
         self
     }
 
@@ -226,29 +236,31 @@ impl GatewayBuilder {
             return Err(GatewayError::new(ErrorKind::Internal, "invalid_config", e.to_string()));
         }
         let catalog = self.catalog.unwrap_or_else(|| CatalogHandle::new(Catalog::default()));
-        let client = match self.client {
-            Some(c) => c,
-            None => build_client(&self.settings.client)?,
-        };
+        let clients = ClientPool::new(self.settings.client.clone());
+        // Building the first client surfaces a broken TLS setup at build time, not per request.
+        clients.default_client()?;
         let recorder = Recorder::new(catalog.clone(), self.sink);
+        let state: Arc<dyn StateStore> = self.state.unwrap_or_else(|| Arc::new(MemoryStateStore::new()));
         let proxy: Inner = BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .layer(AuthLayer::new(catalog.clone()))
                 .layer(ingress::ParseLayer)
+                .layer(PolicyLayer)
                 .layer(SessionLayer)
-                .layer(RouterLayer::new(catalog.clone()))
-                .service(ForwardService::new(client.clone())),
+                .layer(RouterLayer::new(catalog.clone(), state.clone(), self.settings.routing.clone()))
+                .service(ForwardService::new(clients.clone())),
         );
         let models: Inner = BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .layer(AuthLayer::new(catalog.clone()))
-                .service(ModelsService::new(catalog.clone(), client)),
+                .service(ModelsService::new(catalog.clone(), clients)),
         );
         Ok(Gateway(Arc::new(GatewayInner {
             proxy: RecordLayer::new(recorder.clone()).layer(proxy),
             models: RecordLayer::new(recorder.clone()).layer(models),
             recorder,
             catalog,
+            state,
             settings: self.settings,
         })))
     }
@@ -259,6 +271,7 @@ struct GatewayInner {
     models: RecordService<Inner>,
     recorder: Recorder,
     catalog: CatalogHandle,
+    state: Arc<dyn StateStore>,
     settings: GatewaySettings,
 }
 
@@ -309,6 +322,21 @@ impl Gateway {
     /// The live catalog.
     pub fn catalog(&self) -> &CatalogHandle {
         &self.0.catalog
+    }
+
+    /// The circuit breaker of a provider; `None` for an unknown id.
+    pub async fn breaker_status(
+        &self,
+        provider: crate::config::Id,
+    ) -> Option<Result<BreakerStatus, StateError>> {
+        let catalog = self.0.catalog.load();
+        let p = catalog.providers().iter().find(|p| p.id == provider)?.clone();
+        Some(self.0.state.breaker_status(p.id, BreakerConfig::of(&p.options)).await)
+    }
+
+    /// Closes a provider's circuit and clears its `Retry-After` cooldown.
+    pub async fn reset_breaker(&self, provider: crate::config::Id) -> Result<(), StateError> {
+        self.0.state.reset_breaker(provider).await
     }
 
     /// Serves one HTTP request. Never fails: errors become responses in the caller's dialect,

@@ -115,6 +115,8 @@ pub struct ContextState {
     pub ttft: Option<Duration>,
     /// Whether usage counts toward cost (false for e.g. `count_tokens`).
     pub billable: bool,
+    /// Providers considered and attempts made.
+    pub chain: Vec<crate::route::chain::ChainEntry>,
 }
 
 /// Facts known only when the response ends, passed to the finalizer.

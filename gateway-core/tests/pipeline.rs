@@ -410,33 +410,61 @@ async fn bad_key_cases_use_distinct_codes_in_the_log() {
 }
 
 #[tokio::test]
-async fn upstream_errors_pass_through_with_their_status() {
+async fn upstream_client_errors_pass_through_with_their_status() {
     let mock = MockUpstream::start().await.expect("mock");
-    mock.set_behavior(MockBehavior {
-        force_status: Some(529),
-        retry_after_secs: Some(7),
-        ..MockBehavior::default()
-    });
+    mock.set_behavior(MockBehavior { force_status: Some(400), ..MockBehavior::default() });
     let h = harness(&mock.url(), GatewaySettings::default());
-    let (status, headers, bytes) = collect(h.gateway.handle(messages_request(Some(KEY), SIMPLE)).await).await;
-    assert_eq!(status.as_u16(), 529);
-    assert_eq!(json(&bytes)["error"]["type"], "overloaded_error");
-    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
+    let (status, _, bytes) = collect(h.gateway.handle(messages_request(Some(KEY), SIMPLE)).await).await;
+    assert_eq!(status.as_u16(), 400);
+    assert_eq!(json(&bytes)["error"]["type"], "invalid_request_error", "the upstream's own body");
+    assert_eq!(mock.received().len(), 1, "client errors are not retried");
     let r = &h.sink.wait_for(1).await[0];
     assert_eq!(r.outcome, Outcome::UpstreamError);
-    assert_eq!(r.status_code, 529);
+    assert_eq!(r.status_code, 400);
     assert_eq!(r.cost, None);
 }
 
 #[tokio::test]
-async fn unreachable_upstream_is_a_502_in_anthropic_shape() {
+async fn exhausted_retries_end_in_a_503_naming_the_request() {
+    let mock = MockUpstream::start().await.expect("mock");
+    mock.set_behavior(MockBehavior { force_status: Some(529), ..MockBehavior::default() });
+    let h = harness(&mock.url(), GatewaySettings::default());
+    let v = expect_error(
+        &h,
+        messages_request(Some(KEY), SIMPLE),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded_error",
+    )
+    .await;
+    let message = v["error"]["message"].as_str().expect("message");
+    assert!(message.contains("529") && message.contains("request id: req_"), "{message}");
+    assert_eq!(mock.received().len(), 2, "max_retry_attempts (2) tries on the one provider");
+    let r = &h.sink.records()[0];
+    assert_eq!(r.outcome, Outcome::Failed);
+    let attempts = r
+        .decision_chain
+        .iter()
+        .filter(|e| matches!(e.step, gateway_core::route::chain::ChainStep::Attempt { .. }))
+        .count();
+    assert_eq!(attempts, 2, "{:?}", r.decision_chain);
+}
+
+#[tokio::test]
+async fn unreachable_upstream_fails_over_then_503s_in_anthropic_shape() {
     // A port nothing listens on.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     drop(listener);
     let h = harness(&url, GatewaySettings::default());
-    let v = expect_error(&h, messages_request(Some(KEY), SIMPLE), StatusCode::BAD_GATEWAY, "api_error").await;
+    let v = expect_error(
+        &h,
+        messages_request(Some(KEY), SIMPLE),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded_error",
+    )
+    .await;
     assert!(!v.to_string().contains("sk-ant-upstream-secret"));
+    assert!(v.to_string().contains("Connection refused") || v.to_string().contains("connect"), "{v}");
     assert_eq!(h.sink.records()[0].outcome, Outcome::Failed);
 }
 

@@ -56,13 +56,19 @@ pub fn upstream_request_headers(client: &HeaderMap, provider: &Provider) -> Head
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n)
             || CLIENT_AUTH.contains(&n)
-            || is_client_ip_header(n)
+            || (is_client_ip_header(n) && !provider.options.preserve_client_ip)
             || n == "accept-encoding"
             || n == "content-encoding"
         {
             continue;
         }
         out.append(name.clone(), value.clone());
+    }
+    // Validated when the provider was saved: reserved names are refused there.
+    for (name, value) in &provider.options.custom_headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            out.insert(n, v);
+        }
     }
     // The usage tap reads the body, so ask for it uncompressed.
     out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
@@ -153,6 +159,22 @@ mod tests {
         }
         assert_eq!(out.get("accept-encoding").and_then(|v| v.to_str().ok()), Some("identity"));
         assert!(!format!("{out:?}").contains("sk-ant-upstream"), "secret must be marked sensitive");
+    }
+
+    #[test]
+    fn custom_headers_and_preserved_client_ip() {
+        let mut cfg =
+            ProviderConfig::new("p", ProviderType::Claude, "https://api.anthropic.com", "sk-ant-upstream");
+        cfg.options.custom_headers.insert("X-Team".into(), "platform".into());
+        cfg.options.preserve_client_ip = true;
+        let p = Provider::from_config(1, &cfg).expect("provider");
+        let mut client = HeaderMap::new();
+        client.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let out = upstream_request_headers(&client, &p);
+        assert_eq!(out.get("x-team").and_then(|v| v.to_str().ok()), Some("platform"));
+        assert_eq!(out.get("x-forwarded-for").and_then(|v| v.to_str().ok()), Some("10.0.0.1"));
+        cfg.options.custom_headers.insert("Authorization".into(), "Bearer hijack".into());
+        assert!(cfg.validate().is_err(), "custom headers cannot replace credentials");
     }
 
     #[test]

@@ -1,88 +1,53 @@
-//! Forwarder stage: sends the prepared request to the chosen provider and returns its response
-//! with the body still streaming.
+//! Forwarder stage: sends one attempt to the chosen provider and returns its response with the
+//! body still streaming.
 //!
-//! Reads from the request: `target`. Adds to the context: `ttfb`. The response body is the
-//! upstream's, untouched; the recorder wraps it to meter usage.
+//! Reads from the request: `target`. Adds to the context: `ttfb`. Before handing a 2xx response
+//! on, it looks at its start to catch "fake 200s" (an HTML page, or an error object, sent with
+//! status 200) so the router can fail over while nothing has reached the client. Timeouts per
+//! provider: connect, first byte (streams), idle gap between chunks (streams), total
+//! (non-streaming).
 
+pub mod body;
+pub mod client;
 pub mod headers;
 pub mod url;
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use http::header;
+use http_body::Body;
 use http_body_util::BodyExt;
 use tower::Service;
 
+pub use client::{ClientOptions, ClientPool, build_client};
+
 use crate::error::{ErrorKind, GatewayError};
-use crate::request::{BoxError, GatewayRequest, GatewayResponse};
+use crate::request::{BoxError, GatewayBody, GatewayRequest, GatewayResponse};
 
-/// Settings of the shared upstream HTTP client.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// TCP + TLS connect timeout.
-    pub connect_timeout: Duration,
-    /// How long idle pooled connections are kept.
-    pub pool_idle_timeout: Duration,
-    /// Idle connections kept per upstream host.
-    pub pool_max_idle_per_host: usize,
-}
+/// Error code of a 200 response whose body is an error; the router fails over on it.
+pub const FAKE_200: &str = "fake_200";
 
-impl Default for ClientOptions {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(30),
-            pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 256,
-        }
-    }
-}
-
-/// Builds the upstream client: rustls on ring with the webpki roots, HTTP/2 by ALPN, HTTP/1.1
-/// otherwise, connection pooling, no redirects followed and no transparent decompression (the
-/// bytes are relayed as the upstream sent them).
-pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, GatewayError> {
-    let internal = |e: &dyn std::fmt::Display| {
-        GatewayError::new(
-            ErrorKind::Internal,
-            "client_setup",
-            format!("cannot build the upstream HTTP client: {e}"),
-        )
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let mut tls =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| internal(&e))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(opts.connect_timeout)
-        .pool_idle_timeout(opts.pool_idle_timeout)
-        .pool_max_idle_per_host(opts.pool_max_idle_per_host)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| internal(&e))
-}
+/// Non-stream 2xx bodies up to this size are checked whole for an error object.
+const FAKE_200_INSPECT_BYTES: u64 = 64 * 1024;
 
 /// The innermost service: performs one upstream call.
 #[derive(Debug, Clone)]
 pub struct ForwardService {
-    client: reqwest::Client,
+    clients: ClientPool,
 }
 
 impl ForwardService {
-    /// Forwards with `client`.
-    pub fn new(client: reqwest::Client) -> Self {
-        Self { client }
+    /// Forwards through `clients` (one HTTP client per proxy and connect timeout).
+    pub fn new(clients: ClientPool) -> Self {
+        Self { clients }
     }
 }
 
+/// Maps a transport error to a gateway error without leaking secrets (reqwest's messages carry
+/// the URL but never headers).
 fn upstream_error(e: &reqwest::Error, provider: &str) -> GatewayError {
     let (kind, code) = if e.is_timeout() {
         (ErrorKind::UpstreamTimeout, "upstream_timeout")
@@ -91,18 +56,207 @@ fn upstream_error(e: &reqwest::Error, provider: &str) -> GatewayError {
     } else {
         (ErrorKind::Upstream, "upstream_failed")
     };
-    // reqwest's Display carries the URL but never headers, so no secret leaks into messages.
     let mut cause = String::new();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = source {
         cause = s.to_string();
         source = s.source();
     }
+    let sep = if cause.is_empty() { "" } else { ": " };
+    GatewayError::new(kind, code, format!("provider {provider:?} failed: {e}{sep}{cause}"))
+}
+
+fn timeout_error(provider: &str, what: &str, limit: Duration) -> GatewayError {
     GatewayError::new(
-        kind,
-        code,
-        format!("provider {provider:?} failed: {e}{}{cause}", if cause.is_empty() { "" } else { ": " }),
+        ErrorKind::UpstreamTimeout,
+        "upstream_timeout",
+        format!("provider {provider:?}: no {what} within {} ms", limit.as_millis()),
     )
+}
+
+fn fake_200(provider: &str, what: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::Upstream,
+        FAKE_200,
+        format!("provider {provider:?} answered 200 with {what}"),
+    )
+}
+
+fn millis(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+fn content_type(headers: &http::HeaderMap) -> &str {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// The message of a JSON error object (`{"error": ...}` or `{"type":"error", ...}`), if `body`
+/// is one.
+fn json_error_message(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object()?;
+    let err = obj.get("error")?;
+    let success_keys = ["content", "choices", "candidates", "output", "input_tokens"];
+    if success_keys.iter().any(|k| obj.contains_key(*k)) {
+        return None;
+    }
+    Some(match err {
+        serde_json::Value::String(s) => s.clone(),
+        other => other
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| other.to_string()),
+    })
+}
+
+/// The message of an SSE stream that opens with an error event, if it does.
+fn sse_error_message(first: &[u8]) -> Option<String> {
+    let mut decoder = crate::sse::SseDecoder::default();
+    let mut verdict: Option<Option<String>> = None;
+    let _ = decoder.push(first, |ev| {
+        if verdict.is_some() {
+            return;
+        }
+        let is_error = ev.event == Some("error") || json_error_message(ev.data.as_bytes()).is_some();
+        verdict = Some(is_error.then(|| {
+            json_error_message(ev.data.as_bytes()).unwrap_or_else(|| ev.data.chars().take(300).collect())
+        }));
+    });
+    verdict.flatten()
+}
+
+impl ForwardService {
+    async fn forward(clients: ClientPool, req: GatewayRequest) -> Result<GatewayResponse, GatewayError> {
+        let target = req.target.ok_or_else(|| {
+            GatewayError::new(ErrorKind::Internal, "no_target", "forwarder reached without a routed provider")
+        })?;
+        let provider = target.provider;
+        let opts = &provider.options;
+        let stream = req.hints.stream;
+        let url = url::join_upstream_url(&provider.base_url, req.uri.path(), req.uri.query());
+        let headers = headers::upstream_request_headers(&req.headers, &provider);
+        let first_byte_limit = if stream { millis(opts.first_byte_timeout_ms) } else { None };
+        let total_limit = if stream { None } else { millis(opts.request_timeout_ms) };
+
+        let send = |client: reqwest::Client| {
+            let mut builder = client
+                .request(req.method.clone(), url.as_str())
+                .headers(headers.clone())
+                .body(target.body.clone());
+            if let Some(limit) = total_limit {
+                builder = builder.timeout(limit);
+            }
+            builder.send()
+        };
+        let deadline = first_byte_limit.map(|d| tokio::time::Instant::now() + d);
+        let clients_for = clients.for_provider(&provider)?;
+        let sent = match before(deadline, send(clients_for.primary.clone())).await {
+            Err(()) => {
+                return Err(timeout_error(&provider.name, "response", first_byte_limit.unwrap_or_default()));
+            }
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => match (&clients_for.direct_fallback, e.is_connect()) {
+                (Some(direct), true) => {
+                    tracing::warn!(provider = %provider.name, "proxy unreachable, connecting directly: {e}");
+                    match before(deadline, send(direct.clone())).await {
+                        Err(()) => {
+                            return Err(timeout_error(
+                                &provider.name,
+                                "response",
+                                first_byte_limit.unwrap_or_default(),
+                            ));
+                        }
+                        Ok(r) => r.map_err(|e| upstream_error(&e, &provider.name))?,
+                    }
+                }
+                _ => return Err(upstream_error(&e, &provider.name)),
+            },
+        };
+        req.ctx.update(|s| s.ttfb = Some(req.ctx.elapsed()));
+        let mut resp: http::Response<reqwest::Body> = sent.into();
+        headers::clean_response_headers(resp.headers_mut());
+        let (parts, body) = resp.into_parts();
+        let mut body: GatewayBody = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+
+        if parts.status.is_success() {
+            let ct = content_type(&parts.headers).to_ascii_lowercase();
+            if ct.starts_with("text/html") {
+                return Err(fake_200(&provider.name, "an HTML page"));
+            }
+            let is_sse = ct.starts_with("text/event-stream");
+            let small = body.size_hint().upper().is_some_and(|n| n <= FAKE_200_INSPECT_BYTES);
+            if is_sse || !small {
+                // Look at the first frame only: enough to see an opening error event.
+                let first = match before(deadline, body.frame()).await {
+                    Err(()) => {
+                        return Err(timeout_error(
+                            &provider.name,
+                            "first byte",
+                            first_byte_limit.unwrap_or_default(),
+                        ));
+                    }
+                    Ok(None) => None,
+                    Ok(Some(Ok(frame))) => frame.into_data().ok(),
+                    Ok(Some(Err(e))) => {
+                        return Err(GatewayError::new(
+                            ErrorKind::Upstream,
+                            "upstream_failed",
+                            format!("provider {:?} broke off before the first byte: {e}", provider.name),
+                        ));
+                    }
+                };
+                if let Some(first) = first {
+                    let error = if is_sse { sse_error_message(&first) } else { first_chunk_error(&first) };
+                    if let Some(msg) = error {
+                        return Err(fake_200(&provider.name, &format!("an error: {msg}")));
+                    }
+                    body = body::Prefixed::new(first, body).boxed_unsync();
+                }
+            } else {
+                let whole = body
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        GatewayError::new(
+                            ErrorKind::Upstream,
+                            "upstream_failed",
+                            format!("provider {:?} broke off mid-response: {e}", provider.name),
+                        )
+                    })?
+                    .to_bytes();
+                if let Some(msg) = json_error_message(&whole) {
+                    return Err(fake_200(&provider.name, &format!("an error: {msg}")));
+                }
+                body = crate::request::full_body(whole);
+            }
+            if is_sse && let Some(idle) = millis(opts.stream_idle_timeout_ms) {
+                body = body::IdleTimeout::new(body, idle, provider.name.clone()).boxed_unsync();
+            }
+        }
+        Ok(GatewayResponse::from_parts(parts, body))
+    }
+}
+
+/// Runs `fut` until `deadline`, if there is one.
+async fn before<F: std::future::Future>(
+    deadline: Option<tokio::time::Instant>,
+    fut: F,
+) -> Result<F::Output, ()> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, fut).await.map_err(|_| ()),
+        None => Ok(fut.await),
+    }
+}
+
+/// For large or unsized non-stream bodies: an error object is recognizable by its start.
+fn first_chunk_error(first: &Bytes) -> Option<String> {
+    let text = std::str::from_utf8(first).ok()?.trim_start();
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).take(24).collect();
+    if compact.starts_with("{\"error\"") || compact.starts_with("{\"type\":\"error\"") {
+        return Some(json_error_message(first).unwrap_or_else(|| text.chars().take(300).collect()));
+    }
+    None
 }
 
 impl Service<GatewayRequest> for ForwardService {
@@ -115,29 +269,36 @@ impl Service<GatewayRequest> for ForwardService {
     }
 
     fn call(&mut self, req: GatewayRequest) -> Self::Future {
-        let client = self.client.clone();
-        Box::pin(async move {
-            let target = req.target.ok_or_else(|| {
-                GatewayError::new(
-                    ErrorKind::Internal,
-                    "no_target",
-                    "forwarder reached without a routed provider",
-                )
-            })?;
-            let provider = target.provider;
-            let url = url::join_upstream_url(&provider.base_url, req.uri.path(), req.uri.query());
-            let headers = headers::upstream_request_headers(&req.headers, &provider);
-            let upstream = client
-                .request(req.method, url)
-                .headers(headers)
-                .body(target.body)
-                .send()
-                .await
-                .map_err(|e| upstream_error(&e, &provider.name))?;
-            req.ctx.update(|s| s.ttfb = Some(req.ctx.elapsed()));
-            let mut resp: http::Response<reqwest::Body> = upstream.into();
-            headers::clean_response_headers(resp.headers_mut());
-            Ok(resp.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
-        })
+        Box::pin(Self::forward(self.clients.clone(), req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_error_bodies() {
+        assert_eq!(
+            json_error_message(
+                br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+            )
+            .as_deref(),
+            Some("Overloaded")
+        );
+        assert_eq!(json_error_message(br#"{"error":"quota exceeded"}"#).as_deref(), Some("quota exceeded"));
+        assert_eq!(json_error_message(br#"{"id":"msg_1","type":"message","content":[]}"#), None);
+        assert_eq!(json_error_message(br#"{"content":[],"error":null}"#), None);
+        assert_eq!(
+            sse_error_message(
+                b"event: error\ndata: {\"type\":\"error\",\"error\":{\"message\":\"boom\"}}\n\n"
+            )
+            .as_deref(),
+            Some("boom")
+        );
+        assert_eq!(sse_error_message(b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n"), None);
+        assert_eq!(sse_error_message(b": comment only\n\n"), None);
+        assert!(first_chunk_error(&Bytes::from_static(b"  { \"error\" : {\"message\":\"x\"")).is_some());
+        assert!(first_chunk_error(&Bytes::from_static(b"{\"id\":\"msg\"")).is_none());
     }
 }

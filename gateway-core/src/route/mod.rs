@@ -1,223 +1,462 @@
-//! Router stage: picks the provider for the request and prepares the body it will get.
+//! Router stage: chooses a provider, forwards through the inner service, and fails over.
 //!
-//! Adds to the request: `target` (provider, forwarded model, body). Adds to the context:
-//! `provider`, `original_model`, `forwarded_model`. Read by: forwarder, log, cost.
+//! Adds to the request: `target` per attempt (provider, redirected model and body). Adds to the
+//! context: `provider`, `forwarded_model`, the decision chain. Reads: `user`/`key` (groups),
+//! `session_id`, `hints.model`. Writes shared state: session bindings, provider breakers,
+//! `Retry-After` cooldowns, provider session counts.
 //!
-//! Selection: enabled providers that serve the caller's dialect and share a group with the
-//! caller; the lowest priority number wins; inside that tier, weighted random (all weights zero
-//! means uniform).
+//! Per request: static filters (enabled, dialect, groups, allowed models, active window), then
+//! one state-store call for the session binding and the candidates' health, then health filters
+//! (circuit, cooldown). The session's bound provider is reused while it passes every filter;
+//! otherwise the best priority tier is picked by weight. Each provider is tried up to its
+//! `max_retry_attempts`; retryable failures (5xx, 429, timeouts, fake 200s, and network errors)
+//! then move on to the next provider, at most `max_provider_switches` providers in all. A 429
+//! or 503 with `Retry-After` takes the provider out of selection until then. Client errors (other
+//! 4xx) return to the caller as they are. Once a response is handed on, there is no failover.
+
+pub mod breaker;
+pub mod chain;
+pub mod select;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use futures_util::future::{Either, Ready, ready};
-use rand::Rng;
-use tower::{Layer, Service};
+use futures_util::future::BoxFuture;
+use http::StatusCode;
+use tower::{Layer, Service, ServiceExt};
 
 use crate::catalog::CatalogHandle;
-use crate::config::{Provider, redirect_model};
-use crate::dialect::Dialect;
+use crate::config::{Id, Provider, redirect_model};
 use crate::error::{ErrorKind, GatewayError};
 use crate::ingress::set_top_level_field;
 use crate::request::{GatewayRequest, GatewayResponse, Target};
+use crate::store::state::{AttemptResult, RoutingView, StateStore};
+use breaker::BreakerConfig;
+use chain::{AttemptOutcome, ChainEntry, ChainStep, SelectionMethod, SkipReason};
+pub use select::{ALL_GROUPS, groups_overlap};
 
-/// The wildcard group: a caller in it sees every provider.
-pub const ALL_GROUPS: &str = "*";
-
-/// The groups of a caller; an unauthenticated (embedder-trusted) caller is in the default group.
-pub fn caller_groups(user: Option<&crate::config::User>) -> &[String] {
+/// The groups of a caller: the key's when set, else the user's; a caller without a user (an
+/// embedder that authenticates itself) is in the default group.
+pub fn caller_groups<'a>(
+    user: Option<&'a crate::config::User>,
+    key: Option<&'a crate::config::ApiKey>,
+) -> &'a [String] {
     static DEFAULT: std::sync::LazyLock<Vec<String>> =
         std::sync::LazyLock::new(|| vec![crate::config::DEFAULT_GROUP.to_owned()]);
+    if let Some(groups) = key.and_then(|k| k.groups.as_deref()) {
+        return groups;
+    }
     user.map_or(DEFAULT.as_slice(), |u| u.groups.as_slice())
 }
 
-/// Whether a caller with `caller_groups` may use a provider tagged `provider_groups`.
-pub fn groups_overlap(caller_groups: &[String], provider_groups: &[String]) -> bool {
-    caller_groups.iter().any(|g| g == ALL_GROUPS || provider_groups.contains(g))
+/// Error code when every provider tried failed (as opposed to none being available).
+pub const ALL_PROVIDERS_FAILED: &str = "all_providers_failed";
+
+/// Settings of routing that are not per provider.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    /// How long a session stays bound to its provider after its last request (`SESSION_TTL`).
+    pub session_ttl: Duration,
+    /// Most providers tried for one request (`MAX_PROVIDER_SWITCHES`).
+    pub max_provider_switches: u32,
+    /// Whether connection failures count toward opening a circuit
+    /// (`ENABLE_CIRCUIT_BREAKER_ON_NETWORK_ERRORS`).
+    pub breaker_on_network_errors: bool,
+    /// Timezone of providers' active windows (`TZ`).
+    pub timezone: chrono_tz::Tz,
 }
 
-/// Chooses one provider for `dialect` among `providers` visible to `caller_groups`.
-pub fn select_provider(
-    providers: &[Arc<Provider>],
-    dialect: Dialect,
-    caller_groups: &[String],
-    rng: &mut impl Rng,
-) -> Result<Arc<Provider>, GatewayError> {
-    let mut best_priority = i32::MAX;
-    let mut tier: Vec<&Arc<Provider>> = Vec::new();
-    for p in providers {
-        if !p.enabled
-            || p.provider_type.native_dialect() != dialect
-            || !groups_overlap(caller_groups, &p.groups)
-        {
-            continue;
-        }
-        if p.priority < best_priority {
-            best_priority = p.priority;
-            tier.clear();
-        }
-        if p.priority == best_priority {
-            tier.push(p);
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        Self {
+            session_ttl: Duration::from_secs(300),
+            max_provider_switches: 3,
+            breaker_on_network_errors: false,
+            timezone: chrono_tz::UTC,
         }
     }
-    if tier.is_empty() {
-        return Err(GatewayError::new(
-            ErrorKind::NoProvider,
-            "no_provider_available",
-            format!(
-                "no enabled {} provider is available to this key's groups ({})",
-                dialect,
-                caller_groups.join(", ")
-            ),
-        ));
-    }
-    let total: u64 = tier.iter().map(|p| u64::from(p.weight)).sum();
-    if total == 0 {
-        return Ok(tier[rng.random_range(0..tier.len())].clone());
-    }
-    let mut pick = rng.random_range(0..total);
-    for p in &tier {
-        let w = u64::from(p.weight);
-        if pick < w {
-            return Ok((*p).clone());
-        }
-        pick -= w;
-    }
-    Ok(tier[tier.len() - 1].clone())
 }
 
 /// Adds [`RouterService`].
 #[derive(Debug, Clone)]
 pub struct RouterLayer {
+    shared: Arc<RouterShared>,
+}
+
+#[derive(Debug)]
+struct RouterShared {
     catalog: CatalogHandle,
+    state: Arc<dyn StateStore>,
+    settings: RoutingSettings,
 }
 
 impl RouterLayer {
-    /// Routes among the providers of `catalog`.
-    pub fn new(catalog: CatalogHandle) -> Self {
-        Self { catalog }
+    /// Routes among the providers of `catalog`, keeping shared state in `state`.
+    pub fn new(catalog: CatalogHandle, state: Arc<dyn StateStore>, settings: RoutingSettings) -> Self {
+        Self { shared: Arc::new(RouterShared { catalog, state, settings }) }
     }
 }
 
 impl<S> Layer<S> for RouterLayer {
     type Service = RouterService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RouterService { inner, catalog: self.catalog.clone() }
+        RouterService { inner, shared: self.shared.clone() }
     }
 }
 
-/// Selects the provider and applies its model redirects.
+/// Selection and failover around the forwarder.
 #[derive(Debug, Clone)]
 pub struct RouterService<S> {
     inner: S,
-    catalog: CatalogHandle,
+    shared: Arc<RouterShared>,
 }
 
-impl<S> RouterService<S> {
-    fn route(&self, req: &mut GatewayRequest) -> Result<(), GatewayError> {
-        let catalog = self.catalog.load();
-        let user = req.ctx.user();
-        let groups = caller_groups(user.as_deref());
-        let provider = select_provider(catalog.providers(), req.dialect, groups, &mut rand::rng())?;
-        let original = req.hints.model.clone();
-        let redirected = original.as_deref().and_then(|m| redirect_model(&provider.model_redirects, m));
-        let (forwarded_model, body) = match redirected {
-            Some(to) if Some(to) != original.as_deref() => {
-                let body = set_top_level_field(&req.body, "model", &serde_json::Value::from(to))?;
-                (Some(to.to_owned()), body)
+/// How the router judges one attempt.
+enum Verdict {
+    /// Hand this response to the client.
+    Deliver(GatewayResponse, AttemptOutcome),
+    /// Try again (same provider or the next).
+    Retry {
+        outcome: AttemptOutcome,
+        status: Option<u16>,
+        error: String,
+        counts: bool,
+        retry_after: Option<Duration>,
+    },
+    /// Stop: the gateway itself failed.
+    Abort(GatewayError),
+}
+
+fn retry_after(resp: &GatewayResponse) -> Option<Duration> {
+    let value = resp.headers().get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = when.signed_duration_since(chrono::Utc::now());
+    delta.to_std().ok()
+}
+
+fn judge(result: Result<GatewayResponse, GatewayError>, network_counts: bool) -> Verdict {
+    match result {
+        Ok(resp) => {
+            let status = resp.status();
+            if status.is_success() {
+                return Verdict::Deliver(resp, AttemptOutcome::Success);
             }
-            _ => (original.clone(), req.body.clone()),
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                let after =
+                    if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+                        retry_after(&resp)
+                    } else {
+                        None
+                    };
+                return Verdict::Retry {
+                    outcome: AttemptOutcome::UpstreamError,
+                    status: Some(status.as_u16()),
+                    error: format!("upstream answered {status}"),
+                    counts: true,
+                    retry_after: after,
+                };
+            }
+            Verdict::Deliver(resp, AttemptOutcome::ClientError)
+        }
+        Err(e) => match (e.kind, e.code) {
+            (ErrorKind::Upstream, crate::forward::FAKE_200) => Verdict::Retry {
+                outcome: AttemptOutcome::Fake200,
+                status: Some(200),
+                error: e.message,
+                counts: true,
+                retry_after: None,
+            },
+            (ErrorKind::UpstreamTimeout, _) => Verdict::Retry {
+                outcome: AttemptOutcome::Timeout,
+                status: None,
+                error: e.message,
+                counts: true,
+                retry_after: None,
+            },
+            (ErrorKind::Upstream, _) => Verdict::Retry {
+                outcome: AttemptOutcome::NetworkError,
+                status: None,
+                error: e.message,
+                counts: network_counts,
+                retry_after: None,
+            },
+            _ => Verdict::Abort(e),
+        },
+    }
+}
+
+fn local_minute(now_ms: i64, tz: chrono_tz::Tz) -> u16 {
+    use chrono::Timelike;
+    let utc = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+    let local = utc.with_timezone(&tz);
+    u16::try_from(local.hour() * 60 + local.minute()).unwrap_or(0)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Builds the attempt's target: the provider's model redirect applied to the client body.
+fn target_for(provider: &Arc<Provider>, req: &GatewayRequest) -> Result<Target, GatewayError> {
+    let original = req.hints.model.as_deref();
+    let redirected = original.and_then(|m| redirect_model(&provider.model_redirects, m));
+    Ok(match redirected {
+        Some(to) if Some(to) != original => Target {
+            provider: provider.clone(),
+            forwarded_model: Some(to.to_owned()),
+            body: set_top_level_field(&req.body, "model", &serde_json::Value::from(to))?,
+        },
+        _ => Target {
+            provider: provider.clone(),
+            forwarded_model: req.hints.model.clone(),
+            body: req.body.clone(),
+        },
+    })
+}
+
+fn attempt_request(req: &GatewayRequest, target: Target) -> GatewayRequest {
+    GatewayRequest {
+        method: req.method.clone(),
+        uri: req.uri.clone(),
+        headers: req.headers.clone(),
+        body: target.body.clone(),
+        dialect: req.dialect,
+        hints: req.hints.clone(),
+        ctx: req.ctx.clone(),
+        target: Some(target),
+    }
+}
+
+impl RouterShared {
+    async fn route<S>(&self, inner: S, req: GatewayRequest) -> Result<GatewayResponse, GatewayError>
+    where
+        S: Service<GatewayRequest, Response = GatewayResponse, Error = GatewayError> + Clone,
+    {
+        let catalog = self.catalog.load();
+        let providers = catalog.providers();
+        let (user, key, session) = req.ctx.update(|s| (s.user.clone(), s.key.clone(), s.session_id.clone()));
+        let groups = caller_groups(user.as_deref(), key.as_deref());
+        let mut chain: Vec<ChainEntry> = Vec::new();
+
+        // Time for active windows comes from the same source as the state (the store's clock),
+        // so replicas agree; without a view yet, use the local clock.
+        let now_local = chrono::Utc::now().timestamp_millis();
+        let filter = select::StaticFilter {
+            dialect: req.dialect,
+            groups,
+            model: req.hints.model.as_deref(),
+            local_minute: local_minute(now_local, self.settings.timezone),
         };
-        req.ctx.update(|s| {
-            s.provider = Some(provider.clone());
-            s.original_model = original;
-            s.forwarded_model = forwarded_model.clone();
-        });
-        req.target = Some(Target { provider, forwarded_model, body });
-        Ok(())
+        let candidates = select::static_candidates(providers, &filter, &mut chain);
+        let ids: Vec<Id> = candidates.iter().map(|&i| providers[i].id).collect();
+        let view = match self.state.routing_view(session.as_deref(), &ids).await {
+            Ok(v) => v,
+            Err(e) => {
+                // Fail open: route as if every provider were healthy and nothing bound.
+                tracing::warn!(request_id = req.ctx.request_id(), "routing state unavailable: {e}");
+                RoutingView { binding: None, health: Vec::new(), now_ms: now_local }
+            }
+        };
+
+        let mut excluded: Vec<Id> = Vec::new();
+        let mut tried = 0u32;
+        let mut last_error: Option<String> = None;
+        let mut first_pick = true;
+        let mut delivered: Option<GatewayResponse> = None;
+        loop {
+            if tried >= self.settings.max_provider_switches.max(1) {
+                break;
+            }
+            let healthy = select::healthy_candidates(
+                providers,
+                &candidates,
+                &view.health,
+                &excluded,
+                view.now_ms,
+                &mut chain,
+                first_pick,
+            );
+            let reuse = view
+                .binding
+                .filter(|_| first_pick)
+                .and_then(|bound| healthy.iter().copied().find(|&i| providers[i].id == bound))
+                .filter(|&i| !providers[i].options.disable_session_reuse);
+            let (index, method, tier_size) = match reuse {
+                Some(i) => (i, SelectionMethod::SessionReuse, 1),
+                None => match select::pick_weighted(providers, &healthy, groups, &mut rand::rng()) {
+                    Some((i, n)) => (i, SelectionMethod::WeightedRandom, n),
+                    None => break,
+                },
+            };
+            first_pick = false;
+            let provider = &providers[index];
+            if provider.options.limit_concurrent_sessions > 0
+                && let Some(sid) = session.as_deref()
+            {
+                let admitted = self
+                    .state
+                    .acquire_provider_session(
+                        provider.id,
+                        sid,
+                        provider.options.limit_concurrent_sessions,
+                        self.settings.session_ttl,
+                    )
+                    .await
+                    .unwrap_or(true);
+                if !admitted {
+                    chain.push(ChainEntry {
+                        provider_id: provider.id,
+                        provider: provider.name.clone(),
+                        step: ChainStep::Skipped { reason: SkipReason::ConcurrencyLimit },
+                    });
+                    excluded.push(provider.id);
+                    continue;
+                }
+            }
+            chain.push(ChainEntry {
+                provider_id: provider.id,
+                provider: provider.name.clone(),
+                step: ChainStep::Selected {
+                    method,
+                    priority: provider.effective_priority(groups),
+                    tier_size,
+                },
+            });
+            tried += 1;
+
+            let target = target_for(provider, &req)?;
+            let breaker = BreakerConfig::of(&provider.options);
+            let attempts = provider.options.max_retry_attempts.max(1);
+            let mut switch_reason = None;
+            for attempt in 1..=attempts {
+                req.ctx.update(|s| {
+                    s.provider = Some(provider.clone());
+                    s.forwarded_model = target.forwarded_model.clone();
+                    s.ttfb = None;
+                });
+                let started = Instant::now();
+                let outcome = inner.clone().oneshot(attempt_request(&req, target.clone())).await;
+                let latency_ms = millis(started.elapsed());
+                match judge(outcome, self.settings.breaker_on_network_errors) {
+                    Verdict::Deliver(resp, outcome) => {
+                        chain.push(ChainEntry {
+                            provider_id: provider.id,
+                            provider: provider.name.clone(),
+                            step: ChainStep::Attempt {
+                                attempt,
+                                outcome,
+                                status: Some(resp.status().as_u16()),
+                                latency_ms,
+                                error: None,
+                            },
+                        });
+                        if outcome == AttemptOutcome::Success {
+                            self.on_success(provider, breaker, session.as_deref()).await;
+                        }
+                        delivered = Some(resp);
+                        break;
+                    }
+                    Verdict::Abort(e) => {
+                        req.ctx.update(|s| s.chain = std::mem::take(&mut chain));
+                        return Err(e);
+                    }
+                    Verdict::Retry { outcome, status, error, counts, retry_after } => {
+                        chain.push(ChainEntry {
+                            provider_id: provider.id,
+                            provider: provider.name.clone(),
+                            step: ChainStep::Attempt {
+                                attempt,
+                                outcome,
+                                status,
+                                latency_ms,
+                                error: Some(error.clone()),
+                            },
+                        });
+                        last_error = Some(format!("{}: {error}", provider.name));
+                        if let Some(after) = retry_after {
+                            let until = view
+                                .now_ms
+                                .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+                            let _ = self.state.set_cooldown(provider.id, until).await;
+                            switch_reason = Some((counts, error));
+                            break;
+                        }
+                        if attempt == attempts {
+                            switch_reason = Some((counts, error));
+                        }
+                    }
+                }
+            }
+            if delivered.is_some() {
+                break;
+            }
+            if let Some((counts, reason)) = switch_reason {
+                if counts {
+                    let _ = self
+                        .state
+                        .record_attempt(provider.id, breaker, AttemptResult::Failure, &reason)
+                        .await;
+                }
+                excluded.push(provider.id);
+            }
+        }
+        match delivered {
+            Some(resp) => {
+                req.ctx.update(|s| s.chain = chain);
+                Ok(resp)
+            }
+            None => {
+                let detail = match &last_error {
+                    Some(e) => format!("; last error: {e}"),
+                    None => String::new(),
+                };
+                let message = if tried == 0 {
+                    format!(
+                        "no provider is available for this request (dialect {}, groups {}){detail}",
+                        req.dialect,
+                        groups.join(", ")
+                    )
+                } else {
+                    format!("all {tried} providers tried failed{detail}")
+                };
+                req.ctx.update(|s| s.chain = chain);
+                let code = if tried == 0 { "no_provider_available" } else { ALL_PROVIDERS_FAILED };
+                Err(GatewayError::new(ErrorKind::NoProvider, code, message))
+            }
+        }
+    }
+
+    async fn on_success(&self, provider: &Arc<Provider>, breaker: BreakerConfig, session: Option<&str>) {
+        let _ = self.state.record_attempt(provider.id, breaker, AttemptResult::Success, "").await;
+        if let Some(sid) = session
+            && !provider.options.disable_session_reuse
+        {
+            let _ = self.state.bind_session(sid, provider.id, self.settings.session_ttl).await;
+        }
     }
 }
 
 impl<S> Service<GatewayRequest> for RouterService<S>
 where
-    S: Service<GatewayRequest, Response = GatewayResponse, Error = GatewayError>,
+    S: Service<GatewayRequest, Response = GatewayResponse, Error = GatewayError> + Clone + Send + 'static,
+    S::Future: Send,
 {
     type Response = GatewayResponse;
     type Error = GatewayError;
-    type Future = Either<Ready<Result<GatewayResponse, GatewayError>>, S::Future>;
+    type Future = BoxFuture<'static, Result<GatewayResponse, GatewayError>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Each attempt drives a clone of the inner service to readiness itself.
+        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: GatewayRequest) -> Self::Future {
-        match self.route(&mut req) {
-            Ok(()) => Either::Right(self.inner.call(req)),
-            Err(e) => Either::Left(ready(Err(e))),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{ProviderConfig, ProviderType};
-    use rand::SeedableRng;
-
-    fn provider(id: i64, priority: i32, weight: u32, groups: &[&str]) -> Arc<Provider> {
-        let mut cfg = ProviderConfig::new(&format!("p{id}"), ProviderType::Claude, "http://127.0.0.1:1", "k");
-        cfg.priority = priority;
-        cfg.weight = weight;
-        cfg.groups = groups.iter().map(|g| g.to_string()).collect();
-        Arc::new(Provider::from_config(id, &cfg).expect("provider"))
-    }
-
-    fn counts(
-        providers: &[Arc<Provider>],
-        groups: &[&str],
-        n: usize,
-    ) -> std::collections::HashMap<i64, usize> {
-        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut out = std::collections::HashMap::new();
-        for _ in 0..n {
-            let p = select_provider(providers, Dialect::Anthropic, &groups, &mut rng).expect("select");
-            *out.entry(p.id).or_default() += 1;
-        }
-        out
-    }
-
-    #[test]
-    fn lowest_priority_tier_wins() {
-        let ps = vec![provider(1, 1, 100, &["default"]), provider(2, 0, 1, &["default"])];
-        assert_eq!(counts(&ps, &["default"], 100).get(&2), Some(&100));
-    }
-
-    #[test]
-    fn weights_split_traffic() {
-        let ps = vec![provider(1, 0, 3, &["default"]), provider(2, 0, 1, &["default"])];
-        let c = counts(&ps, &["default"], 4000);
-        let share = c[&1] as f64 / 4000.0;
-        assert!((0.72..0.78).contains(&share), "share {share}");
-    }
-
-    #[test]
-    fn groups_isolate_and_star_sees_all() {
-        let ps = vec![provider(1, 0, 1, &["team-a"]), provider(2, 0, 1, &["team-b"])];
-        assert_eq!(counts(&ps, &["team-a"], 50).keys().copied().collect::<Vec<_>>(), vec![1]);
-        assert_eq!(counts(&ps, &["*"], 200).len(), 2);
-        let err = select_provider(&ps, Dialect::Anthropic, &["team-c".into()], &mut rand::rng())
-            .expect_err("no provider");
-        assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
-    }
-
-    #[test]
-    fn disabled_and_foreign_dialect_providers_are_skipped() {
-        let mut disabled = (*provider(1, 0, 1, &["default"])).clone();
-        disabled.enabled = false;
-        let mut codex = (*provider(2, 0, 1, &["default"])).clone();
-        codex.provider_type = ProviderType::Codex;
-        let ps = vec![Arc::new(disabled), Arc::new(codex)];
-        assert!(select_provider(&ps, Dialect::Anthropic, &["default".into()], &mut rand::rng()).is_err());
+    fn call(&mut self, req: GatewayRequest) -> Self::Future {
+        let shared = self.shared.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move { shared.route(inner, req).await })
     }
 }

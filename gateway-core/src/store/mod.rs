@@ -1,6 +1,10 @@
 //! Storage seams of the pipeline: where usage records go and where configuration comes from.
 
+pub mod state;
+
 use std::sync::Arc;
+
+pub use state::{Clock, ManualClock, MemoryStateStore, StateStore, SystemClock};
 
 use parking_lot::Mutex;
 

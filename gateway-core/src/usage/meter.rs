@@ -78,6 +78,7 @@ impl Recorder {
             session_id: state.session_id,
             error: done.error,
             user_agent: ctx.user_agent().map(str::to_owned),
+            decision_chain: state.chain,
         };
         tracing::debug!(
             request_id = %record.request_id,
@@ -93,6 +94,7 @@ impl Recorder {
     pub fn finish_error(&self, ctx: &RequestContext, err: &GatewayError) {
         let outcome = match err.kind {
             ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => Outcome::Failed,
+            ErrorKind::NoProvider if err.code == crate::route::ALL_PROVIDERS_FAILED => Outcome::Failed,
             _ => Outcome::Rejected,
         };
         self.finish(

@@ -117,4 +117,7 @@ pub struct UsageRecord {
     pub error: Option<String>,
     /// Client `user-agent`.
     pub user_agent: Option<String>,
+    /// Providers considered and attempts made, in order.
+    #[serde(default)]
+    pub decision_chain: Vec<crate::route::chain::ChainEntry>,
 }

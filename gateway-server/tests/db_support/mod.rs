@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use gateway_core::dialect::Dialect;
+use gateway_core::route::chain::{AttemptOutcome, ChainEntry, ChainStep, SkipReason};
 use gateway_core::usage::{Outcome, TokenUsage, UsageRecord, UsdNanos};
 use gateway_server::db::Database;
 use rust_decimal::Decimal;
@@ -198,6 +199,24 @@ pub fn full_record(request_id: &str) -> UsageRecord {
         session_id: Some("sess-ü-1".to_owned()),
         error: Some("client went away: \"broken pipe\"".to_owned()),
         user_agent: Some("claude-cli/1.0.0 (external, cli)".to_owned()),
+        decision_chain: vec![
+            ChainEntry {
+                provider_id: 2,
+                provider: "backup".to_owned(),
+                step: ChainStep::Skipped { reason: SkipReason::CircuitOpen },
+            },
+            ChainEntry {
+                provider_id: 3,
+                provider: "anthropic-main".to_owned(),
+                step: ChainStep::Attempt {
+                    attempt: 1,
+                    outcome: AttemptOutcome::Success,
+                    status: Some(200),
+                    latency_ms: 12,
+                    error: None,
+                },
+            },
+        ],
     }
 }
 
@@ -227,6 +246,7 @@ pub fn minimal_record(request_id: &str, created_at: DateTime<Utc>) -> UsageRecor
         session_id: None,
         error: None,
         user_agent: None,
+        decision_chain: Vec::new(),
     }
 }
 
