@@ -861,14 +861,7 @@ impl ConfigFile {
             if !names.insert(p.name.as_str()) {
                 return Err(ConfigError::Invalid(format!("duplicate provider name {:?}", p.name)));
             }
-            crate::forward::url::validate_base_url(&p.base_url)
-                .map_err(|e| ConfigError::Invalid(format!("provider {:?}: base_url: {e}", p.name)))?;
-            if p.cost_multiplier.is_sign_negative() {
-                return Err(ConfigError::Invalid(format!(
-                    "provider {:?}: cost_multiplier must not be negative",
-                    p.name
-                )));
-            }
+            p.validate()?;
         }
         let mut users = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();

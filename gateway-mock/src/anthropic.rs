@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::behavior::{MockBehavior, MockUsage};
+use crate::behavior::{Fake200, MockBehavior, MockUsage};
 use crate::body::{Chunk, MockBody};
 use crate::wire::{
     ContentBlock, Delta, ErrorBody, ErrorDetail, Message, MessageDelta, OutputUsage, StreamEvent, Usage,
@@ -53,6 +53,9 @@ pub(crate) fn respond(
         }
         return response;
     }
+    if let Some(kind) = behavior.fake_200 {
+        return fake_200(kind, id);
+    }
     if let Some(expected) = &behavior.expected_api_key
         && !api_key_matches(headers, expected)
     {
@@ -71,6 +74,25 @@ pub(crate) fn respond(
         }
         _ => error_response(404, &format!("mock upstream: no route for {method} {path}"), id),
     }
+}
+
+/// A 200 response whose body is a failure.
+fn fake_200(kind: Fake200, id: u64) -> Response<MockBody> {
+    let error = r#"{"type":"error","error":{"type":"api_error","message":"mock upstream: upstream account suspended"}}"#;
+    let (content_type, body) = match kind {
+        Fake200::Html => (
+            "text/html; charset=utf-8",
+            "<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>".to_owned(),
+        ),
+        Fake200::JsonError => ("application/json", error.to_owned()),
+        Fake200::SseError => ("text/event-stream", format!("event: error\ndata: {error}\n\n")),
+    };
+    let mut response = Response::new(MockBody::full(body));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&request_id(id)) {
+        response.headers_mut().insert("request-id", v);
+    }
+    response
 }
 
 /// An Anthropic error response: `{"type":"error","error":{"type":..,"message":..},"request_id":..}`.

@@ -19,6 +19,8 @@ pub struct MockBehavior {
     pub chunk_delay: Duration,
     /// Answer every request with this status and an Anthropic error body of the matching type.
     pub force_status: Option<u16>,
+    /// Answer with status 200 but a failure body (a "fake 200", as some relays send).
+    pub fake_200: Option<Fake200>,
     /// With `force_status`: also send a `Retry-After` header with this many seconds.
     pub retry_after_secs: Option<u64>,
     /// Streaming only: after this many SSE events were written, abort the connection without
@@ -42,6 +44,7 @@ impl Default for MockBehavior {
             chunks: 3,
             chunk_delay: Duration::ZERO,
             force_status: None,
+            fake_200: None,
             retry_after_secs: None,
             reset_after_events: None,
             expected_api_key: None,
@@ -50,6 +53,17 @@ impl Default for MockBehavior {
             model_override: None,
         }
     }
+}
+
+/// The kinds of "200 but actually an error" answers relays are known to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fake200 {
+    /// An HTML page (`text/html`), e.g. a proxy's login or error page.
+    Html,
+    /// `application/json` with an Anthropic error object.
+    JsonError,
+    /// `text/event-stream` whose first event is an `error` event.
+    SseError,
 }
 
 /// Token counts the mock reports, in Anthropic's usage vocabulary.

@@ -21,5 +21,5 @@ mod body;
 mod server;
 mod wire;
 
-pub use behavior::{MockBehavior, MockUsage};
+pub use behavior::{Fake200, MockBehavior, MockUsage};
 pub use server::{MockUpstream, ReceivedRequest};

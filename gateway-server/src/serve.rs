@@ -98,7 +98,11 @@ pub async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
     let gateway = Gateway::builder()
         .catalog_handle(catalog)
         .usage_sink(Arc::new(writer.clone()))
-        .settings(GatewaySettings { max_body_bytes: args.max_body_bytes, ..Default::default() })
+        .settings(GatewaySettings {
+            max_body_bytes: args.max_body_bytes,
+            routing: args.routing(),
+            ..Default::default()
+        })
         .build()?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)

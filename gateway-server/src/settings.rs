@@ -81,7 +81,61 @@ pub struct ServeArgs {
     /// Where usage records wait while the database is unreachable.
     #[arg(long, env = "USAGE_SPILL_PATH", default_value = "./data/usage-spill.jsonl")]
     pub usage_spill_path: PathBuf,
+    /// Seconds a session stays bound to its provider after its last request.
+    #[arg(long, env = "SESSION_TTL", default_value_t = 300)]
+    pub session_ttl: u64,
+    /// Most providers tried for one request.
+    #[arg(long, env = "MAX_PROVIDER_SWITCHES", default_value_t = 3)]
+    pub max_provider_switches: u32,
+    /// Count connection failures toward opening a provider's circuit.
+    #[arg(long, env = "ENABLE_CIRCUIT_BREAKER_ON_NETWORK_ERRORS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub circuit_breaker_on_network_errors: bool,
+    /// IANA timezone of providers' active windows, e.g. `Europe/Berlin`.
+    #[arg(long = "timezone", env = "TZ", default_value = "UTC", value_parser = parse_timezone)]
+    pub timezone: chrono_tz::Tz,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// Parses an IANA timezone name; a leading `:` (a POSIX `TZ` file form) is accepted.
+fn parse_timezone(value: &str) -> Result<chrono_tz::Tz, String> {
+    let name = value.trim().trim_start_matches(':');
+    let name = name.strip_prefix("/usr/share/zoneinfo/").unwrap_or(name);
+    name.parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("{value:?} is not an IANA timezone name such as UTC or Asia/Shanghai"))
+}
+
+impl ServeArgs {
+    /// The core gateway's routing settings.
+    pub fn routing(&self) -> gateway_core::route::RoutingSettings {
+        gateway_core::route::RoutingSettings {
+            session_ttl: std::time::Duration::from_secs(self.session_ttl),
+            max_provider_switches: self.max_provider_switches.max(1),
+            breaker_on_network_errors: self.circuit_breaker_on_network_errors,
+            timezone: self.timezone,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timezones_parse_like_tz() {
+        assert_eq!(parse_timezone("UTC"), Ok(chrono_tz::UTC));
+        assert_eq!(parse_timezone("Asia/Shanghai"), Ok(chrono_tz::Asia::Shanghai));
+        assert_eq!(parse_timezone(":Europe/Berlin"), Ok(chrono_tz::Europe::Berlin));
+        assert!(parse_timezone("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let cli = Cli::parse_from(["gateway-server"]);
+        let routing = cli.serve.routing();
+        assert_eq!(routing.session_ttl, std::time::Duration::from_secs(300));
+        assert_eq!(routing.max_provider_switches, 3);
+        assert!(!routing.breaker_on_network_errors);
+    }
 }
