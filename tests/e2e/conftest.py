@@ -317,6 +317,20 @@ def slow_gateway(
 
 
 @pytest.fixture(scope="session")
+def late_mock(mock_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """Answers only after 800 ms (a slow first byte, as with a long non-streamed generation)."""
+    proc = _start_mock(mock_bin, tmp_path_factory.mktemp("late-mock"), "late-mock-upstream", "--first-byte-delay-ms", "800")
+    yield proc
+    proc.popen.kill()
+    proc.popen.wait()
+
+
+@pytest.fixture(scope="session")
+def late_gateway(gateway_bin: Path, late_mock: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    yield from _gateway("late-gateway", gateway_bin, late_mock, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def dead_gateway(gateway_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway whose only provider points at a closed port."""
     with socket.socket() as s:
