@@ -96,14 +96,31 @@ pub struct GatewayError {
     pub kind: ErrorKind,
     /// Stable machine code, e.g. `invalid_api_key`, `missing_model`.
     pub code: &'static str,
-    /// Human-readable explanation; never contains secrets.
+    /// Human-readable explanation for the client; never contains secrets or internal
+    /// addresses.
     pub message: String,
+    /// Operator-only detail (provider names, upstream URLs, OS errors): logged, never rendered.
+    pub detail: Option<String>,
 }
 
 impl GatewayError {
     /// A new error.
     pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Self { kind, code, message: message.into() }
+        Self { kind, code, message: message.into(), detail: None }
+    }
+
+    /// Adds operator-only detail.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The message plus detail, for logs.
+    pub fn log_text(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{}: {} ({d})", self.code, self.message),
+            None => format!("{}: {}", self.code, self.message),
+        }
     }
 
     /// HTTP status.

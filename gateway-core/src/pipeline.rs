@@ -94,7 +94,7 @@ fn set_request_id(headers: &mut http::HeaderMap, ctx: &RequestContext) {
 /// Renders `err`, records it, and returns the response.
 fn error_response(recorder: &Recorder, ctx: &RequestContext, err: &GatewayError) -> GatewayResponse {
     if err.kind == ErrorKind::Internal || err.kind == ErrorKind::Upstream {
-        tracing::warn!(request_id = ctx.request_id(), code = err.code, "{}", err.message);
+        tracing::warn!(request_id = ctx.request_id(), "{}", err.log_text());
     }
     recorder.finish_error(ctx, err);
     let mut resp: GatewayResponse =
@@ -354,6 +354,20 @@ impl Gateway {
     async fn handle_boxed(&self, req: http::Request<GatewayBody>) -> GatewayResponse {
         let (mut parts, body) = req.into_parts();
         let ctx = RequestContext::new(&parts.method, &parts.uri, &parts.headers);
+        // If the client goes away before a response exists (while the body is read, or while
+        // the upstream is slow to answer), this future is dropped: the guard records that.
+        let guard = AbandonGuard { ctx: ctx.clone(), recorder: self.0.recorder.clone(), armed: true };
+        let resp = self.respond(&mut parts, body, ctx).await;
+        guard.disarm();
+        resp
+    }
+
+    async fn respond(
+        &self,
+        parts: &mut http::request::Parts,
+        body: GatewayBody,
+        ctx: RequestContext,
+    ) -> GatewayResponse {
         let endpoint = match classify(&parts.method, parts.uri.path()) {
             Ok(e) => e,
             Err(err) => {
@@ -371,8 +385,8 @@ impl Gateway {
             s.billable = billable;
         });
         let mut greq = GatewayRequest {
-            method: parts.method,
-            uri: parts.uri,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
             headers: std::mem::take(&mut parts.headers),
             body: Bytes::new(),
             dialect,
@@ -401,6 +415,36 @@ impl Gateway {
         match fut.await {
             Ok(resp) => resp,
             Err(never) => match never {},
+        }
+    }
+}
+
+/// Records a request whose handling was dropped before it produced a response.
+struct AbandonGuard {
+    ctx: RequestContext,
+    recorder: Recorder,
+    armed: bool,
+}
+
+impl AbandonGuard {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.recorder.finish(
+                &self.ctx,
+                crate::request::Completion {
+                    // nginx's "client closed request": no status was ever sent.
+                    status: 499,
+                    outcome: crate::usage::Outcome::ClientAbort,
+                    usage: Default::default(),
+                    error: Some("client disconnected before the response began".to_owned()),
+                },
+            );
         }
     }
 }

@@ -634,3 +634,23 @@ async fn missing_key_is_a_401_even_when_the_body_is_bad() {
     let h = harness(&mock.url(), GatewaySettings::default());
     expect_error(&h, messages_request(None, "{}"), StatusCode::UNAUTHORIZED, "authentication_error").await;
 }
+
+#[tokio::test]
+async fn a_client_gone_before_the_response_began_leaves_a_record() {
+    let mock = MockUpstream::start().await.expect("mock");
+    mock.set_behavior(MockBehavior { first_byte_delay: Duration::from_secs(5), ..MockBehavior::default() });
+    let h = harness(&mock.url(), GatewaySettings::default());
+    // The client gives up after 100 ms: the handling future is dropped mid-flight.
+    let handled = tokio::time::timeout(
+        Duration::from_millis(100),
+        h.gateway.handle(messages_request(Some(KEY), SIMPLE)),
+    )
+    .await;
+    assert!(handled.is_err(), "the upstream is slower than the client's patience");
+    let r = &h.sink.wait_for(1).await[0];
+    assert_eq!(r.outcome, Outcome::ClientAbort);
+    assert_eq!(r.status_code, 499);
+    assert_eq!(r.user_id, Some(1), "what was known is kept");
+    assert_eq!(r.provider_name.as_deref(), Some("anthropic-main"));
+    assert_eq!(h.sink.records().len(), 1, "exactly one record");
+}

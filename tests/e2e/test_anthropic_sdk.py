@@ -332,12 +332,6 @@ def test_client_disconnect_mid_stream(slow_gateway: Gateway) -> None:
     assert _text(message) == MOCK_TEXT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: a client that leaves before the response head (here: SDK timeout while the "
-    "upstream is slow to answer) leaves no request_log row at all; the client_abort drop guard lives "
-    "only in MeteredBody, which does not exist yet. Remove this marker once fixed.",
-)
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_client_gone_before_response_head_is_logged(late_gateway: Gateway, stream: bool) -> None:
     before = len(late_gateway.rows())

@@ -63,7 +63,14 @@ fn upstream_error(e: &reqwest::Error, provider: &str) -> GatewayError {
         source = s.source();
     }
     let sep = if cause.is_empty() { "" } else { ": " };
-    GatewayError::new(kind, code, format!("provider {provider:?} failed: {e}{sep}{cause}"))
+    let public = if e.is_connect() {
+        "the upstream provider could not be reached"
+    } else if e.is_timeout() {
+        "the upstream provider did not answer in time"
+    } else {
+        "the upstream request failed"
+    };
+    GatewayError::new(kind, code, public).with_detail(format!("provider {provider:?}: {e}{sep}{cause}"))
 }
 
 fn timeout_error(provider: &str, what: &str, limit: Duration) -> GatewayError {
@@ -202,8 +209,9 @@ impl ForwardService {
                         return Err(GatewayError::new(
                             ErrorKind::Upstream,
                             "upstream_failed",
-                            format!("provider {:?} broke off before the first byte: {e}", provider.name),
-                        ));
+                            "the upstream provider broke off before the first byte",
+                        )
+                        .with_detail(format!("provider {:?}: {e}", provider.name)));
                     }
                 };
                 if let Some(first) = first {
@@ -221,8 +229,9 @@ impl ForwardService {
                         GatewayError::new(
                             ErrorKind::Upstream,
                             "upstream_failed",
-                            format!("provider {:?} broke off mid-response: {e}", provider.name),
+                            "the upstream provider broke off mid-response",
                         )
+                        .with_detail(format!("provider {:?}: {e}", provider.name))
                     })?
                     .to_bytes();
                 if let Some(msg) = json_error_message(&whole) {

@@ -145,7 +145,11 @@ fn judge(result: Result<GatewayResponse, GatewayError>, network_counts: bool) ->
             if status.is_success() {
                 return Verdict::Deliver(resp, AttemptOutcome::Success);
             }
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            // 407 can only come from the provider's proxy: a transport failure, not the client's.
+            if status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+                || status.is_server_error()
+            {
                 let after =
                     if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
                         retry_after(&resp)
@@ -166,21 +170,21 @@ fn judge(result: Result<GatewayResponse, GatewayError>, network_counts: bool) ->
             (ErrorKind::Upstream, crate::forward::FAKE_200) => Verdict::Retry {
                 outcome: AttemptOutcome::Fake200,
                 status: Some(200),
-                error: e.message,
+                error: e.log_text(),
                 counts: true,
                 retry_after: None,
             },
             (ErrorKind::UpstreamTimeout, _) => Verdict::Retry {
                 outcome: AttemptOutcome::Timeout,
                 status: None,
-                error: e.message,
+                error: e.log_text(),
                 counts: true,
                 retry_after: None,
             },
             (ErrorKind::Upstream, _) => Verdict::Retry {
                 outcome: AttemptOutcome::NetworkError,
                 status: None,
-                error: e.message,
+                error: e.log_text(),
                 counts: network_counts,
                 retry_after: None,
             },
@@ -265,6 +269,7 @@ impl RouterShared {
         let mut excluded: Vec<Id> = Vec::new();
         let mut tried = 0u32;
         let mut last_error: Option<String> = None;
+        let mut last_public: Option<String> = None;
         let mut first_pick = true;
         let mut delivered: Option<GatewayResponse> = None;
         loop {
@@ -377,6 +382,12 @@ impl RouterShared {
                             },
                         });
                         last_error = Some(format!("{}: {error}", provider.name));
+                        last_public = Some(match (outcome, status) {
+                            (AttemptOutcome::UpstreamError, Some(code)) => format!("upstream status {code}"),
+                            (AttemptOutcome::Timeout, _) => "upstream timeout".to_owned(),
+                            (AttemptOutcome::Fake200, _) => "an error sent with status 200".to_owned(),
+                            _ => "upstream connection failed".to_owned(),
+                        });
                         if let Some(after) = retry_after {
                             let until = view
                                 .now_ms
@@ -410,22 +421,23 @@ impl RouterShared {
                 Ok(resp)
             }
             None => {
-                let detail = match &last_error {
-                    Some(e) => format!("; last error: {e}"),
-                    None => String::new(),
-                };
                 let message = if tried == 0 {
                     format!(
-                        "no provider is available for this request (dialect {}, groups {}){detail}",
+                        "no provider is available for this request (dialect {}, groups {})",
                         req.dialect,
                         groups.join(", ")
                     )
                 } else {
-                    format!("all {tried} providers tried failed{detail}")
+                    let last = last_public.map(|l| format!("; last failure: {l}")).unwrap_or_default();
+                    format!("all {tried} providers tried failed{last}")
                 };
                 req.ctx.update(|s| s.chain = chain);
                 let code = if tried == 0 { "no_provider_available" } else { ALL_PROVIDERS_FAILED };
-                Err(GatewayError::new(ErrorKind::NoProvider, code, message))
+                let err = GatewayError::new(ErrorKind::NoProvider, code, message);
+                Err(match last_error {
+                    Some(detail) => err.with_detail(detail),
+                    None => err,
+                })
             }
         }
     }

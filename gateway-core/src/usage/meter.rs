@@ -103,7 +103,7 @@ impl Recorder {
                 status: err.status().as_u16(),
                 outcome,
                 usage: TokenUsage::default(),
-                error: Some(format!("{}: {}", err.code, err.message)),
+                error: Some(err.log_text()),
             },
         );
     }
@@ -273,7 +273,11 @@ impl Body for MeteredBody {
                 if matches!(this.tap, Tap::Sse(_)) {
                     // The client already has a 200 and part of a stream: end it with a
                     // well-formed error event instead of a cut connection.
-                    let err = GatewayError::new(ErrorKind::Upstream, "upstream_stream_broken", msg.clone());
+                    let err = GatewayError::new(
+                        ErrorKind::Upstream,
+                        "upstream_stream_broken",
+                        "the upstream stream broke off mid-response",
+                    );
                     this.finalize(Outcome::Failed, Some(msg));
                     let frame = err.sse_frame(this.ctx.error_dialect(), this.ctx.request_id());
                     Poll::Ready(Some(Ok(Frame::data(frame))))
