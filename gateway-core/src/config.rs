@@ -696,6 +696,19 @@ pub fn validate_proxy_url(url: &str) -> Result<(), String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err("the proxy URL has no host".into());
     }
+    // `http::Uri` keeps the port as text; an out-of-range or non-numeric one would only fail
+    // when the first request builds its client.
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let port = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:").map(|(_, p)| p),
+        None => host_port.split_once(':').map(|(_, p)| p),
+    };
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(format!("{port:?} is not a valid port"));
+    }
     Ok(())
 }
 

@@ -163,7 +163,7 @@ impl ForwardService {
                 return Err(timeout_error(&provider.name, "response", first_byte_limit.unwrap_or_default()));
             }
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => match (&clients_for.direct_fallback, e.is_connect()) {
+            Ok(Err(e)) => match (&clients_for.direct_fallback, proxy_unreachable(&e)) {
                 (Some(direct), true) => {
                     tracing::warn!(provider = %provider.name, "proxy unreachable, connecting directly: {e}");
                     match before(deadline, send(direct.clone())).await {
@@ -245,6 +245,37 @@ impl ForwardService {
         }
         Ok(GatewayResponse::from_parts(parts, body))
     }
+}
+
+/// Whether a send failed because the proxy itself could not be reached (refused, timed out, no
+/// route), as opposed to a proxy that answered and refused us (bad credentials): only the first
+/// may fall back to a direct connection, or a misconfigured proxy would be silently bypassed.
+fn proxy_unreachable(e: &reqwest::Error) -> bool {
+    use std::io::ErrorKind as K;
+    if !e.is_connect() {
+        return false;
+    }
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        // The SOCKS connector reports an unreachable proxy only as text.
+        if s.to_string().contains("failed to create underlying connection") {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::TimedOut
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::AddrNotAvailable
+                    | K::NotFound
+            );
+        }
+        source = s.source();
+    }
+    // A connect timeout surfaces as reqwest's own timeout, without an io::Error.
+    e.is_timeout()
 }
 
 /// Runs `fut` until `deadline`, if there is one.
