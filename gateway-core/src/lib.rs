@@ -21,6 +21,7 @@ pub mod route;
 pub mod session;
 pub mod sse;
 pub mod store;
+pub mod translate;
 pub mod usage;
 
 pub use error::{ErrorKind, GatewayError};

@@ -1,0 +1,1 @@
+//! The anthropic dialect's codec (being written).

@@ -1,0 +1,1 @@
+//! The openai chat dialect's codec (being written).

@@ -1,0 +1,1 @@
+//! The openai responses dialect's codec (being written).
