@@ -4,17 +4,14 @@
 //! `stream`), `POST /v1/messages/count_tokens` and `GET /v1/models`. Requests are parsed
 //! leniently: only `model`, `stream`, `messages` and `tools` are looked at.
 
-use std::iter;
-use std::time::Duration;
-
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 
 use crate::behavior::{Fake200, MockBehavior, MockUsage};
-use crate::body::{Chunk, MockBody};
+use crate::body::MockBody;
+use crate::common::{self, Event, argument_pieces, estimate_tokens, mock_input, parse_object, split_even};
 use crate::wire::{
     ContentBlock, Delta, ErrorBody, ErrorDetail, Message, MessageDelta, OutputUsage, StreamEvent, Usage,
     to_json,
@@ -30,12 +27,6 @@ const MODELS: &[(&str, &str, &str)] = &[
     ("claude-sonnet-4-5", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
     ("claude-opus-4-1", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
 ];
-
-/// Number of `input_json_delta` events a tool input is split into (fewer for tiny inputs).
-const TOOL_JSON_PIECES: usize = 3;
-
-/// Frames buffered between the stream producer and the connection.
-const STREAM_BUFFER: usize = 16;
 
 /// Produces the response for one recorded request.
 pub(crate) fn respond(
@@ -80,10 +71,7 @@ pub(crate) fn respond(
 fn fake_200(kind: Fake200, id: u64) -> Response<MockBody> {
     let error = r#"{"type":"error","error":{"type":"api_error","message":"mock upstream: upstream account suspended"}}"#;
     let (content_type, body) = match kind {
-        Fake200::Html => (
-            "text/html; charset=utf-8",
-            "<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>".to_owned(),
-        ),
+        Fake200::Html => ("text/html; charset=utf-8", common::HTML_PAGE.to_owned()),
         Fake200::JsonError => ("application/json", error.to_owned()),
         Fake200::SseError => ("text/event-stream", format!("event: error\ndata: {error}\n\n")),
     };
@@ -150,15 +138,6 @@ fn insert_request_id(headers: &mut HeaderMap, id: u64) {
     }
 }
 
-/// Parses a request body that must be a JSON object; the error is the message for a 400.
-fn parse_object(body: &Bytes) -> Result<Value, String> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(value @ Value::Object(_)) => Ok(value),
-        Ok(_) => Err("mock upstream: the request body must be a JSON object".to_owned()),
-        Err(err) => Err(format!("mock upstream: the request body is not valid JSON: {err}")),
-    }
-}
-
 fn messages(behavior: &MockBehavior, id: u64, body: &Bytes) -> Response<MockBody> {
     let request = match parse_object(body) {
         Ok(request) => request,
@@ -176,9 +155,7 @@ fn count_tokens(id: u64, body: &Bytes) -> Response<MockBody> {
     if let Err(message) = parse_object(body) {
         return error_response(400, &message, id);
     }
-    // Deterministic rough estimate (about four characters per token), never zero.
-    let chars = String::from_utf8_lossy(body).chars().count() as u64;
-    json_response(json!({ "input_tokens": (chars / 4).max(1) }).to_string(), id)
+    json_response(json!({ "input_tokens": estimate_tokens(body) }).to_string(), id)
 }
 
 fn model_json((model, display_name, created_at): &(&str, &str, &str)) -> Value {
@@ -268,14 +245,14 @@ impl Reply {
     /// The SSE events in the order Anthropic sends them.
     fn stream_events(&self, chunks: usize) -> Vec<Event> {
         let mut events = vec![
-            Event::new(&StreamEvent::MessageStart { message: self.message(Vec::new(), true) }, false),
-            Event::new(&StreamEvent::Ping, false),
+            event(&StreamEvent::MessageStart { message: self.message(Vec::new(), true) }, false),
+            event(&StreamEvent::Ping, false),
         ];
         let empty_input = Value::Object(Map::new());
         for (index, block) in self.blocks.iter().enumerate() {
             match block {
                 Block::Text(text) => {
-                    events.push(Event::new(
+                    events.push(event(
                         &StreamEvent::ContentBlockStart {
                             index,
                             content_block: ContentBlock::Text { text: "" },
@@ -284,11 +261,11 @@ impl Reply {
                     ));
                     for text in split_even(text, chunks.max(1)) {
                         let delta = Delta::TextDelta { text };
-                        events.push(Event::new(&StreamEvent::ContentBlockDelta { index, delta }, true));
+                        events.push(event(&StreamEvent::ContentBlockDelta { index, delta }, true));
                     }
                 }
                 Block::ToolUse { id, name, input } => {
-                    events.push(Event::new(
+                    events.push(event(
                         &StreamEvent::ContentBlockStart {
                             index,
                             content_block: ContentBlock::ToolUse { id, name, input: &empty_input },
@@ -296,23 +273,22 @@ impl Reply {
                         false,
                     ));
                     let input = input.to_string();
-                    let pieces = TOOL_JSON_PIECES.min(input.chars().count()).max(1);
-                    for partial_json in split_even(&input, pieces) {
+                    for partial_json in argument_pieces(&input) {
                         let delta = Delta::InputJsonDelta { partial_json };
-                        events.push(Event::new(&StreamEvent::ContentBlockDelta { index, delta }, true));
+                        events.push(event(&StreamEvent::ContentBlockDelta { index, delta }, true));
                     }
                 }
             }
-            events.push(Event::new(&StreamEvent::ContentBlockStop { index }, false));
+            events.push(event(&StreamEvent::ContentBlockStop { index }, false));
         }
-        events.push(Event::new(
+        events.push(event(
             &StreamEvent::MessageDelta {
                 delta: MessageDelta { stop_reason: self.stop_reason, stop_sequence: None },
                 usage: OutputUsage { output_tokens: self.usage.output_tokens },
             },
             false,
         ));
-        events.push(Event::new(&StreamEvent::MessageStop, false));
+        events.push(event(&StreamEvent::MessageStop, false));
         events
     }
 }
@@ -331,160 +307,21 @@ fn tool_to_call(request: &Value) -> Option<&Value> {
     (!has_tool_result).then_some(tool)
 }
 
-/// A tool input that satisfies a simple JSON schema: one value per declared property (and per
-/// required name), typed after the property's schema.
-fn mock_input(schema: Option<&Value>) -> Value {
-    let mut input = Map::new();
-    if let Some(properties) = schema.and_then(|s| s.get("properties")).and_then(Value::as_object) {
-        for (name, property) in properties {
-            input.insert(name.clone(), mock_value(property));
-        }
-    }
-    if let Some(required) = schema.and_then(|s| s.get("required")).and_then(Value::as_array) {
-        for name in required.iter().filter_map(Value::as_str) {
-            input.entry(name).or_insert(Value::Null);
-        }
-    }
-    Value::Object(input)
-}
-
-fn mock_value(property: &Value) -> Value {
-    // An enum's first member is the only way to stay valid against the schema.
-    if let Some(first) = property.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
-        return first.clone();
-    }
-    let ty = match property.get("type") {
-        Some(Value::String(ty)) => ty.as_str(),
-        // `["string", "null"]`: prefer the non-null type.
-        Some(Value::Array(types)) => {
-            types.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null")
-        }
-        _ => "",
-    };
-    match ty {
-        "string" => json!("mock"),
-        "number" | "integer" => json!(1),
-        "boolean" => json!(true),
-        _ => Value::Null,
-    }
-}
-
-/// Splits `text` into exactly `parts` (at least 1) pieces of nearly equal character counts, on
-/// character boundaries. Pieces are empty when `text` has fewer characters than `parts`.
-fn split_even(text: &str, parts: usize) -> Vec<&str> {
-    let parts = parts.max(1);
-    let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).chain(iter::once(text.len())).collect();
-    let chars = bounds.len() - 1;
-    (0..parts).map(|k| &text[bounds[k * chars / parts]..bounds[(k + 1) * chars / parts]]).collect()
-}
-
-/// One encoded SSE event.
-struct Event {
-    bytes: Bytes,
-    /// Carries content (a delta), so `chunk_delay` applies before it.
-    content: bool,
-}
-
-impl Event {
-    fn new(data: &StreamEvent<'_>, content: bool) -> Self {
-        Self { bytes: Bytes::from(format!("event: {}\ndata: {}\n\n", data.name(), to_json(data))), content }
-    }
+/// One Anthropic SSE event: `event: <type>` plus its JSON `data`.
+fn event(data: &StreamEvent<'_>, content: bool) -> Event {
+    Event::new(format!("event: {}\ndata: {}\n\n", data.name(), to_json(data)), content)
 }
 
 fn stream_response(behavior: &MockBehavior, reply: &Reply, id: u64) -> Response<MockBody> {
-    let events = reply.stream_events(behavior.chunks);
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(produce(tx, events, behavior.chunk_delay, behavior.reset_after_events));
-    let mut response = Response::new(MockBody::channel(rx));
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    insert_request_id(headers, id);
+    let mut response =
+        common::stream_response(behavior, reply.stream_events(behavior.chunks), "text/event-stream");
+    insert_request_id(response.headers_mut(), id);
     response
-}
-
-/// Feeds the events into the response body, one frame each, pacing content events.
-async fn produce(
-    tx: mpsc::Sender<Chunk>,
-    events: Vec<Event>,
-    chunk_delay: Duration,
-    reset_after_events: Option<usize>,
-) {
-    if reset_after_events == Some(0) {
-        abort(&tx).await;
-        return;
-    }
-    let mut content_sent = false;
-    for (written, event) in events.into_iter().enumerate() {
-        if event.content {
-            if content_sent && !chunk_delay.is_zero() {
-                tokio::time::sleep(chunk_delay).await;
-            }
-            content_sent = true;
-        }
-        if tx.send(Chunk::Data(event.bytes)).await.is_err() {
-            // The client went away; nobody is listening.
-            return;
-        }
-        if reset_after_events == Some(written + 1) {
-            abort(&tx).await;
-            return;
-        }
-    }
-}
-
-/// Tears the response down once the events already sent had a chance to reach the client.
-async fn abort(tx: &mpsc::Sender<Chunk>) {
-    // Wait until the body has taken every frame, then give the connection a moment to write
-    // them out (HTTP/2 writes from a separate task), so the client sees a truncated stream
-    // rather than no stream at all.
-    while tx.capacity() < tx.max_capacity() && !tx.is_closed() {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    let _ = tx.send(Chunk::Abort).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn split_even_keeps_every_character_and_the_count() {
-        let pieces = split_even("héllo wörld", 4);
-        assert_eq!(pieces.len(), 4);
-        assert_eq!(pieces.concat(), "héllo wörld");
-        assert!(pieces.iter().all(|p| !p.is_empty()));
-        let short = split_even("ab", 5);
-        assert_eq!(short.len(), 5);
-        assert_eq!(short.concat(), "ab");
-        assert_eq!(split_even("abc", 0), vec!["abc"]);
-    }
-
-    #[test]
-    fn mock_input_follows_the_schema() {
-        let schema = json!({
-            "type": "object",
-            "properties": {
-                "city": { "type": "string" },
-                "days": { "type": "integer" },
-                "ratio": { "type": "number" },
-                "metric": { "type": "boolean" },
-                "unit": { "type": "string", "enum": ["celsius", "fahrenheit"] },
-                "note": { "type": ["null", "string"] },
-                "tags": { "type": "array" }
-            },
-            "required": ["city", "extra"]
-        });
-        assert_eq!(
-            mock_input(Some(&schema)),
-            json!({
-                "city": "mock", "days": 1, "ratio": 1, "metric": true, "unit": "celsius",
-                "note": "mock", "tags": null, "extra": null
-            })
-        );
-        assert_eq!(mock_input(None), json!({}));
-    }
 
     #[test]
     fn tool_is_called_only_without_a_tool_result() {

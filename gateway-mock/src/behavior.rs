@@ -10,28 +10,33 @@ use std::time::Duration;
 pub struct MockBehavior {
     /// Sleep before the response headers are sent (time to first byte). Default 0.
     pub first_byte_delay: Duration,
-    /// Number of `text_delta` events the reply text is split into when streaming. Default 3;
-    /// values below 1 count as 1. When the text has fewer characters than `chunks`, the trailing
-    /// deltas carry empty text so the event count stays exactly `chunks`.
+    /// Number of text deltas the reply text is split into when streaming (Anthropic
+    /// `text_delta`, Chat content chunks, Responses `response.output_text.delta`, Gemini
+    /// chunks). Default 3; values below 1 count as 1. When the text has fewer characters than
+    /// `chunks`, the trailing deltas carry empty text so the event count stays exactly `chunks`.
     pub chunks: usize,
-    /// Sleep between two consecutive content-carrying stream events (`text_delta`,
-    /// `input_json_delta`). Default 0.
+    /// Sleep between two consecutive content-carrying stream events (text deltas, tool
+    /// argument pieces, reasoning summary deltas). Default 0.
     pub chunk_delay: Duration,
-    /// Answer every request with this status and an Anthropic error body of the matching type.
+    /// Answer every request with this status and an error body of the matching type, in the
+    /// dialect of the request (Anthropic, OpenAI or Google error envelope).
     pub force_status: Option<u16>,
     /// Answer with status 200 but a failure body (a "fake 200", as some relays send).
     pub fake_200: Option<Fake200>,
     /// With `force_status`: also send a `Retry-After` header with this many seconds.
     pub retry_after_secs: Option<u64>,
-    /// Streaming only: after this many SSE events were written, abort the connection without
+    /// Streaming only: after this many stream events (SSE events, including Chat's
+    /// `data: [DONE]`, or Gemini JSON-array elements) were written, abort the connection without
     /// terminating the body, so the client observes a body error rather than a clean end.
     pub reset_after_events: Option<usize>,
-    /// When set, requests whose `x-api-key` (or `Authorization: Bearer` token) differs get a
-    /// 401 `authentication_error`.
+    /// When set, requests presenting a different key get a 401 in their dialect's shape. The
+    /// key is read where the vendor expects it: Anthropic `x-api-key` (or an `Authorization:
+    /// Bearer` token), OpenAI the bearer token only, Gemini `x-goog-api-key` or `?key=`.
     pub expected_api_key: Option<String>,
     /// The assistant text of every reply.
     pub reply_text: String,
-    /// Token counts reported in responses.
+    /// Token counts reported in responses, mapped to each dialect's accounting (OpenAI and
+    /// Gemini count cache reads and writes inside their prompt totals).
     pub usage: MockUsage,
     /// Model name echoed in responses; `None` echoes the request's `model`.
     pub model_override: Option<String>,
@@ -60,9 +65,11 @@ impl Default for MockBehavior {
 pub enum Fake200 {
     /// An HTML page (`text/html`), e.g. a proxy's login or error page.
     Html,
-    /// `application/json` with an Anthropic error object.
+    /// `application/json` with the dialect's error object.
     JsonError,
-    /// `text/event-stream` whose first event is an `error` event.
+    /// `text/event-stream` whose first event is an error: Anthropic `event: error`, Chat
+    /// `data: {"error":..}`, Responses `error` then `response.failed`, Gemini
+    /// `data: {"error":..}`.
     SseError,
 }
 

@@ -18,9 +18,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
-use crate::anthropic;
 use crate::behavior::MockBehavior;
 use crate::body::MockBody;
+use crate::router;
 
 /// One request as the mock received it, recorded before any response was produced.
 #[derive(Debug, Clone)]
@@ -73,8 +73,8 @@ impl Drop for ShutdownGuard {
     }
 }
 
-/// A fake Anthropic Messages API served over real HTTP (HTTP/1.1 with keep-alive, and h2c) on a
-/// local port.
+/// A fake of the Anthropic Messages, OpenAI Chat Completions, OpenAI Responses and Gemini APIs
+/// served over real HTTP (HTTP/1.1 with keep-alive, and h2c) on a local port.
 ///
 /// Cloning gives another handle to the same server; the server stops when
 /// [`shutdown`](Self::shutdown) is called or the last handle is dropped.
@@ -252,11 +252,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<MockBod
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
-            return anthropic::error_response(
-                400,
-                &format!("mock upstream: could not read the request body: {err}"),
-                id,
-            );
+            let message = format!("mock upstream: could not read the request body: {err}");
+            return router::bad_request(&parts.uri, &parts.headers, &message, id);
         }
     };
     let path_and_query =
@@ -273,5 +270,5 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<MockBod
     if !behavior.first_byte_delay.is_zero() {
         tokio::time::sleep(behavior.first_byte_delay).await;
     }
-    anthropic::respond(&behavior, id, &parts.method, parts.uri.path(), &parts.headers, &body)
+    router::respond(&behavior, id, &parts.method, &parts.uri, &parts.headers, &body)
 }

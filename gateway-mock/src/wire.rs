@@ -130,11 +130,5 @@ pub(crate) struct ErrorDetail<'a> {
     pub message: &'a str,
 }
 
-/// Serializes a wire value. These types cannot fail to serialize; should that ever change, an
-/// empty object is better for a test double than a panic inside the server.
-pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|err| {
-        tracing::error!(%err, "mock upstream: serialization failed");
-        "{}".to_owned()
-    })
-}
+/// Shared with the other dialects.
+pub(crate) use crate::common::to_json;

@@ -1,4 +1,5 @@
-//! Runs the mock upstream as a standalone process for benchmarks and cross-language tests.
+//! Runs the mock upstream (every dialect: Anthropic, OpenAI Chat Completions and Responses,
+//! Gemini) as a standalone process for benchmarks and cross-language tests.
 //!
 //! ```text
 //! mock-upstream [--listen 127.0.0.1:PORT] [--chunks N] [--chunk-delay-ms N]
