@@ -106,6 +106,7 @@ fn bench_selection(c: &mut Criterion) {
             groups: &caller,
             model: Some(MODEL),
             local_minute: 12 * 60,
+            translatable: true,
         };
         let candidates = static_candidates(&providers, &filter, &mut Vec::new());
         let health = health(&providers, &candidates);
@@ -116,7 +117,8 @@ fn bench_selection(c: &mut Criterion) {
             "select_50_providers/{label}: {} static candidates, {} healthy, best tier of {}",
             candidates.len(),
             healthy.len(),
-            pick_weighted(&providers, &healthy, &caller, &mut rand::rng()).map_or(0, |(_, n)| n),
+            pick_weighted(&providers, &healthy, &caller, Dialect::Anthropic, &mut rand::rng())
+                .map_or(0, |(_, n)| n),
         );
 
         group.bench_function(format!("static_candidates/{label}"), |b| {
@@ -141,7 +143,15 @@ fn bench_selection(c: &mut Criterion) {
         });
         group.bench_function(format!("pick_weighted/{label}"), |b| {
             let mut rng = rand::rng();
-            b.iter(|| black_box(pick_weighted(&providers, black_box(&healthy), &caller, &mut rng)));
+            b.iter(|| {
+                black_box(pick_weighted(
+                    &providers,
+                    black_box(&healthy),
+                    &caller,
+                    Dialect::Anthropic,
+                    &mut rng,
+                ))
+            });
         });
         // What the router does before its first attempt (minus the state-store call).
         group.bench_function(format!("all_three/{label}"), |b| {
@@ -151,7 +161,7 @@ fn bench_selection(c: &mut Criterion) {
                 let candidates = static_candidates(&providers, black_box(&filter), &mut chain);
                 let healthy =
                     healthy_candidates(&providers, &candidates, &health, &[], NOW_MS, &mut chain, true);
-                black_box((pick_weighted(&providers, &healthy, &caller, &mut rng), chain))
+                black_box((pick_weighted(&providers, &healthy, &caller, Dialect::Anthropic, &mut rng), chain))
             });
         });
     }

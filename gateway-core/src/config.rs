@@ -290,6 +290,11 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// Whether the provider serves clients of `dialect`, natively or by translation.
+    pub fn serves(&self, dialect: Dialect) -> bool {
+        self.provider_type.native_dialect() == dialect || self.options.translate_from.contains(&dialect)
+    }
+
     /// The runtime provider of a config entry; validates and compiles what it can.
     pub fn from_config(id: Id, cfg: &ProviderConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
@@ -592,6 +597,27 @@ pub struct ProviderOptions {
     pub stream_idle_timeout_ms: u64,
     /// Non-streaming requests: total time allowed. Default off.
     pub request_timeout_ms: u64,
+    /// Client dialects this provider also serves by translation (its own is always served):
+    /// `anthropic`, `openai-chat`, `openai-responses`, `gemini`.
+    pub translate_from: Vec<Dialect>,
+    /// `codex` providers that accept only Codex CLI's own instructions: `inject` puts
+    /// `codex_instructions_text` into `instructions` for requests not from Codex CLI (the
+    /// client's own instructions move into a developer message); `keep` (default) sends
+    /// requests as they are.
+    pub codex_instructions: CodexInstructions,
+    /// The instructions text injected by `codex_instructions = "inject"`.
+    pub codex_instructions_text: Option<String>,
+}
+
+/// What to do with the `instructions` of requests to a `codex` provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodexInstructions {
+    /// Send the request's own instructions.
+    #[default]
+    Keep,
+    /// Replace them with the configured text unless the request comes from Codex CLI.
+    Inject,
 }
 
 impl Default for ProviderOptions {
@@ -615,6 +641,9 @@ impl Default for ProviderOptions {
             first_byte_timeout_ms: 0,
             stream_idle_timeout_ms: 0,
             request_timeout_ms: 0,
+            translate_from: Vec::new(),
+            codex_instructions: CodexInstructions::Keep,
+            codex_instructions_text: None,
         }
     }
 }
@@ -676,6 +705,11 @@ impl ProviderConfig {
                 .map_err(|_| bad(format!("custom header name {name:?} is not valid")))?;
             http::HeaderValue::from_str(value)
                 .map_err(|_| bad(format!("custom header {name:?} has an invalid value")))?;
+        }
+        if o.codex_instructions == CodexInstructions::Inject
+            && o.codex_instructions_text.as_deref().is_none_or(|t| t.trim().is_empty())
+        {
+            return Err(bad("codex_instructions = \"inject\" needs codex_instructions_text".into()));
         }
         if o.max_retry_attempts == 0 {
             return Err(bad("max_retry_attempts must be at least 1".into()));

@@ -128,9 +128,44 @@ fn read_limited(reader: impl Read, limit: usize) -> Result<Vec<u8>, DecodeError>
     Ok(out)
 }
 
-/// Whether requests to `path` must name a model.
+/// Whether requests to `path` must name a model in the body (Gemini names it in the path).
 pub fn model_required(path: &str) -> bool {
-    matches!(path, "/v1/messages" | "/v1/messages/count_tokens" | "/v1/chat/completions" | "/v1/responses")
+    matches!(
+        path,
+        "/v1/messages"
+            | "/v1/messages/count_tokens"
+            | "/v1/chat/completions"
+            | "/v1/responses"
+            | "/v1/responses/compact"
+    )
+}
+
+/// What a Gemini model path asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeminiAction {
+    /// `:generateContent`.
+    Generate,
+    /// `:streamGenerateContent`.
+    StreamGenerate,
+    /// `:countTokens`.
+    CountTokens,
+}
+
+/// The model and action of `/v1beta/models/{model}:{action}` (also under `/v1/models/`, which
+/// the google-genai SDK uses).
+pub fn gemini_action(path: &str) -> Option<(&str, GeminiAction)> {
+    let rest = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/"))?;
+    let (model, action) = rest.rsplit_once(':')?;
+    if model.is_empty() || model.contains('/') {
+        return None;
+    }
+    let action = match action {
+        "generateContent" => GeminiAction::Generate,
+        "streamGenerateContent" => GeminiAction::StreamGenerate,
+        "countTokens" => GeminiAction::CountTokens,
+        _ => return None,
+    };
+    Some((model, action))
 }
 
 /// Adds [`ParseService`]: runs after auth, so unauthenticated callers never make the gateway
@@ -170,7 +205,14 @@ where
 
     fn call(&mut self, mut req: GatewayRequest) -> Self::Future {
         use futures_util::future::{Either, ready};
-        match parse_hints(&req.body, req.dialect, model_required(req.uri.path())) {
+        let parsed = parse_hints(&req.body, req.dialect, model_required(req.uri.path())).map(|mut hints| {
+            if let Some((model, action)) = gemini_action(req.uri.path()) {
+                hints.model = Some(model.to_owned());
+                hints.stream = action == GeminiAction::StreamGenerate;
+            }
+            hints
+        });
+        match parsed {
             Ok(hints) => {
                 req.ctx.update(|s| {
                     s.original_model = hints.model.clone();
@@ -203,6 +245,19 @@ struct BodyProbe<'a> {
     system: Option<&'a RawValue>,
     #[serde(borrow, default)]
     messages: Option<Vec<&'a RawValue>>,
+    // OpenAI Responses.
+    #[serde(borrow, default)]
+    instructions: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt_cache_key: Option<std::borrow::Cow<'a, str>>,
+    // Gemini (camelCase from the REST API, snake_case from the google-genai SDK).
+    #[serde(borrow, default, alias = "system_instruction")]
+    #[serde(rename = "systemInstruction")]
+    system_instruction: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    contents: Option<Vec<&'a RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -232,30 +287,35 @@ pub fn parse_hints(body: &[u8], dialect: Dialect, require_model: bool) -> Result
         Some(serde_json::Value::Bool(b)) => b,
         _ => false,
     };
-    let conversation_fingerprint = match dialect {
-        Dialect::Anthropic | Dialect::OpenaiChat => {
-            let first_user = probe.messages.as_deref().unwrap_or_default().iter().find(|m| {
-                serde_json::from_str::<RoleOnly<'_>>(m.get())
-                    .ok()
-                    .and_then(|r| r.role)
-                    .is_some_and(|r| r == "user")
-            });
-            if probe.system.is_none() && first_user.is_none() {
-                None
-            } else {
-                let mut h = Sha256::new();
-                h.update(probe.system.map_or("", |s| s.get()).as_bytes());
-                h.update([0]);
-                h.update(first_user.map_or("", |m| m.get()).as_bytes());
-                Some(h.finalize().into())
-            }
-        }
-        _ => None,
+    // The opening of the conversation: system-like instructions and the first user turn, as
+    // raw JSON. The same key sending the same opening is the same session.
+    fn first_user<'a>(items: Option<&[&'a RawValue]>) -> Option<&'a RawValue> {
+        items.unwrap_or_default().iter().copied().find(|m| {
+            serde_json::from_str::<RoleOnly<'_>>(m.get())
+                .ok()
+                .and_then(|r| r.role)
+                .is_some_and(|r| r == "user")
+        })
+    }
+    let (system, first_user): (Option<&RawValue>, Option<&RawValue>) = match dialect {
+        Dialect::Anthropic | Dialect::OpenaiChat => (probe.system, first_user(probe.messages.as_deref())),
+        Dialect::OpenaiResponses => (probe.instructions, probe.input),
+        Dialect::Gemini => (probe.system_instruction, first_user(probe.contents.as_deref())),
+    };
+    let conversation_fingerprint = if system.is_none() && first_user.is_none() {
+        None
+    } else {
+        let mut h = Sha256::new();
+        h.update(system.map_or("", |s| s.get()).as_bytes());
+        h.update([0]);
+        h.update(first_user.map_or("", |m| m.get()).as_bytes());
+        Some(h.finalize().into())
     };
     Ok(RequestHints {
         model,
         stream,
         metadata_user_id: probe.metadata.and_then(|m| m.user_id).map(|u| u.into_owned()),
+        prompt_cache_key: probe.prompt_cache_key.map(|k| k.into_owned()),
         conversation_fingerprint,
     })
 }
@@ -305,6 +365,34 @@ pub fn set_top_level_field(
     }
     out.push(b'}');
     Ok(Bytes::from(out))
+}
+
+/// Sets `key` inside the top-level object field `field` (creating it), keeping the field's other
+/// keys and every other byte of the body.
+pub fn merge_top_level_object(
+    body: &[u8],
+    field: &str,
+    key: &str,
+    value: serde_json::Value,
+) -> Result<Bytes, GatewayError> {
+    let entries = serde_json::from_slice::<OrderedObject<'_>>(body)
+        .map_err(|e| {
+            GatewayError::new(
+                ErrorKind::InvalidRequest,
+                "invalid_json",
+                format!("request body is not a JSON object: {e}"),
+            )
+        })?
+        .0;
+    let mut object = entries
+        .iter()
+        .find(|(k, _)| k == field)
+        .and_then(|(_, raw)| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get()).ok()
+        })
+        .unwrap_or_default();
+    object.insert(key.to_owned(), value);
+    set_top_level_field(body, field, &serde_json::Value::Object(object))
 }
 
 /// A JSON object as its entries in order, values left raw.

@@ -34,9 +34,18 @@ impl ModelsService {
     }
 }
 
+/// An upstream model list: OpenAI/Anthropic `data[].id` or Gemini `models[].name`.
 #[derive(Deserialize)]
 struct UpstreamList {
+    #[serde(default)]
     data: Vec<UpstreamModel>,
+    #[serde(default)]
+    models: Vec<GeminiModel>,
+}
+
+#[derive(Deserialize)]
+struct GeminiModel {
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -67,13 +76,11 @@ impl Service<GatewayRequest> for ModelsService {
             .iter()
             .enumerate()
             .filter(|(_, p)| {
-                p.enabled
-                    && p.provider_type.native_dialect() == Dialect::Anthropic
-                    && crate::route::groups_overlap(&groups, &p.groups)
+                p.enabled && p.serves(req.dialect) && crate::route::groups_overlap(&groups, &p.groups)
             })
             .map(|(i, _)| i)
             .collect();
-        let chosen = pick_weighted(catalog.providers(), &candidates, &groups, &mut rand::rng())
+        let chosen = pick_weighted(catalog.providers(), &candidates, &groups, req.dialect, &mut rand::rng())
             .map(|(i, _)| catalog.providers()[i].clone());
         Box::pin(async move {
             let mut names = BTreeSet::new();
@@ -85,7 +92,12 @@ impl Service<GatewayRequest> for ModelsService {
                         names.insert(rule.from().to_owned());
                     }
                 }
-                let list_url = url::join_upstream_url(&provider.base_url, "/v1/models", Some("limit=1000"));
+                let gemini = provider.provider_type.native_dialect() == Dialect::Gemini;
+                let list_url = if gemini {
+                    url::join_upstream_url(&provider.base_url, "/v1beta/models", Some("pageSize=1000"))
+                } else {
+                    url::join_upstream_url(&provider.base_url, "/v1/models", Some("limit=1000"))
+                };
                 let client = clients.for_provider(&provider).map(|c| c.primary);
                 let sent = match client {
                     Ok(client) => client
@@ -104,6 +116,11 @@ impl Service<GatewayRequest> for ModelsService {
                 {
                     upstream_ok = true;
                     names.extend(list.data.into_iter().map(|m| m.id));
+                    names.extend(
+                        list.models
+                            .into_iter()
+                            .map(|m| m.name.strip_prefix("models/").unwrap_or(&m.name).to_owned()),
+                    );
                 }
             }
             if !upstream_ok {
@@ -145,6 +162,18 @@ fn render(names: &BTreeSet<String>, dialect: Dialect) -> String {
             "first_id": names.first(),
             "last_id": names.last(),
         })
+    } else if dialect == Dialect::Gemini {
+        let models: Vec<_> = names
+            .iter()
+            .map(|id| {
+                serde_json::json!({
+                    "name": format!("models/{id}"),
+                    "displayName": id,
+                    "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+                })
+            })
+            .collect();
+        serde_json::json!({ "models": models })
     } else {
         let data: Vec<_> = names
             .iter()

@@ -301,14 +301,18 @@ fn classify(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
             format!("{method} {path} is not an endpoint of this gateway"),
         )
     };
+    let proxy = |dialect, billable| Ok(Endpoint::Proxy { dialect, billable });
     match (method, path) {
-        (&Method::POST, "/v1/messages") => {
-            Ok(Endpoint::Proxy { dialect: Dialect::Anthropic, billable: true })
-        }
-        (&Method::POST, "/v1/messages/count_tokens") => {
-            Ok(Endpoint::Proxy { dialect: Dialect::Anthropic, billable: false })
-        }
-        (&Method::GET, "/v1/models") => Ok(Endpoint::Models),
+        (&Method::POST, "/v1/messages") => proxy(Dialect::Anthropic, true),
+        (&Method::POST, "/v1/messages/count_tokens") => proxy(Dialect::Anthropic, false),
+        (&Method::POST, "/v1/chat/completions") => proxy(Dialect::OpenaiChat, true),
+        (&Method::POST, "/v1/responses") => proxy(Dialect::OpenaiResponses, true),
+        (&Method::POST, "/v1/responses/compact") => proxy(Dialect::OpenaiResponses, false),
+        (&Method::GET, "/v1/models" | "/v1beta/models") => Ok(Endpoint::Models),
+        (&Method::POST, _) => match ingress::gemini_action(path) {
+            Some((_, action)) => proxy(Dialect::Gemini, action != ingress::GeminiAction::CountTokens),
+            None => Err(not_found()),
+        },
         _ => Err(not_found()),
     }
 }
@@ -378,7 +382,7 @@ impl Gateway {
         };
         let (dialect, billable, is_models) = match endpoint {
             Endpoint::Proxy { dialect, billable } => (dialect, billable, false),
-            Endpoint::Models => (models_dialect(&parts.headers), false, true),
+            Endpoint::Models => (models_dialect(&parts.headers, parts.uri.path()), false, true),
         };
         ctx.update(|s| {
             s.dialect = Some(dialect);
@@ -451,8 +455,14 @@ impl Drop for AbandonGuard {
 
 /// `GET /v1/models` answers in Anthropic's shape when the client sends `anthropic-version`
 /// (Claude Code and the Anthropic SDKs do), else in OpenAI's list shape.
-fn models_dialect(headers: &http::HeaderMap) -> Dialect {
-    if headers.contains_key("anthropic-version") { Dialect::Anthropic } else { Dialect::OpenaiChat }
+fn models_dialect(headers: &http::HeaderMap, path: &str) -> Dialect {
+    if path.starts_with("/v1beta/") || headers.contains_key("x-goog-api-key") {
+        Dialect::Gemini
+    } else if headers.contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenaiChat
+    }
 }
 
 impl<B> Service<http::Request<B>> for Gateway

@@ -37,6 +37,8 @@ pub struct RequestHints {
     pub stream: bool,
     /// Claude Code's `metadata.user_id`.
     pub metadata_user_id: Option<String>,
+    /// Codex CLI's `prompt_cache_key` (equal to its session id).
+    pub prompt_cache_key: Option<String>,
     /// Hash input for sessions without an explicit id: system prompt and first user message.
     pub conversation_fingerprint: Option<[u8; 32]>,
 }
@@ -117,6 +119,8 @@ pub struct ContextState {
     pub billable: bool,
     /// Providers considered and attempts made.
     pub chain: Vec<crate::route::chain::ChainEntry>,
+    /// What translation between dialects could not carry over.
+    pub notes: Vec<String>,
 }
 
 /// Facts known only when the response ends, passed to the finalizer.

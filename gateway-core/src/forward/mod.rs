@@ -10,6 +10,7 @@
 pub mod body;
 pub mod client;
 pub mod headers;
+pub mod translation;
 pub mod url;
 
 use std::task::{Context, Poll};
@@ -134,14 +135,47 @@ fn sse_error_message(first: &[u8]) -> Option<String> {
 }
 
 impl ForwardService {
-    async fn forward(clients: ClientPool, req: GatewayRequest) -> Result<GatewayResponse, GatewayError> {
-        let target = req.target.ok_or_else(|| {
+    async fn forward(clients: ClientPool, mut req: GatewayRequest) -> Result<GatewayResponse, GatewayError> {
+        let target = req.target.take().ok_or_else(|| {
             GatewayError::new(ErrorKind::Internal, "no_target", "forwarder reached without a routed provider")
         })?;
         let provider = target.provider;
         let opts = &provider.options;
         let stream = req.hints.stream;
-        let url = url::join_upstream_url(&provider.base_url, req.uri.path(), req.uri.query());
+        let upstream_dialect = provider.provider_type.native_dialect();
+        let translated = if upstream_dialect != req.dialect {
+            let t = translation::translate_request(
+                &target.body,
+                req.dialect,
+                upstream_dialect,
+                target.forwarded_model.as_deref(),
+                stream,
+            )?;
+            if !t.notes.is_empty() {
+                req.ctx.update(|s| s.notes.extend(t.notes.0.iter().cloned()));
+            }
+            Some(t)
+        } else {
+            None
+        };
+        let url = match &translated {
+            Some(t) => {
+                let (path, query) = t.path_and_query.split_once('?').unwrap_or((&t.path_and_query, ""));
+                url::join_upstream_url(&provider.base_url, path, Some(query))
+            }
+            None => {
+                let path = passthrough_path(&req, target.forwarded_model.as_deref());
+                url::join_upstream_url(&provider.base_url, &path, forwarded_query(req.uri.query()).as_deref())
+            }
+        };
+        let mut upstream_body = translated.as_ref().map_or_else(|| target.body.clone(), |t| t.body.clone());
+        if provider.provider_type == crate::config::ProviderType::Codex
+            && opts.codex_instructions == crate::config::CodexInstructions::Inject
+            && !translation::from_codex_cli(&req.headers)
+            && let Some(text) = opts.codex_instructions_text.as_deref()
+        {
+            upstream_body = translation::inject_codex_instructions(&upstream_body, text)?;
+        }
         let headers = headers::upstream_request_headers(&req.headers, &provider);
         let first_byte_limit = if stream { millis(opts.first_byte_timeout_ms) } else { None };
         let total_limit = if stream { None } else { millis(opts.request_timeout_ms) };
@@ -150,7 +184,7 @@ impl ForwardService {
             let mut builder = client
                 .request(req.method.clone(), url.as_str())
                 .headers(headers.clone())
-                .body(target.body.clone());
+                .body(upstream_body.clone());
             if let Some(limit) = total_limit {
                 builder = builder.timeout(limit);
             }
@@ -243,8 +277,42 @@ impl ForwardService {
                 body = body::IdleTimeout::new(body, idle, provider.name.clone()).boxed_unsync();
             }
         }
-        Ok(GatewayResponse::from_parts(parts, body))
+        let resp = GatewayResponse::from_parts(parts, body);
+        if translated.is_some() {
+            let mut notes = crate::translate::Notes::default();
+            let resp =
+                translation::translate_response(resp, upstream_dialect, req.dialect, &mut notes).await?;
+            if !notes.is_empty() {
+                req.ctx.update(|s| s.notes.extend(notes.0));
+            }
+            return Ok(resp);
+        }
+        Ok(resp)
     }
+}
+
+/// The client's path, with a redirected model put into Gemini's model segment (the other
+/// dialects carry the model in the body, rewritten by the router).
+fn passthrough_path(req: &GatewayRequest, forwarded_model: Option<&str>) -> String {
+    let path = req.uri.path();
+    if let (Some((model, _)), Some(to)) = (crate::ingress::gemini_action(path), forwarded_model)
+        && model != to
+        && let Some(at) = path.find(&format!("/{model}:"))
+    {
+        return format!("{}/{to}{}", &path[..at], &path[at + 1 + model.len()..]);
+    }
+    path.to_owned()
+}
+
+/// The client's query without its `key` parameter: a Gemini client may authenticate with
+/// `?key=`, and the gateway key must never reach the upstream.
+fn forwarded_query(query: Option<&str>) -> Option<String> {
+    let query = query?;
+    if !query.split('&').any(|p| p == "key" || p.starts_with("key=")) {
+        return Some(query.to_owned());
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| *p != "key" && !p.starts_with("key=")).collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
 }
 
 /// Whether a send failed because the proxy itself could not be reached (refused, timed out, no

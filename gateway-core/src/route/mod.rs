@@ -28,6 +28,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::catalog::CatalogHandle;
 use crate::config::{Id, Provider, redirect_model};
+use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
 use crate::ingress::set_top_level_field;
 use crate::request::{GatewayRequest, GatewayResponse, Target};
@@ -207,19 +208,31 @@ fn millis(d: Duration) -> u64 {
 /// Builds the attempt's target: the provider's model redirect applied to the client body.
 fn target_for(provider: &Arc<Provider>, req: &GatewayRequest) -> Result<Target, GatewayError> {
     let original = req.hints.model.as_deref();
-    let redirected = original.and_then(|m| redirect_model(&provider.model_redirects, m));
-    Ok(match redirected {
-        Some(to) if Some(to) != original => Target {
-            provider: provider.clone(),
-            forwarded_model: Some(to.to_owned()),
-            body: set_top_level_field(&req.body, "model", &serde_json::Value::from(to))?,
-        },
-        _ => Target {
-            provider: provider.clone(),
-            forwarded_model: req.hints.model.clone(),
-            body: req.body.clone(),
-        },
-    })
+    let redirected = original
+        .and_then(|m| redirect_model(&provider.model_redirects, m))
+        .filter(|to| Some(*to) != original);
+    let forwarded_model = redirected.map(str::to_owned).or_else(|| req.hints.model.clone());
+    let mut body = req.body.clone();
+    // Gemini names the model in the path; the forwarder rewrites that.
+    if let Some(to) = redirected
+        && req.dialect != Dialect::Gemini
+    {
+        body = set_top_level_field(&body, "model", &serde_json::Value::from(to))?;
+    }
+    // Chat streams report usage only when asked; the gateway always asks, so no stream goes
+    // unbilled. (Translated requests get it from the chat encoder.)
+    if req.dialect == Dialect::OpenaiChat
+        && provider.provider_type == crate::config::ProviderType::OpenaiCompatible
+        && req.hints.stream
+    {
+        body = crate::ingress::merge_top_level_object(
+            &body,
+            "stream_options",
+            "include_usage",
+            serde_json::Value::Bool(true),
+        )?;
+    }
+    Ok(Target { provider: provider.clone(), forwarded_model, body })
 }
 
 fn attempt_request(req: &GatewayRequest, target: Target) -> GatewayRequest {
@@ -254,6 +267,7 @@ impl RouterShared {
             groups,
             model: req.hints.model.as_deref(),
             local_minute: local_minute(now_local, self.settings.timezone),
+            translatable: crate::forward::translation::translatable(req.dialect, req.uri.path()),
         };
         let candidates = select::static_candidates(providers, &filter, &mut chain);
         let ids: Vec<Id> = candidates.iter().map(|&i| providers[i].id).collect();
@@ -292,10 +306,12 @@ impl RouterShared {
                 .filter(|&i| !providers[i].options.disable_session_reuse);
             let (index, method, tier_size) = match reuse {
                 Some(i) => (i, SelectionMethod::SessionReuse, 1),
-                None => match select::pick_weighted(providers, &healthy, groups, &mut rand::rng()) {
-                    Some((i, n)) => (i, SelectionMethod::WeightedRandom, n),
-                    None => break,
-                },
+                None => {
+                    match select::pick_weighted(providers, &healthy, groups, req.dialect, &mut rand::rng()) {
+                        Some((i, n)) => (i, SelectionMethod::WeightedRandom, n),
+                        None => break,
+                    }
+                }
             };
             first_pick = false;
             let provider = &providers[index];

@@ -30,6 +30,8 @@ pub struct StaticFilter<'a> {
     pub model: Option<&'a str>,
     /// Minutes after local midnight, for active windows.
     pub local_minute: u16,
+    /// Whether this endpoint can be served by a provider of another dialect.
+    pub translatable: bool,
 }
 
 fn skip(chain: &mut Vec<ChainEntry>, p: &Provider, reason: SkipReason) {
@@ -55,7 +57,8 @@ pub fn static_candidates(
         }
         let reason = if !p.enabled {
             Some(SkipReason::Disabled)
-        } else if p.provider_type.native_dialect() != f.dialect {
+        } else if !(p.provider_type.native_dialect() == f.dialect || (f.translatable && p.serves(f.dialect)))
+        {
             Some(SkipReason::DialectMismatch)
         } else if f.model.is_some_and(|m| !model_allowed(&p.options.allowed_models, m)) {
             Some(SkipReason::ModelNotAllowed)
@@ -112,18 +115,29 @@ pub fn pick_weighted(
     providers: &[Arc<Provider>],
     candidates: &[usize],
     groups: &[String],
+    dialect: Dialect,
     rng: &mut impl Rng,
 ) -> Option<(usize, usize)> {
     let best = candidates.iter().map(|&i| providers[i].effective_priority(groups)).min()?;
+    // Inside the tier, providers speaking the caller's dialect come first: translation is for
+    // requests nothing else can serve.
+    let native_in_tier = candidates.iter().any(|&i| {
+        providers[i].effective_priority(groups) == best
+            && providers[i].provider_type.native_dialect() == dialect
+    });
+    let in_tier = |i: usize| {
+        providers[i].effective_priority(groups) == best
+            && (!native_in_tier || providers[i].provider_type.native_dialect() == dialect)
+    };
     let mut tier_total: u64 = 0;
     let mut tier_len = 0usize;
     for &i in candidates {
-        if providers[i].effective_priority(groups) == best {
+        if in_tier(i) {
             tier_total += u64::from(providers[i].weight);
             tier_len += 1;
         }
     }
-    let tier = || candidates.iter().copied().filter(|&i| providers[i].effective_priority(groups) == best);
+    let tier = || candidates.iter().copied().filter(|&i| in_tier(i));
     if tier_total == 0 {
         let n = rng.random_range(0..tier_len);
         return tier().nth(n).map(|i| (i, tier_len));
@@ -161,7 +175,7 @@ mod tests {
         let all: Vec<usize> = (0..ps.len()).collect();
         let mut out = std::collections::BTreeMap::new();
         for _ in 0..n {
-            let (i, _) = pick_weighted(ps, &all, g, &mut rng).expect("pick");
+            let (i, _) = pick_weighted(ps, &all, g, Dialect::Anthropic, &mut rng).expect("pick");
             *out.entry(ps[i].id).or_default() += 1;
         }
         out
@@ -230,6 +244,7 @@ mod tests {
             groups: &g,
             model: Some("claude-sonnet-4-5"),
             local_minute: 12 * 60,
+            translatable: true,
         };
         let c = static_candidates(&ps, &f, &mut chain);
         assert_eq!(c, vec![5]);

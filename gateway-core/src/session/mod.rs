@@ -6,7 +6,8 @@
 //! Order of sources: Claude Code's `x-claude-code-session-id` header; the session inside
 //! `metadata.user_id` (JSON `{"session_id": ...}` from Claude Code 2.1.78 on, or the older
 //! `user_<hash>_account_<uuid>_session_<uuid>`); `x-session-id`; Codex CLI's `session-id`
-//! / `session_id` headers; else a stable hash of key + system prompt + first user message.
+//! / `session_id` headers, then its `prompt_cache_key`; else a stable hash of key + system
+//! prompt + first user message.
 
 use std::task::{Context, Poll};
 
@@ -72,6 +73,9 @@ pub fn derive_session_id(req: &GatewayRequest) -> String {
         if let Some(id) = header(name) {
             return id.to_owned();
         }
+    }
+    if let Some(id) = req.hints.prompt_cache_key.as_deref().and_then(usable) {
+        return id.to_owned();
     }
     // No id from the client: the same key sending the same opening of a conversation is the
     // same session. Scoped by key so two users never share one.

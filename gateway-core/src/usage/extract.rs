@@ -86,23 +86,39 @@ struct StreamErrorDetail {
     message: String,
 }
 
-/// Watches an Anthropic SSE stream as it is relayed and keeps what the log needs: usage (from
-/// `message_start`, then `message_delta`, later values winning), whether generation began (first
-/// `content_block_delta`), whether the stream ended properly (`message_stop`) and any `error`
-/// event. The relayed bytes themselves are never modified.
-#[derive(Debug, Default)]
+/// Watches an SSE stream as it is relayed and keeps what the log needs: usage (later values
+/// winning), whether generation began (first content delta), whether the stream ended properly
+/// and any error event. The relayed bytes themselves are never modified.
+///
+/// Anthropic streams (the common case) are read by event name, parsing only the few events that
+/// carry usage; other dialects go through their codec's stream decoder.
+#[derive(Default)]
 pub struct SseUsageTap {
     decoder: SseDecoder,
+    codec: Option<CodecTap>,
+    /// A dialect the tap cannot read: it must not judge the stream's ending.
+    blind: bool,
     /// Usage so far.
     pub usage: TokenUsage,
     /// Set once a usage-bearing event was seen.
     pub saw_usage: bool,
     /// Set at the first content delta.
     pub saw_first_token: bool,
-    /// Set at `message_stop`.
+    /// Set at the stream's terminal event.
     pub saw_stop: bool,
-    /// Message of an `error` event, if one came.
+    /// Message of an error event, if one came.
     pub error: Option<String>,
+}
+
+struct CodecTap {
+    decoder: Box<dyn crate::translate::StreamDecoder>,
+    events: Vec<crate::translate::ir::StreamEvent>,
+}
+
+impl std::fmt::Debug for SseUsageTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseUsageTap").field("usage", &self.usage).field("saw_stop", &self.saw_stop).finish()
+    }
 }
 
 /// What one chunk changed, for timing.
@@ -113,10 +129,32 @@ pub struct TapProgress {
 }
 
 impl SseUsageTap {
+    /// A tap for streams of `dialect`.
+    pub fn for_dialect(dialect: crate::dialect::Dialect) -> Self {
+        let codec = match dialect {
+            crate::dialect::Dialect::Anthropic => None,
+            other => crate::translate::codec(other)
+                .map(|c| CodecTap { decoder: c.stream_decoder(), events: Vec::new() }),
+        };
+        let blind = dialect != crate::dialect::Dialect::Anthropic && codec.is_none();
+        Self { codec, blind, ..Self::default() }
+    }
+
     /// Feeds relayed bytes.
     pub fn push(&mut self, chunk: &[u8]) -> TapProgress {
         let mut progress = TapProgress::default();
-        let Self { decoder, usage, saw_usage, saw_first_token, saw_stop, error } = self;
+        if self.blind {
+            return progress;
+        }
+        if let Some(mut codec) = self.codec.take() {
+            if let Err(e) = codec.decoder.push(chunk, &mut codec.events) {
+                self.error.get_or_insert(e.0);
+            }
+            self.observe_events(&mut codec.events, &mut progress);
+            self.codec = Some(codec);
+            return progress;
+        }
+        let Self { decoder, usage, saw_usage, saw_first_token, saw_stop, error, .. } = self;
         let result = decoder.push(chunk, |ev| {
             observe(ev.event, &ev.data, usage, saw_usage, saw_first_token, saw_stop, error, &mut progress)
         });
@@ -128,11 +166,71 @@ impl SseUsageTap {
 
     /// Feeds the end of the stream.
     pub fn finish(&mut self) {
-        let Self { decoder, usage, saw_usage, saw_first_token, saw_stop, error } = self;
+        if self.blind {
+            self.saw_stop = true;
+            return;
+        }
+        if let Some(mut codec) = self.codec.take() {
+            codec.decoder.finish(&mut codec.events);
+            self.observe_events(&mut codec.events, &mut TapProgress::default());
+            self.codec = Some(codec);
+            return;
+        }
+        let Self { decoder, usage, saw_usage, saw_first_token, saw_stop, error, .. } = self;
         let mut progress = TapProgress::default();
         decoder.finish(|ev| {
             observe(ev.event, &ev.data, usage, saw_usage, saw_first_token, saw_stop, error, &mut progress)
         });
+    }
+
+    fn observe_events(
+        &mut self,
+        events: &mut Vec<crate::translate::ir::StreamEvent>,
+        progress: &mut TapProgress,
+    ) {
+        use crate::translate::ir::StreamEvent as E;
+        for ev in events.drain(..) {
+            match ev {
+                E::Start { usage, .. } | E::Finish { usage, .. } => {
+                    overlay(&mut self.usage, &usage.tokens);
+                    self.saw_usage = true;
+                }
+                E::Delta { .. } if !self.saw_first_token => {
+                    self.saw_first_token = true;
+                    progress.first_token = true;
+                }
+                E::Stop => self.saw_stop = true,
+                E::Error { kind, message } => {
+                    self.error.get_or_insert(format!("{kind}: {message}"));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Later usage wins field by field where it says something.
+fn overlay(into: &mut TokenUsage, from: &TokenUsage) {
+    let pairs = [
+        (&mut into.input_tokens, from.input_tokens),
+        (&mut into.output_tokens, from.output_tokens),
+        (&mut into.cache_creation_input_tokens, from.cache_creation_input_tokens),
+        (&mut into.cache_creation_5m_input_tokens, from.cache_creation_5m_input_tokens),
+        (&mut into.cache_creation_1h_input_tokens, from.cache_creation_1h_input_tokens),
+        (&mut into.cache_read_input_tokens, from.cache_read_input_tokens),
+    ];
+    for (slot, value) in pairs {
+        if value != 0 {
+            *slot = value;
+        }
+    }
+}
+
+/// Usage of a complete response body of `dialect`.
+pub fn usage_of_body(dialect: crate::dialect::Dialect, body: &[u8]) -> Option<TokenUsage> {
+    match dialect {
+        crate::dialect::Dialect::Anthropic => usage_from_json(body),
+        other => crate::translate::codec(other)?.decode_response(body).ok().map(|r| r.usage.tokens),
     }
 }
 

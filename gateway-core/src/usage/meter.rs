@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::{Outcome, SseUsageTap, TokenUsage, UsageRecord, compute_cost, usage_from_json};
+use super::{Outcome, SseUsageTap, TokenUsage, UsageRecord, compute_cost};
 use crate::catalog::CatalogHandle;
 use crate::error::{ErrorKind, GatewayError};
 use crate::request::{BoxError, Completion, GatewayBody, RequestContext};
@@ -79,6 +79,7 @@ impl Recorder {
             error: done.error,
             user_agent: ctx.user_agent().map(str::to_owned),
             decision_chain: state.chain,
+            translation_notes: state.notes,
         };
         tracing::debug!(
             request_id = %record.request_id,
@@ -143,7 +144,7 @@ impl MeteredBody {
     /// Wraps `inner`; `sse` selects the stream tap over the whole-JSON tap.
     pub fn new(inner: GatewayBody, sse: bool, status: u16, ctx: RequestContext, recorder: Recorder) -> Self {
         let (tap, remaining) = if sse {
-            (Tap::Sse(Box::default()), None)
+            (Tap::Sse(Box::new(SseUsageTap::for_dialect(ctx.error_dialect()))), None)
         } else {
             (Tap::Json { chunks: Vec::new(), len: 0, overflow: false }, inner.size_hint().exact())
         };
@@ -196,10 +197,11 @@ impl MeteredBody {
                 if *overflow || self.status >= 300 {
                     return TokenUsage::default();
                 }
+                let dialect = self.ctx.error_dialect();
                 let usage = if chunks.len() == 1 {
-                    usage_from_json(&chunks[0])
+                    super::extract::usage_of_body(dialect, &chunks[0])
                 } else {
-                    usage_from_json(&chunks.concat())
+                    super::extract::usage_of_body(dialect, &chunks.concat())
                 };
                 chunks.clear();
                 usage.unwrap_or_default()

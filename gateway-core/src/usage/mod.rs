@@ -120,4 +120,7 @@ pub struct UsageRecord {
     /// Providers considered and attempts made, in order.
     #[serde(default)]
     pub decision_chain: Vec<crate::route::chain::ChainEntry>,
+    /// What translation between dialects could not carry over.
+    #[serde(default)]
+    pub translation_notes: Vec<String>,
 }

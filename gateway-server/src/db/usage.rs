@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Database, DbError, PoolExt, Result, with_pool};
 
-/// Columns written per record (29); 1,000 rows stay below SQLite's 32,766 bound parameters.
+/// Columns written per record (30); 1,000 rows stay below SQLite's 32,766 bound parameters.
 const MAX_ROWS_PER_STATEMENT: usize = 1_000;
 
 /// The column list of `request_log`, as a literal so that it can be `concat!`ed into `'static`
@@ -23,7 +23,7 @@ macro_rules! request_log_columns {
          input_tokens, output_tokens, cache_creation_input_tokens, \
          cache_creation_5m_input_tokens, cache_creation_1h_input_tokens, \
          cache_read_input_tokens, cost_nanousd, cost_multiplier, duration_ms, ttfb_ms, ttft_ms, \
-         session_id, error, user_agent, decision_chain"
+         session_id, error, user_agent, decision_chain, translation_notes"
     };
 }
 
@@ -32,7 +32,7 @@ const INSERT_HEAD: &str = "INSERT INTO request_log (request_id, created_at, user
      stream, status_code, outcome, input_tokens, output_tokens, cache_creation_input_tokens, \
      cache_creation_5m_input_tokens, cache_creation_1h_input_tokens, cache_read_input_tokens, \
      cost_nanousd, cost_multiplier, duration_ms, ttfb_ms, ttft_ms, session_id, error, \
-     user_agent, decision_chain) ";
+     user_agent, decision_chain, translation_notes) ";
 
 /// One row of `request_log`, with the database's column types (integers as `i64`, the cost
 /// multiplier as its exact decimal text). [`RequestLogRow::into_usage_record`] converts back.
@@ -98,6 +98,8 @@ pub struct RequestLogRow {
     pub user_agent: Option<String>,
     /// The decision chain as JSON (providers considered, attempts and outcomes).
     pub decision_chain: Option<String>,
+    /// What translation could not carry over, as a JSON array of strings.
+    pub translation_notes: Option<String>,
 }
 
 /// Counts are `u64` in the domain and `BIGINT` in the database; no real count gets near 2^63.
@@ -178,6 +180,11 @@ impl RequestLogRow {
                 Some(json) => serde_json::from_str(json)
                     .map_err(|e| DbError::invalid("request_log", "decision_chain", e.to_string()))?,
             },
+            translation_notes: match self.translation_notes.as_deref() {
+                None | Some("") => Vec::new(),
+                Some(json) => serde_json::from_str(json)
+                    .map_err(|e| DbError::invalid("request_log", "translation_notes", e.to_string()))?,
+            },
         })
     }
 }
@@ -187,7 +194,12 @@ fn chain_json(chain: &[gateway_core::route::chain::ChainEntry]) -> Option<String
     if chain.is_empty() { None } else { serde_json::to_string(chain).ok() }
 }
 
-/// Pushes the 29 values of one record in the column order of [`INSERT_HEAD`].
+/// Translation notes as stored: a JSON array, or NULL when there are none.
+fn notes_json(notes: &[String]) -> Option<String> {
+    if notes.is_empty() { None } else { serde_json::to_string(notes).ok() }
+}
+
+/// Pushes the 30 values of one record in the column order of [`INSERT_HEAD`].
 macro_rules! push_record {
     ($row:ident, $r:ident) => {{
         let u = &$r.usage;
@@ -219,7 +231,8 @@ macro_rules! push_record {
             .push_bind(&$r.session_id)
             .push_bind(&$r.error)
             .push_bind(&$r.user_agent)
-            .push_bind(chain_json(&$r.decision_chain));
+            .push_bind(chain_json(&$r.decision_chain))
+            .push_bind(notes_json(&$r.translation_notes));
     }};
 }
 

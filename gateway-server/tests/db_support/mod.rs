@@ -217,6 +217,7 @@ pub fn full_record(request_id: &str) -> UsageRecord {
                 },
             },
         ],
+        translation_notes: vec!["top_k: not supported by openai-chat".to_owned()],
     }
 }
 
@@ -247,6 +248,7 @@ pub fn minimal_record(request_id: &str, created_at: DateTime<Utc>) -> UsageRecor
         error: None,
         user_agent: None,
         decision_chain: Vec::new(),
+        translation_notes: Vec::new(),
     }
 }
 

@@ -1,0 +1,184 @@
+//! The other dialects' endpoints end to end in-process: OpenAI chat to an `openai-compatible`
+//! provider, Responses to a `codex` provider, Gemini to a `gemini` provider (same dialect:
+//! passthrough), with what each dialect needs changed on the way.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gateway_core::config::ConfigFile;
+use gateway_core::store::MemoryUsageSink;
+use gateway_core::usage::UsageRecord;
+use gateway_core::{Gateway, GatewaySettings};
+use gateway_mock::MockUpstream;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+const KEY: &str = "sk-alice-0001";
+
+struct Env {
+    gateway: Gateway,
+    sink: MemoryUsageSink,
+    mock: MockUpstream,
+}
+
+async fn env(provider_type: &str, options: &str) -> Env {
+    let mock = MockUpstream::start().await.expect("mock");
+    let toml = format!(
+        "[[providers]]\nname = \"p\"\ntype = \"{provider_type}\"\nbase_url = \"{}\"\napi_key = \"up-secret\"\n{options}\n\
+         [[users]]\nname = \"alice\"\n[[users.keys]]\nname = \"k\"\nkey = \"{KEY}\"\n",
+        mock.url()
+    );
+    let sink = MemoryUsageSink::new();
+    let gateway = Gateway::builder()
+        .config(&ConfigFile::from_toml_str(&toml).expect("config"))
+        .usage_sink(Arc::new(sink.clone()))
+        .settings(GatewaySettings::default())
+        .build()
+        .expect("gateway");
+    Env { gateway, sink, mock }
+}
+
+impl Env {
+    async fn post(
+        &self,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, String, UsageRecord) {
+        let mut b =
+            Request::builder().method(Method::POST).uri(uri).header("content-type", "application/json");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let before = self.sink.records().len();
+        let resp = self.gateway.handle(b.body(Full::new(Bytes::from(body.to_owned()))).expect("req")).await;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let record = self.sink.wait_for(before + 1).await.remove(before);
+        (status, String::from_utf8_lossy(&bytes).into_owned(), record)
+    }
+}
+
+const BEARER: (&str, &str) = ("authorization", "Bearer sk-alice-0001");
+
+#[tokio::test]
+async fn chat_streams_always_ask_for_usage() {
+    let e = env("openai-compatible", "").await;
+    let body = r#"{"model":"gpt-4.1","stream":true,"stream_options":{"include_obfuscation":false},"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, text, r) = e.post("/v1/chat/completions", &[BEARER], body).await;
+    assert_eq!(status, 200);
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let sent = e.mock.received().remove(0);
+    assert_eq!(sent.path_and_query, "/v1/chat/completions");
+    assert_eq!(sent.header("authorization"), Some("Bearer up-secret"));
+    let json = sent.json().expect("json");
+    assert_eq!(json["stream_options"]["include_usage"], true);
+    assert_eq!(json["stream_options"]["include_obfuscation"], false, "other stream options are kept");
+    assert_eq!(r.original_model.as_deref(), Some("gpt-4.1"));
+    assert!(r.stream);
+}
+
+#[tokio::test]
+async fn chat_errors_are_openai_shaped() {
+    let e = env("openai-compatible", "").await;
+    let (status, text, _) = e.post("/v1/chat/completions", &[BEARER], r#"{"messages":[]}"#).await;
+    assert_eq!(status, 400);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["code"], "missing_model");
+    let (status, text, _) = e.post("/v1/chat/completions", &[], r#"{"model":"m","messages":[]}"#).await;
+    assert_eq!(status, 401);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["error"]["type"], "authentication_error");
+}
+
+#[tokio::test]
+async fn responses_go_to_codex_providers_with_the_session_from_prompt_cache_key() {
+    let e = env("codex", "").await;
+    let body = r#"{"model":"gpt-5-codex","stream":true,"store":false,"prompt_cache_key":"0199a7b2-codex-session","input":[{"type":"message","role":"developer","content":[{"type":"input_text","text":"You are Codex."}]},{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}],"include":["reasoning.encrypted_content"]}"#;
+    let (status, text, r) = e
+        .post("/v1/responses", &[BEARER, ("user-agent", "codex_cli_rs/0.169.0 (Linux; x86_64)")], body)
+        .await;
+    assert_eq!(status, 200);
+    assert!(text.contains("response.completed"), "{text}");
+    assert_eq!(r.session_id.as_deref(), Some("0199a7b2-codex-session"));
+    let sent = e.mock.received().remove(0);
+    assert_eq!(sent.path_and_query, "/v1/responses");
+    assert_eq!(&sent.body[..], body.as_bytes(), "passthrough leaves the body as it was");
+}
+
+#[tokio::test]
+async fn codex_instructions_are_injected_only_for_other_clients() {
+    let e = env(
+        "codex",
+        "codex_instructions = \"inject\"\ncodex_instructions_text = \"You are Codex, the official CLI.\"",
+    )
+    .await;
+    let body = r#"{"model":"gpt-5-codex","instructions":"Answer in French.","input":"hi"}"#;
+    let (status, _, _) =
+        e.post("/v1/responses", &[BEARER, ("user-agent", "OpenAI/Python 2.8.0")], body).await;
+    assert_eq!(status, 200);
+    let sent = e.mock.received().remove(0).json().expect("json");
+    assert_eq!(sent["instructions"], "You are Codex, the official CLI.");
+    assert_eq!(sent["input"][0]["role"], "developer");
+    assert_eq!(sent["input"][0]["content"][0]["text"], "Answer in French.");
+    e.mock.clear_received();
+    e.post("/v1/responses", &[BEARER, ("user-agent", "codex_cli_rs/0.169.0")], body).await;
+    let sent = e.mock.received().remove(0);
+    assert_eq!(&sent.body[..], body.as_bytes(), "Codex CLI's own requests are left alone");
+}
+
+#[tokio::test]
+async fn gemini_model_comes_from_the_path_and_the_gateway_key_never_reaches_the_upstream() {
+    let e = env(
+        "gemini",
+        "model_redirects = [{ match = \"exact\", from = \"gemini-pro-latest\", to = \"gemini-2.5-pro\" }]",
+    )
+    .await;
+    let body = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
+    let (status, text, r) = e
+        .post(&format!("/v1beta/models/gemini-pro-latest:streamGenerateContent?alt=sse&key={KEY}"), &[], body)
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("finishReason"), "{text}");
+    let sent = e.mock.received().remove(0);
+    assert_eq!(sent.path_and_query, "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse");
+    assert_eq!(sent.header("x-goog-api-key"), Some("up-secret"));
+    assert_eq!(&sent.body[..], body.as_bytes());
+    assert_eq!(r.original_model.as_deref(), Some("gemini-pro-latest"));
+    assert_eq!(r.forwarded_model.as_deref(), Some("gemini-2.5-pro"));
+    assert!(r.stream);
+    assert!(!sent.path_and_query.contains(KEY));
+}
+
+#[tokio::test]
+async fn gemini_via_the_v1_models_path_and_snake_case_bodies() {
+    let e = env("gemini", "").await;
+    let body = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"system_instruction":{"parts":[{"text":"be brief"}]},"generation_config":{"max_output_tokens":64}}"#;
+    let (status, _, r) =
+        e.post("/v1/models/gemini-2.5-flash:generateContent", &[("x-goog-api-key", KEY)], body).await;
+    assert_eq!(status, 200);
+    assert!(!r.stream);
+    assert_eq!(e.mock.received()[0].path_and_query, "/v1/models/gemini-2.5-flash:generateContent");
+    let (status, text, _) = e.post("/v1beta/models/gemini-2.5-flash:generateContent", &[], body).await;
+    assert_eq!(status, 401);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["error"]["status"], "UNAUTHENTICATED", "Gemini-shaped error: {v}");
+}
+
+#[tokio::test]
+async fn gemini_models_listing_is_gemini_shaped() {
+    let e = env("gemini", "").await;
+    let req = Request::builder()
+        .uri("/v1beta/models")
+        .header("x-goog-api-key", KEY)
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    let resp = e.gateway.handle(req).await;
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let names: Vec<&str> =
+        v["models"].as_array().expect("models").iter().filter_map(|m| m["name"].as_str()).collect();
+    assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("models/")), "{v}");
+}
