@@ -1,1 +1,1536 @@
-//! The openai chat dialect's codec (being written).
+//! OpenAI Chat Completions (`POST /v1/chat/completions`): requests, responses, SSE streams of
+//! `chat.completion.chunk` objects ending in `data: [DONE]`, and `{"error": {...}}` bodies.
+//!
+//! Decoding walks `serde_json::Value`s so that unknown fields and vendor extensions never fail a
+//! body; only a body that is not JSON, or a field the IR needs with the wrong type, is an error.
+//! Vendor extensions understood on decode: DeepSeek-style `reasoning_content` (also `reasoning`),
+//! OpenRouter's `prompt_tokens_details.cache_write_tokens`, DeepSeek's `prompt_cache_hit_tokens`,
+//! and `top_k`.
+//!
+//! Usage: `prompt_tokens` counts cached and cache-written tokens; the IR (Anthropic accounting)
+//! does not, so decoders subtract them and encoders add them back.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::ir::{
+    Block, BlockStart, Delta, ImageSource, Message, Reasoning, Request, Response, ResponseFormat, Role,
+    StopReason, StreamEvent, Tool, ToolChoice, Usage,
+};
+use super::{Codec, ErrorInfo, Notes, StreamDecoder, StreamEncoder, TranslateError};
+use crate::dialect::Dialect;
+use crate::sse::SseDecoder;
+use crate::usage::TokenUsage;
+
+/// The OpenAI Chat Completions codec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenaiChatCodec;
+
+/// Schema name sent when the IR has none: OpenAI requires `json_schema.name`.
+const DEFAULT_SCHEMA_NAME: &str = "response";
+
+/// Request fields with no IR equivalent, noted when present (and not null/false).
+const UNCARRIED_REQUEST_FIELDS: &[&str] = &[
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+    "logit_bias",
+    "top_logprobs",
+    "metadata",
+    "store",
+    "service_tier",
+    "modalities",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "functions",
+    "function_call",
+    "verbosity",
+    "prompt_cache_key",
+    "safety_identifier",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Lenient JSON access helpers.
+// ---------------------------------------------------------------------------------------------
+
+fn err(message: impl Into<String>) -> TranslateError {
+    TranslateError::new(message)
+}
+
+fn parse_json(body: &[u8], what: &str) -> Result<Value, TranslateError> {
+    serde_json::from_slice(body).map_err(|e| err(format!("{what} is not valid JSON: {e}")))
+}
+
+fn as_object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, TranslateError> {
+    v.as_object().ok_or_else(|| err(format!("{what} must be a JSON object")))
+}
+
+/// A present, non-null field.
+fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, TranslateError> {
+    match field(obj, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(err(format!("`{key}` must be a string"))),
+    }
+}
+
+fn opt_u64(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, TranslateError> {
+    match field(obj, key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| err(format!("`{key}` must be a non-negative integer"))),
+    }
+}
+
+fn opt_f64(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, TranslateError> {
+    match field(obj, key) {
+        None => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| err(format!("`{key}` must be a number"))),
+    }
+}
+
+fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, TranslateError> {
+    match field(obj, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(err(format!("`{key}` must be a boolean"))),
+    }
+}
+
+/// A count read leniently: usage objects vary across vendors and must never fail a response.
+fn count(v: Option<&Value>) -> u64 {
+    v.and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared mappings.
+// ---------------------------------------------------------------------------------------------
+
+fn stop_reason_from_wire(reason: &str) -> StopReason {
+    match reason {
+        "length" => StopReason::MaxTokens,
+        "tool_calls" | "function_call" => StopReason::ToolUse,
+        "content_filter" => StopReason::Refusal,
+        // `stop` covers both a natural end and a matched stop sequence: chat does not tell them apart.
+        _ => StopReason::EndTurn,
+    }
+}
+
+fn stop_reason_to_wire(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::EndTurn | StopReason::StopSequence => "stop",
+        StopReason::MaxTokens => "length",
+        StopReason::ToolUse => "tool_calls",
+        StopReason::Refusal => "content_filter",
+    }
+}
+
+/// Reads a chat `usage` object into Anthropic accounting.
+fn usage_from_wire(v: &Value) -> Usage {
+    let Some(u) = v.as_object() else {
+        return Usage::default();
+    };
+    let prompt = count(u.get("prompt_tokens"));
+    let details = u.get("prompt_tokens_details").and_then(Value::as_object);
+    let cached = match details.and_then(|d| d.get("cached_tokens")).and_then(Value::as_u64) {
+        Some(c) => c,
+        // DeepSeek reports cache hits at the top level.
+        None => count(u.get("prompt_cache_hit_tokens")),
+    };
+    let written = count(details.and_then(|d| d.get("cache_write_tokens")));
+    let reasoning = count(
+        u.get("completion_tokens_details").and_then(Value::as_object).and_then(|d| d.get("reasoning_tokens")),
+    );
+    Usage {
+        tokens: TokenUsage {
+            input_tokens: prompt.saturating_sub(cached.saturating_add(written)),
+            output_tokens: count(u.get("completion_tokens")),
+            cache_creation_input_tokens: written,
+            cache_read_input_tokens: cached,
+            ..TokenUsage::default()
+        },
+        reasoning_tokens: reasoning,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct WireUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: WirePromptDetails,
+    completion_tokens_details: WireCompletionDetails,
+}
+
+#[derive(Debug, Serialize)]
+struct WirePromptDetails {
+    cached_tokens: u64,
+    /// OpenRouter's name for cache writes; OpenAI has none, so it is sent only when non-zero.
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_write_tokens: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct WireCompletionDetails {
+    reasoning_tokens: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn usage_to_wire(usage: &Usage) -> WireUsage {
+    let t = &usage.tokens;
+    let prompt = t
+        .input_tokens
+        .saturating_add(t.cache_read_input_tokens)
+        .saturating_add(t.cache_creation_input_tokens);
+    WireUsage {
+        prompt_tokens: prompt,
+        completion_tokens: t.output_tokens,
+        total_tokens: prompt.saturating_add(t.output_tokens),
+        prompt_tokens_details: WirePromptDetails {
+            cached_tokens: t.cache_read_input_tokens,
+            cache_write_tokens: t.cache_creation_input_tokens,
+        },
+        completion_tokens_details: WireCompletionDetails { reasoning_tokens: usage.reasoning_tokens },
+    }
+}
+
+fn note_usage_split(usage: &Usage, notes: &mut Notes) {
+    let t = &usage.tokens;
+    if t.cache_creation_5m_input_tokens != 0 || t.cache_creation_1h_input_tokens != 0 {
+        notes.note("usage.cache_creation (5m/1h split)");
+    }
+}
+
+/// Error category from a chat error's `type` and `code` (no HTTP status, e.g. inside a stream).
+fn kind_from_type(error_type: &str, code: &str) -> &'static str {
+    match code {
+        "invalid_api_key" => return "authentication",
+        "rate_limit_exceeded" | "insufficient_quota" => return "rate_limit",
+        "server_is_overloaded" | "slow_down" => return "overloaded",
+        "model_not_found" => return "not_found",
+        _ => {}
+    }
+    match error_type {
+        "invalid_request_error" => "invalid_request",
+        "authentication_error" => "authentication",
+        "permission_error" => "permission",
+        "not_found_error" => "not_found",
+        "rate_limit_error" | "requests" | "tokens" | "insufficient_quota" => "rate_limit",
+        "service_unavailable_error" | "overloaded_error" => "overloaded",
+        _ => "api_error",
+    }
+}
+
+fn kind_from_status(status: u16) -> Option<&'static str> {
+    match status {
+        400 | 413 | 422 => Some("invalid_request"),
+        401 => Some("authentication"),
+        403 => Some("permission"),
+        404 => Some("not_found"),
+        429 => Some("rate_limit"),
+        503 | 529 => Some("overloaded"),
+        500..=599 => Some("api_error"),
+        _ => None,
+    }
+}
+
+/// `type` and `code` of a chat error for a vendor-neutral category.
+fn wire_error_type(kind: &str, status: u16) -> (&'static str, Option<&'static str>) {
+    match kind {
+        "invalid_request" => ("invalid_request_error", None),
+        // OpenAI reports a bad key as an invalid request with this code.
+        "authentication" => ("invalid_request_error", Some("invalid_api_key")),
+        "permission" => ("permission_error", None),
+        "not_found" => ("not_found_error", None),
+        "rate_limit" => ("rate_limit_error", Some("rate_limit_exceeded")),
+        "overloaded" => ("service_unavailable_error", Some("server_is_overloaded")),
+        "api_error" => ("server_error", None),
+        _ if (400..500).contains(&status) => ("invalid_request_error", None),
+        _ => ("server_error", None),
+    }
+}
+
+fn status_for_kind(kind: &str) -> u16 {
+    match kind {
+        "invalid_request" => 400,
+        "authentication" => 401,
+        "permission" => 403,
+        "not_found" => 404,
+        "rate_limit" => 429,
+        "overloaded" => 503,
+        _ => 500,
+    }
+}
+
+/// Category and message of an `error` value (object or bare string).
+fn error_fields(error: &Value) -> (String, String, String) {
+    match error {
+        Value::Object(e) => {
+            let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+            // `code` is sometimes a number (e.g. some proxies echo the HTTP status).
+            let code = match e.get("code") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => String::new(),
+            };
+            (text("type"), code, text("message"))
+        }
+        Value::String(s) => (String::new(), String::new(), s.clone()),
+        _ => (String::new(), String::new(), String::new()),
+    }
+}
+
+fn error_body(kind: &str, message: &str, status: u16) -> Value {
+    let (error_type, code) = wire_error_type(kind, status);
+    json!({ "error": { "message": message, "type": error_type, "param": Value::Null, "code": code } })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content.
+// ---------------------------------------------------------------------------------------------
+
+/// Parses `data:<media type>;base64,<data>`; other URLs (including non-base64 data URLs) stay URLs.
+fn image_from_url(url: &str) -> ImageSource {
+    if let Some(rest) = url.strip_prefix("data:")
+        && let Some((meta, data)) = rest.split_once(',')
+        && let Some(media_type) = meta.strip_suffix(";base64")
+    {
+        return ImageSource::Base64 { media_type: media_type.to_owned(), data: data.to_owned() };
+    }
+    ImageSource::Url { url: url.to_owned() }
+}
+
+fn image_to_url(source: &ImageSource) -> String {
+    match source {
+        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+        ImageSource::Url { url } => url.clone(),
+    }
+}
+
+/// Decodes `content` (string, array of parts, or null) into blocks.
+fn decode_content(content: Option<&Value>, notes: &mut Notes) -> Result<Vec<Block>, TranslateError> {
+    let mut blocks = Vec::new();
+    match content {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => {
+            if !s.is_empty() {
+                blocks.push(Block::Text { text: s.clone() });
+            }
+        }
+        Some(Value::Array(parts)) => {
+            for part in parts {
+                decode_part(part, &mut blocks, notes)?;
+            }
+        }
+        Some(_) => return Err(err("message `content` must be a string, an array of parts or null")),
+    }
+    Ok(blocks)
+}
+
+fn decode_part(part: &Value, blocks: &mut Vec<Block>, notes: &mut Notes) -> Result<(), TranslateError> {
+    let part = match part {
+        // Some clients send bare strings inside the parts array.
+        Value::String(s) => {
+            blocks.push(Block::Text { text: s.clone() });
+            return Ok(());
+        }
+        other => as_object(other, "a content part")?,
+    };
+    match opt_str(part, "type")?.unwrap_or("text") {
+        "text" => blocks.push(Block::Text { text: opt_str(part, "text")?.unwrap_or_default().to_owned() }),
+        // An assistant's refusal part is text the model produced.
+        "refusal" => {
+            blocks.push(Block::Text { text: opt_str(part, "refusal")?.unwrap_or_default().to_owned() })
+        }
+        "image_url" => {
+            let url = match field(part, "image_url") {
+                Some(Value::String(s)) => s.as_str(),
+                Some(Value::Object(img)) => {
+                    if field(img, "detail").is_some() {
+                        notes.note("image_url.detail");
+                    }
+                    opt_str(img, "url")?.unwrap_or_default()
+                }
+                _ => return Err(err("`image_url` must be an object with a `url`")),
+            };
+            blocks.push(Block::Image { source: image_from_url(url) });
+        }
+        other => notes.note(format!("content part type `{other}`")),
+    }
+    Ok(())
+}
+
+/// Text of `content` for a place that holds only text (system, tool results): one entry per part.
+fn content_texts(
+    content: Option<&Value>,
+    notes: &mut Notes,
+    what: &str,
+) -> Result<Vec<String>, TranslateError> {
+    let mut texts = Vec::new();
+    for block in decode_content(content, notes)? {
+        match block {
+            Block::Text { text } => texts.push(text),
+            _ => notes.note(format!("{what}: non-text content")),
+        }
+    }
+    Ok(texts)
+}
+
+fn parse_arguments(raw: &str) -> Value {
+    if raw.trim().is_empty() {
+        // Functions without parameters sometimes come with empty arguments.
+        return Value::Object(Map::new());
+    }
+    // Invalid JSON is kept verbatim as a string so the call is not lost; encoders write it back raw.
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+}
+
+fn arguments_to_wire(input: &Value) -> String {
+    match input {
+        Value::String(raw) => raw.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn decode_tool_calls(
+    calls: Option<&Value>,
+    blocks: &mut Vec<Block>,
+    notes: &mut Notes,
+) -> Result<(), TranslateError> {
+    let Some(calls) = calls.filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let calls = calls.as_array().ok_or_else(|| err("`tool_calls` must be an array"))?;
+    for call in calls {
+        let call = as_object(call, "a tool call")?;
+        let kind = opt_str(call, "type")?.unwrap_or("function");
+        if kind != "function" {
+            notes.note(format!("tool call type `{kind}`"));
+            continue;
+        }
+        let id = opt_str(call, "id")?.unwrap_or_default().to_owned();
+        let function = match field(call, "function") {
+            Some(f) => as_object(f, "`function`")?,
+            None => return Err(err("a function tool call needs `function`")),
+        };
+        let name = opt_str(function, "name")?.unwrap_or_default().to_owned();
+        let input = match field(function, "arguments") {
+            None => Value::Object(Map::new()),
+            Some(Value::String(raw)) => parse_arguments(raw),
+            // Some vendors send the arguments as an object already.
+            Some(other) => other.clone(),
+        };
+        blocks.push(Block::ToolUse { id, name, input });
+    }
+    Ok(())
+}
+
+/// `reasoning_content` (DeepSeek, Qwen, vLLM) or `reasoning` (OpenRouter, newer vLLM).
+fn reasoning_text(obj: &Map<String, Value>) -> Option<&str> {
+    obj.get("reasoning_content")
+        .and_then(Value::as_str)
+        .or_else(|| obj.get("reasoning").and_then(Value::as_str))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests.
+// ---------------------------------------------------------------------------------------------
+
+fn decode_message(
+    m: &Value,
+    req: &mut Request,
+    last_was_tool: &mut bool,
+    notes: &mut Notes,
+) -> Result<(), TranslateError> {
+    let m = as_object(m, "a message")?;
+    let role = opt_str(m, "role")?.ok_or_else(|| err("a message needs a `role`"))?;
+    if field(m, "name").is_some() {
+        notes.note("messages[].name");
+    }
+    let was_tool = std::mem::replace(last_was_tool, false);
+    match role {
+        "system" | "developer" => {
+            req.system.extend(content_texts(m.get("content"), notes, "system message")?);
+        }
+        "user" => {
+            let content = decode_content(m.get("content"), notes)?;
+            req.messages.push(Message { role: Role::User, content });
+        }
+        "assistant" => {
+            let mut content = Vec::new();
+            if let Some(text) = reasoning_text(m).filter(|t| !t.is_empty()) {
+                content.push(Block::Thinking { text: text.to_owned(), signature: None });
+            }
+            content.extend(decode_content(m.get("content"), notes)?);
+            if let Some(refusal) = opt_str(m, "refusal")?.filter(|r| !r.is_empty()) {
+                content.push(Block::Text { text: refusal.to_owned() });
+            }
+            decode_tool_calls(m.get("tool_calls"), &mut content, notes)?;
+            if field(m, "function_call").is_some() {
+                notes.note("messages[].function_call");
+            }
+            if field(m, "audio").is_some() {
+                notes.note("messages[].audio");
+            }
+            req.messages.push(Message { role: Role::Assistant, content });
+        }
+        "tool" => {
+            let tool_use_id = opt_str(m, "tool_call_id")?.unwrap_or_default().to_owned();
+            let content = content_texts(m.get("content"), notes, "tool message")?
+                .into_iter()
+                .map(|text| Block::Text { text })
+                .collect();
+            let block = Block::ToolResult { tool_use_id, content, is_error: false };
+            // Consecutive tool messages answer one assistant turn: one IR user message.
+            match req.messages.last_mut() {
+                Some(last) if was_tool && last.role == Role::User => last.content.push(block),
+                _ => req.messages.push(Message { role: Role::User, content: vec![block] }),
+            }
+            *last_was_tool = true;
+        }
+        other => notes.note(format!("messages[].role `{other}`")),
+    }
+    Ok(())
+}
+
+fn decode_tools(
+    root: &Map<String, Value>,
+    req: &mut Request,
+    notes: &mut Notes,
+) -> Result<(), TranslateError> {
+    let Some(tools) = field(root, "tools") else {
+        return Ok(());
+    };
+    let tools = tools.as_array().ok_or_else(|| err("`tools` must be an array"))?;
+    for tool in tools {
+        let tool = as_object(tool, "a tool")?;
+        let kind = opt_str(tool, "type")?.unwrap_or("function");
+        if kind != "function" {
+            notes.note(format!("tools[].type `{kind}`"));
+            continue;
+        }
+        let function = match field(tool, "function") {
+            Some(f) => as_object(f, "`function`")?,
+            None => return Err(err("a function tool needs `function`")),
+        };
+        let name = opt_str(function, "name")?.ok_or_else(|| err("a function tool needs a `name`"))?;
+        if opt_bool(function, "strict")? == Some(true) {
+            notes.note("tools[].function.strict");
+        }
+        // Omitted parameters mean a function without parameters.
+        let parameters = field(function, "parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        req.tools.push(Tool {
+            name: name.to_owned(),
+            description: opt_str(function, "description")?.map(str::to_owned),
+            parameters,
+        });
+    }
+    Ok(())
+}
+
+fn decode_tool_choice(v: &Value, notes: &mut Notes) -> Result<Option<ToolChoice>, TranslateError> {
+    Ok(match v {
+        Value::String(s) => match s.as_str() {
+            "auto" => Some(ToolChoice::Auto),
+            "none" => Some(ToolChoice::None),
+            "required" => Some(ToolChoice::Required),
+            other => {
+                notes.note(format!("tool_choice `{other}`"));
+                None
+            }
+        },
+        Value::Object(o) => match opt_str(o, "type")?.unwrap_or("function") {
+            "function" => {
+                let name = field(o, "function")
+                    .and_then(Value::as_object)
+                    .and_then(|f| f.get("name"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| err("`tool_choice.function.name` must be a string"))?;
+                Some(ToolChoice::Tool { name: name.to_owned() })
+            }
+            other => {
+                notes.note(format!("tool_choice type `{other}`"));
+                None
+            }
+        },
+        _ => return Err(err("`tool_choice` must be a string or an object")),
+    })
+}
+
+fn decode_response_format(v: &Value, notes: &mut Notes) -> Result<Option<ResponseFormat>, TranslateError> {
+    let o = as_object(v, "`response_format`")?;
+    Ok(match opt_str(o, "type")?.unwrap_or("text") {
+        "text" => None,
+        "json_object" => Some(ResponseFormat::JsonObject),
+        "json_schema" => {
+            let s = match field(o, "json_schema") {
+                Some(s) => as_object(s, "`response_format.json_schema`")?,
+                None => return Err(err("`response_format.json_schema` is required")),
+            };
+            if field(s, "description").is_some() {
+                notes.note("response_format.json_schema.description");
+            }
+            Some(ResponseFormat::JsonSchema {
+                name: opt_str(s, "name")?.map(str::to_owned),
+                schema: field(s, "schema").cloned().unwrap_or(Value::Null),
+                strict: opt_bool(s, "strict")?,
+            })
+        }
+        other => {
+            notes.note(format!("response_format type `{other}`"));
+            None
+        }
+    })
+}
+
+fn decode_stop(v: Option<&Value>) -> Result<Vec<String>, TranslateError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| err("`stop` entries must be strings")))
+            .collect(),
+        Some(_) => Err(err("`stop` must be a string or an array of strings")),
+    }
+}
+
+fn note_uncarried_request_fields(root: &Map<String, Value>, notes: &mut Notes) {
+    for key in UNCARRIED_REQUEST_FIELDS {
+        if field(root, key).is_some_and(|v| v != &Value::Bool(false)) {
+            notes.note(*key);
+        }
+    }
+    if field(root, "n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        notes.note("n");
+    }
+    if field(root, "logprobs").is_some_and(|v| v != &Value::Bool(false)) {
+        notes.note("logprobs");
+    }
+}
+
+fn encode_messages(req: &Request, notes: &mut Notes) -> Vec<Value> {
+    let mut out = Vec::new();
+    for s in &req.system {
+        out.push(json!({"role": "system", "content": s}));
+    }
+    for m in &req.messages {
+        match m.role {
+            Role::User => encode_user_message(&m.content, &mut out, notes),
+            Role::Assistant => out.push(encode_assistant_message(&m.content, notes)),
+        }
+    }
+    out
+}
+
+fn text_content(texts: Vec<&str>) -> Value {
+    match texts.as_slice() {
+        [] => Value::String(String::new()),
+        [one] => Value::String((*one).to_owned()),
+        many => Value::Array(many.iter().map(|t| json!({"type": "text", "text": t})).collect()),
+    }
+}
+
+fn encode_user_message(blocks: &[Block], out: &mut Vec<Value>, notes: &mut Notes) {
+    // Tool messages must directly follow the assistant turn that called them, so they go first.
+    let mut parts = Vec::new();
+    let mut tool_results = 0;
+    for block in blocks {
+        match block {
+            Block::ToolResult { tool_use_id, content, is_error } => {
+                tool_results += 1;
+                if *is_error {
+                    notes.note("tool_result.is_error");
+                }
+                let mut texts = Vec::new();
+                for b in content {
+                    match b {
+                        Block::Text { text } => texts.push(text.as_str()),
+                        _ => notes.note("tool_result: non-text content"),
+                    }
+                }
+                out.push(
+                    json!({"role": "tool", "tool_call_id": tool_use_id, "content": text_content(texts)}),
+                );
+            }
+            Block::Text { text } => parts.push(json!({"type": "text", "text": text})),
+            Block::Image { source } => {
+                parts.push(json!({"type": "image_url", "image_url": {"url": image_to_url(source)}}))
+            }
+            Block::ToolUse { .. } => notes.note("user message: tool_use block"),
+            Block::Thinking { .. } | Block::RedactedThinking { .. } => {
+                notes.note("user message: thinking block")
+            }
+        }
+    }
+    if parts.is_empty() && tool_results > 0 {
+        return;
+    }
+    let content = match parts.as_slice() {
+        [] => Value::String(String::new()),
+        [one] if one.get("type").and_then(Value::as_str) == Some("text") => one["text"].clone(),
+        _ => Value::Array(parts),
+    };
+    out.push(json!({"role": "user", "content": content}));
+}
+
+/// Reasoning, text and tool calls of an assistant turn, as chat holds them (in separate fields).
+struct AssistantParts<'a> {
+    reasoning: Option<String>,
+    texts: Vec<&'a str>,
+    tool_calls: Vec<Value>,
+}
+
+fn assistant_parts<'a>(blocks: &'a [Block], notes: &mut Notes) -> AssistantParts<'a> {
+    let mut reasoning: Option<String> = None;
+    let mut texts = Vec::new();
+    let mut tool_calls = Vec::new();
+    for block in blocks {
+        match block {
+            Block::Text { text } => texts.push(text.as_str()),
+            Block::Thinking { text, signature } => {
+                if signature.is_some() {
+                    notes.note("thinking.signature");
+                }
+                // Chat has one reasoning field per turn; several blocks share it, blank-line separated.
+                let r = reasoning.get_or_insert_with(String::new);
+                if !r.is_empty() {
+                    r.push_str("\n\n");
+                }
+                r.push_str(text);
+            }
+            Block::RedactedThinking { .. } => notes.note("redacted_thinking"),
+            Block::ToolUse { id, name, input } => tool_calls.push(json!({
+                "id": id,
+                "type": "function",
+                "function": {"name": name, "arguments": arguments_to_wire(input)},
+            })),
+            Block::Image { .. } => notes.note("assistant message: image"),
+            Block::ToolResult { .. } => notes.note("assistant message: tool_result block"),
+        }
+    }
+    AssistantParts { reasoning, texts, tool_calls }
+}
+
+fn encode_assistant_message(blocks: &[Block], notes: &mut Notes) -> Value {
+    let parts = assistant_parts(blocks, notes);
+    let mut msg = Map::new();
+    msg.insert("role".into(), "assistant".into());
+    let content = if parts.texts.is_empty() && !parts.tool_calls.is_empty() {
+        // OpenAI wants null content next to tool calls.
+        Value::Null
+    } else {
+        text_content(parts.texts)
+    };
+    msg.insert("content".into(), content);
+    if let Some(reasoning) = parts.reasoning {
+        msg.insert("reasoning_content".into(), reasoning.into());
+    }
+    if !parts.tool_calls.is_empty() {
+        msg.insert("tool_calls".into(), Value::Array(parts.tool_calls));
+    }
+    Value::Object(msg)
+}
+
+fn encode_reasoning(r: &Reasoning, body: &mut Map<String, Value>, notes: &mut Notes) {
+    if r.summary.is_some() {
+        notes.note("reasoning.summary");
+    }
+    let effort = if r.disabled {
+        Some("none".to_owned())
+    } else if let Some(effort) = &r.effort {
+        if r.budget_tokens.is_some() {
+            notes.note("reasoning.budget_tokens");
+        }
+        Some(effort.clone())
+    } else if let Some(budget) = r.budget_tokens {
+        // Chat has no budget; approximate it by the effort level it roughly corresponds to.
+        notes.note("reasoning.budget_tokens (approximated by reasoning_effort)");
+        Some(
+            match budget {
+                0..=2048 => "low",
+                2049..=16384 => "medium",
+                _ => "high",
+            }
+            .to_owned(),
+        )
+    } else {
+        None
+    };
+    if let Some(effort) = effort {
+        body.insert("reasoning_effort".into(), effort.into());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Codec.
+// ---------------------------------------------------------------------------------------------
+
+impl Codec for OpenaiChatCodec {
+    fn dialect(&self) -> Dialect {
+        Dialect::OpenaiChat
+    }
+
+    fn decode_request(&self, body: &[u8], notes: &mut Notes) -> Result<Request, TranslateError> {
+        let v = parse_json(body, "request")?;
+        let root = as_object(&v, "the request")?;
+        let mut req =
+            Request { model: opt_str(root, "model")?.unwrap_or_default().to_owned(), ..Request::default() };
+        let messages = match root.get("messages") {
+            Some(Value::Array(m)) => m,
+            _ => return Err(err("`messages` must be an array")),
+        };
+        let mut last_was_tool = false;
+        for m in messages {
+            decode_message(m, &mut req, &mut last_was_tool, notes)?;
+        }
+        decode_tools(root, &mut req, notes)?;
+        if let Some(choice) = field(root, "tool_choice") {
+            req.tool_choice = decode_tool_choice(choice, notes)?;
+        }
+        req.parallel_tool_calls = opt_bool(root, "parallel_tool_calls")?;
+        req.max_tokens = match opt_u64(root, "max_completion_tokens")? {
+            Some(n) => Some(n),
+            None => opt_u64(root, "max_tokens")?,
+        };
+        req.temperature = opt_f64(root, "temperature")?;
+        req.top_p = opt_f64(root, "top_p")?;
+        req.top_k = opt_u64(root, "top_k")?;
+        req.stop = decode_stop(root.get("stop"))?;
+        req.stream = opt_bool(root, "stream")?.unwrap_or(false);
+        if let Some(effort) = opt_str(root, "reasoning_effort")? {
+            req.reasoning = Some(if effort == "none" {
+                Reasoning { disabled: true, ..Reasoning::default() }
+            } else {
+                Reasoning { effort: Some(effort.to_owned()), ..Reasoning::default() }
+            });
+        }
+        if let Some(format) = field(root, "response_format") {
+            req.response_format = decode_response_format(format, notes)?;
+        }
+        req.user = opt_str(root, "user")?.map(str::to_owned);
+        note_uncarried_request_fields(root, notes);
+        Ok(req)
+    }
+
+    fn encode_request(&self, req: &Request, notes: &mut Notes) -> Result<Vec<u8>, TranslateError> {
+        let mut body = Map::new();
+        body.insert("model".into(), req.model.clone().into());
+        body.insert("messages".into(), Value::Array(encode_messages(req, notes)));
+        if !req.tools.is_empty() {
+            let tools = req
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut f = Map::new();
+                    f.insert("name".into(), t.name.clone().into());
+                    if let Some(d) = &t.description {
+                        f.insert("description".into(), d.clone().into());
+                    }
+                    if !t.parameters.is_null() {
+                        f.insert("parameters".into(), t.parameters.clone());
+                    }
+                    json!({"type": "function", "function": f})
+                })
+                .collect();
+            body.insert("tools".into(), Value::Array(tools));
+        }
+        if let Some(choice) = &req.tool_choice {
+            let v = match choice {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Tool { name } => json!({"type": "function", "function": {"name": name}}),
+            };
+            body.insert("tool_choice".into(), v);
+        }
+        if let Some(p) = req.parallel_tool_calls {
+            body.insert("parallel_tool_calls".into(), p.into());
+        }
+        if let Some(n) = req.max_tokens {
+            // `max_tokens` is deprecated and rejected by reasoning models.
+            body.insert("max_completion_tokens".into(), n.into());
+        }
+        if let Some(t) = req.temperature {
+            body.insert("temperature".into(), t.into());
+        }
+        if let Some(p) = req.top_p {
+            body.insert("top_p".into(), p.into());
+        }
+        if req.top_k.is_some() {
+            notes.note("top_k");
+        }
+        if !req.stop.is_empty() {
+            body.insert("stop".into(), req.stop.clone().into());
+        }
+        if req.stream {
+            body.insert("stream".into(), true.into());
+            // Without it the stream carries no usage at all.
+            body.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        if let Some(r) = &req.reasoning {
+            encode_reasoning(r, &mut body, notes);
+        }
+        match &req.response_format {
+            None => {}
+            Some(ResponseFormat::JsonObject) => {
+                body.insert("response_format".into(), json!({"type": "json_object"}));
+            }
+            Some(ResponseFormat::JsonSchema { name, schema, strict }) => {
+                let mut s = Map::new();
+                let name = name.clone().unwrap_or_else(|| {
+                    notes.note("response_format.json_schema.name (defaulted)");
+                    DEFAULT_SCHEMA_NAME.to_owned()
+                });
+                s.insert("name".into(), name.into());
+                s.insert("schema".into(), schema.clone());
+                if let Some(strict) = strict {
+                    s.insert("strict".into(), (*strict).into());
+                }
+                body.insert("response_format".into(), json!({"type": "json_schema", "json_schema": s}));
+            }
+        }
+        if let Some(user) = &req.user {
+            body.insert("user".into(), user.clone().into());
+        }
+        serde_json::to_vec(&Value::Object(body)).map_err(|e| err(e.to_string()))
+    }
+
+    fn request_path(&self, _req: &Request) -> String {
+        "/v1/chat/completions".to_owned()
+    }
+
+    fn decode_response(&self, body: &[u8]) -> Result<Response, TranslateError> {
+        let v = parse_json(body, "response")?;
+        let root = as_object(&v, "the response")?;
+        if let Some(error) = field(root, "error") {
+            let (_, _, message) = error_fields(error);
+            return Err(err(format!("the response is an error: {message}")));
+        }
+        let choices = match field(root, "choices") {
+            None => &[][..],
+            Some(Value::Array(c)) => c.as_slice(),
+            Some(_) => return Err(err("`choices` must be an array")),
+        };
+        let mut content = Vec::new();
+        let mut stop_reason = StopReason::EndTurn;
+        // Only the first choice maps onto the IR; `n > 1` was noted when the request was translated.
+        if let Some(choice) = choices.first() {
+            let choice = as_object(choice, "a choice")?;
+            if let Some(message) = field(choice, "message") {
+                let message = as_object(message, "`message`")?;
+                if let Some(text) = reasoning_text(message).filter(|t| !t.is_empty()) {
+                    content.push(Block::Thinking { text: text.to_owned(), signature: None });
+                }
+                content.extend(decode_content(message.get("content"), &mut Notes::default())?);
+                let refusal = opt_str(message, "refusal")?.filter(|r| !r.is_empty());
+                if let Some(refusal) = refusal {
+                    content.push(Block::Text { text: refusal.to_owned() });
+                }
+                decode_tool_calls(message.get("tool_calls"), &mut content, &mut Notes::default())?;
+                if let Some(reason) = opt_str(choice, "finish_reason")? {
+                    stop_reason = stop_reason_from_wire(reason);
+                }
+                if refusal.is_some() {
+                    stop_reason = StopReason::Refusal;
+                }
+            } else if let Some(reason) = opt_str(choice, "finish_reason")? {
+                stop_reason = stop_reason_from_wire(reason);
+            }
+        }
+        Ok(Response {
+            id: opt_str(root, "id")?.unwrap_or_default().to_owned(),
+            model: opt_str(root, "model")?.unwrap_or_default().to_owned(),
+            content,
+            stop_reason,
+            stop_sequence: None,
+            usage: root.get("usage").map(usage_from_wire).unwrap_or_default(),
+        })
+    }
+
+    fn encode_response(&self, resp: &Response, notes: &mut Notes) -> Result<Vec<u8>, TranslateError> {
+        let parts = assistant_parts(&resp.content, notes);
+        let mut message = Map::new();
+        message.insert("role".into(), "assistant".into());
+        let content = if parts.texts.is_empty() { Value::Null } else { Value::String(parts.texts.concat()) };
+        message.insert("content".into(), content);
+        if let Some(reasoning) = parts.reasoning {
+            message.insert("reasoning_content".into(), reasoning.into());
+        }
+        if !parts.tool_calls.is_empty() {
+            message.insert("tool_calls".into(), Value::Array(parts.tool_calls));
+        }
+        message.insert("refusal".into(), Value::Null);
+        if resp.stop_sequence.is_some() {
+            notes.note("stop_sequence");
+        }
+        note_usage_split(&resp.usage, notes);
+        let body = json!({
+            "id": resp.id,
+            "object": "chat.completion",
+            "created": now_secs(),
+            "model": resp.model,
+            "choices": [{
+                "index": 0,
+                "message": message,
+                "logprobs": Value::Null,
+                "finish_reason": stop_reason_to_wire(resp.stop_reason),
+            }],
+            "usage": usage_to_wire(&resp.usage),
+        });
+        serde_json::to_vec(&body).map_err(|e| err(e.to_string()))
+    }
+
+    fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
+        Box::new(ChatStreamDecoder::default())
+    }
+
+    fn stream_encoder(&self) -> Box<dyn StreamEncoder> {
+        Box::new(ChatStreamEncoder::default())
+    }
+
+    fn decode_error(&self, status: u16, body: &[u8]) -> ErrorInfo {
+        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        let (error_type, code, message) = match parsed.as_ref().and_then(Value::as_object) {
+            Some(root) => match root.get("error") {
+                Some(error) => error_fields(error),
+                // Some compatible servers put the fields at the top level.
+                None => error_fields(&Value::Object(root.clone())),
+            },
+            None => (String::new(), String::new(), String::from_utf8_lossy(body).trim().to_owned()),
+        };
+        let kind = kind_from_status(status).unwrap_or_else(|| kind_from_type(&error_type, &code));
+        let message = if message.is_empty() { format!("upstream error (HTTP {status})") } else { message };
+        ErrorInfo { status, kind: kind.to_owned(), message }
+    }
+
+    fn encode_error(&self, error: &ErrorInfo) -> Vec<u8> {
+        error_body(&error.kind, &error.message, error.status).to_string().into_bytes()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream decoding.
+// ---------------------------------------------------------------------------------------------
+
+/// The IR block currently open. Only one is open at a time, so every target sees blocks in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Text(usize),
+    Thinking(usize),
+    Tool { chat_index: u64, index: usize },
+}
+
+impl Open {
+    fn index(self) -> usize {
+        match self {
+            Self::Text(i) | Self::Thinking(i) | Self::Tool { index: i, .. } => i,
+        }
+    }
+}
+
+/// A streamed tool call, keyed by its chat `index`.
+#[derive(Debug, Default)]
+struct ToolState {
+    id: String,
+    name: String,
+    /// Argument pieces that came before the name (then the block cannot start yet).
+    pending: String,
+    started: bool,
+    /// Its block was closed because another began; later pieces cannot be placed.
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct ChatStreamDecoder {
+    sse: SseDecoder,
+    started: bool,
+    /// `[DONE]` or an error arrived, or the input was malformed: nothing more is read.
+    done: bool,
+    next_index: usize,
+    open: Option<Open>,
+    tools: HashMap<u64, ToolState>,
+    /// Order in which tool calls first appeared, to start nameless ones at the end.
+    tool_order: Vec<u64>,
+    finish: Option<StopReason>,
+    finish_emitted: bool,
+    refusal: bool,
+    usage: Usage,
+}
+
+impl ChatStreamDecoder {
+    fn close(&mut self, out: &mut Vec<StreamEvent>) {
+        if let Some(open) = self.open.take() {
+            if let Open::Tool { chat_index, .. } = open
+                && let Some(t) = self.tools.get_mut(&chat_index)
+            {
+                t.closed = true;
+            }
+            out.push(StreamEvent::BlockStop { index: open.index() });
+        }
+    }
+
+    fn begin(&mut self, block: BlockStart, out: &mut Vec<StreamEvent>) -> usize {
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        out.push(StreamEvent::BlockStart { index, block });
+        index
+    }
+
+    fn text(&mut self, text: &str, out: &mut Vec<StreamEvent>) {
+        if text.is_empty() {
+            return;
+        }
+        let index = match self.open {
+            Some(Open::Text(i)) => i,
+            _ => {
+                let i = self.begin(BlockStart::Text, out);
+                self.open = Some(Open::Text(i));
+                i
+            }
+        };
+        out.push(StreamEvent::Delta { index, delta: Delta::Text(text.to_owned()) });
+    }
+
+    fn thinking(&mut self, text: &str, out: &mut Vec<StreamEvent>) {
+        if text.is_empty() {
+            return;
+        }
+        let index = match self.open {
+            Some(Open::Thinking(i)) => i,
+            _ => {
+                let i = self.begin(BlockStart::Thinking, out);
+                self.open = Some(Open::Thinking(i));
+                i
+            }
+        };
+        out.push(StreamEvent::Delta { index, delta: Delta::Thinking(text.to_owned()) });
+    }
+
+    /// Starts the block of tool call `chat_index` and flushes its buffered arguments.
+    fn start_tool(&mut self, chat_index: u64, out: &mut Vec<StreamEvent>) {
+        let (id, name) = match self.tools.get(&chat_index) {
+            Some(t) if !t.started && !t.closed => {
+                let id = if t.id.is_empty() { format!("call_{chat_index}") } else { t.id.clone() };
+                (id, t.name.clone())
+            }
+            _ => return,
+        };
+        let index = self.begin(BlockStart::ToolUse { id, name }, out);
+        self.open = Some(Open::Tool { chat_index, index });
+        if let Some(t) = self.tools.get_mut(&chat_index) {
+            t.started = true;
+            let pending = std::mem::take(&mut t.pending);
+            if !pending.is_empty() {
+                out.push(StreamEvent::Delta { index, delta: Delta::Json(pending) });
+            }
+        }
+    }
+
+    fn tool_piece(&mut self, position: usize, piece: &Map<String, Value>, out: &mut Vec<StreamEvent>) {
+        let chat_index = piece.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
+        let function = piece.get("function").and_then(Value::as_object);
+        let name = function.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default();
+        let args = function.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
+        let id = piece.get("id").and_then(Value::as_str).unwrap_or_default();
+        if !self.tools.contains_key(&chat_index) {
+            self.tool_order.push(chat_index);
+        }
+        let state = self.tools.entry(chat_index).or_default();
+        if state.closed {
+            return;
+        }
+        if !state.started {
+            if !id.is_empty() {
+                state.id = id.to_owned();
+            }
+            state.name.push_str(name);
+            state.pending.push_str(args);
+            if !state.name.is_empty() {
+                self.start_tool(chat_index, out);
+            }
+            return;
+        }
+        if !args.is_empty()
+            && let Some(Open::Tool { chat_index: open, index }) = self.open
+            && open == chat_index
+        {
+            out.push(StreamEvent::Delta { index, delta: Delta::Json(args.to_owned()) });
+        }
+    }
+
+    /// Tool calls whose name never came still happened: start them so they are not lost.
+    fn flush_nameless_tools(&mut self, out: &mut Vec<StreamEvent>) {
+        for chat_index in self.tool_order.clone() {
+            if self.tools.get(&chat_index).is_some_and(|t| !t.started && !t.closed) {
+                self.start_tool(chat_index, out);
+            }
+        }
+    }
+
+    fn emit_finish(&mut self, stop_reason: StopReason, out: &mut Vec<StreamEvent>) {
+        self.flush_nameless_tools(out);
+        self.close(out);
+        if !self.finish_emitted {
+            self.finish_emitted = true;
+            out.push(StreamEvent::Finish { stop_reason, stop_sequence: None, usage: self.usage });
+        }
+    }
+
+    fn event(
+        &mut self,
+        name: Option<&str>,
+        data: &str,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), TranslateError> {
+        if self.done {
+            return Ok(());
+        }
+        let data = data.trim();
+        if data.is_empty() {
+            return Ok(());
+        }
+        if data == "[DONE]" {
+            let reason = self.finish.unwrap_or(StopReason::EndTurn);
+            self.ensure_start("", "", out);
+            self.emit_finish(reason, out);
+            out.push(StreamEvent::Stop);
+            self.done = true;
+            return Ok(());
+        }
+        let v: Value = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(e) => {
+                self.done = true;
+                return Err(err(format!("malformed chat stream chunk: {e}")));
+            }
+        };
+        let Some(chunk) = v.as_object() else {
+            return Ok(());
+        };
+        if let Some(error) = field(chunk, "error").or_else(|| (name == Some("error")).then_some(&v)) {
+            let (error_type, code, message) = error_fields(error);
+            self.close(out);
+            self.done = true;
+            out.push(StreamEvent::Error { kind: kind_from_type(&error_type, &code).to_owned(), message });
+            return Ok(());
+        }
+        let id = chunk.get("id").and_then(Value::as_str).unwrap_or_default();
+        let model = chunk.get("model").and_then(Value::as_str).unwrap_or_default();
+        self.ensure_start(id, model, out);
+        if let Some(choices) = chunk.get("choices").and_then(Value::as_array) {
+            // Only choice 0 maps onto the IR.
+            let first = choices
+                .iter()
+                .filter_map(Value::as_object)
+                .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0);
+            if let Some(choice) = first {
+                self.choice(choice, out);
+            }
+        }
+        if let Some(usage) = field(chunk, "usage") {
+            self.usage = usage_from_wire(usage);
+        }
+        Ok(())
+    }
+
+    fn ensure_start(&mut self, id: &str, model: &str, out: &mut Vec<StreamEvent>) {
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: id.to_owned(),
+                model: model.to_owned(),
+                usage: Usage::default(),
+            });
+        }
+    }
+
+    fn choice(&mut self, choice: &Map<String, Value>, out: &mut Vec<StreamEvent>) {
+        if self.finish.is_some() {
+            // Content after the finish reason would reopen blocks after they were closed.
+            return;
+        }
+        if let Some(delta) = choice.get("delta").and_then(Value::as_object) {
+            if let Some(r) = reasoning_text(delta) {
+                self.thinking(r, out);
+            }
+            if let Some(c) = delta.get("content").and_then(Value::as_str) {
+                self.text(c, out);
+            }
+            if let Some(r) = delta.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+                self.refusal = true;
+                self.text(r, out);
+            }
+            if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+                for (position, piece) in calls.iter().enumerate() {
+                    if let Some(piece) = piece.as_object() {
+                        self.tool_piece(position, piece, out);
+                    }
+                }
+            }
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            let reason = if self.refusal { StopReason::Refusal } else { stop_reason_from_wire(reason) };
+            self.finish = Some(reason);
+            self.flush_nameless_tools(out);
+            self.close(out);
+        }
+    }
+}
+
+impl StreamDecoder for ChatStreamDecoder {
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        let mut events: Vec<(Option<String>, String)> = Vec::new();
+        let pushed = self.sse.push(chunk, |e| events.push((e.event.map(str::to_owned), e.data.into_owned())));
+        for (name, data) in events {
+            self.event(name.as_deref(), &data, out)?;
+        }
+        pushed.map_err(|e| {
+            self.done = true;
+            err(e.to_string())
+        })
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        let mut events: Vec<(Option<String>, String)> = Vec::new();
+        self.sse.finish(|e| events.push((e.event.map(str::to_owned), e.data.into_owned())));
+        for (name, data) in events {
+            if self.event(name.as_deref(), &data, out).is_err() {
+                break;
+            }
+        }
+        // The finish reason arrived but `[DONE]` (and maybe the usage chunk) did not: the answer is
+        // complete, so report how it ended. Without a finish reason nothing is invented.
+        if !self.done
+            && let Some(reason) = self.finish
+        {
+            self.emit_finish(reason, out);
+            self.done = true;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream encoding.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize)]
+struct WireChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<WireChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Serialize)]
+struct WireChoice {
+    index: u32,
+    delta: Value,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EncKind {
+    Text,
+    Thinking,
+    Tool(u64),
+}
+
+#[derive(Debug, Default)]
+struct ChatStreamEncoder {
+    id: String,
+    model: String,
+    created: u64,
+    started: bool,
+    ended: bool,
+    blocks: HashMap<usize, EncKind>,
+    next_tool: u64,
+}
+
+impl ChatStreamEncoder {
+    fn write(
+        &self,
+        out: &mut BytesMut,
+        delta: Option<Value>,
+        finish: Option<&'static str>,
+        usage: Option<WireUsage>,
+    ) {
+        let choices = match delta {
+            Some(delta) => vec![WireChoice { index: 0, delta, finish_reason: finish }],
+            None => Vec::new(),
+        };
+        let chunk = WireChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage,
+        };
+        // Serializing these plain structs cannot fail; an empty line would be skipped by clients.
+        let data = serde_json::to_string(&chunk).unwrap_or_default();
+        write_data(out, &data);
+    }
+
+    fn start(&mut self, id: &str, model: &str, out: &mut BytesMut) {
+        self.started = true;
+        self.id =
+            if id.is_empty() { format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()) } else { id.to_owned() };
+        self.model = model.to_owned();
+        self.created = now_secs();
+        self.write(out, Some(json!({"role": "assistant", "content": ""})), None, None);
+    }
+}
+
+fn write_data(out: &mut BytesMut, data: &str) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+impl StreamEncoder for ChatStreamEncoder {
+    fn encode(&mut self, event: &StreamEvent, out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        if !self.started {
+            match event {
+                StreamEvent::Start { id, model, .. } => {
+                    self.start(id, model, out);
+                    return;
+                }
+                _ => self.start("", "", out),
+            }
+        }
+        match event {
+            StreamEvent::Start { .. } => {}
+            StreamEvent::BlockStart { index, block } => match block {
+                BlockStart::Text => {
+                    self.blocks.insert(*index, EncKind::Text);
+                }
+                BlockStart::Thinking => {
+                    self.blocks.insert(*index, EncKind::Thinking);
+                }
+                BlockStart::ToolUse { id, name } => {
+                    let tool = self.next_tool;
+                    self.next_tool += 1;
+                    self.blocks.insert(*index, EncKind::Tool(tool));
+                    let delta = json!({"tool_calls": [{
+                        "index": tool,
+                        "id": id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": ""},
+                    }]});
+                    self.write(out, Some(delta), None, None);
+                }
+            },
+            StreamEvent::Delta { index, delta } => {
+                let Some(kind) = self.blocks.get(index).copied() else {
+                    return;
+                };
+                let wire = match (kind, delta) {
+                    (EncKind::Text, Delta::Text(t)) => json!({"content": t}),
+                    (EncKind::Thinking, Delta::Thinking(t)) => json!({"reasoning_content": t}),
+                    (EncKind::Tool(tool), Delta::Json(piece)) => {
+                        json!({"tool_calls": [{"index": tool, "function": {"arguments": piece}}]})
+                    }
+                    // Signatures have no chat field; mismatched deltas are ignored.
+                    _ => return,
+                };
+                self.write(out, Some(wire), None, None);
+            }
+            StreamEvent::BlockStop { index } => {
+                self.blocks.remove(index);
+            }
+            StreamEvent::Finish { stop_reason, usage, .. } => {
+                self.write(out, Some(json!({})), Some(stop_reason_to_wire(*stop_reason)), None);
+                // The usage chunk has empty choices, as with `stream_options.include_usage`.
+                if !usage.tokens.is_empty() || usage.reasoning_tokens != 0 {
+                    self.write(out, None, None, Some(usage_to_wire(usage)));
+                }
+            }
+            StreamEvent::Stop => {
+                write_data(out, "[DONE]");
+                self.ended = true;
+            }
+            StreamEvent::Error { kind, message } => {
+                // OpenAI reports mid-stream failures as a data line holding an error object; SDKs
+                // raise on it. No `[DONE]` follows: the stream did not complete.
+                write_data(out, &error_body(kind, message, status_for_kind(kind)).to_string());
+                self.ended = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_urls_become_base64_images() {
+        assert_eq!(
+            image_from_url("data:image/png;base64,iVBORw0KGgo="),
+            ImageSource::Base64 { media_type: "image/png".into(), data: "iVBORw0KGgo=".into() }
+        );
+        assert_eq!(
+            image_from_url("data:text/plain,hello"),
+            ImageSource::Url { url: "data:text/plain,hello".into() }
+        );
+        assert_eq!(image_from_url("https://x/y.png"), ImageSource::Url { url: "https://x/y.png".into() });
+        let b64 = ImageSource::Base64 { media_type: "image/jpeg".into(), data: "AAAA".into() };
+        assert_eq!(image_from_url(&image_to_url(&b64)), b64);
+    }
+
+    #[test]
+    fn usage_subtracts_cached_and_written_tokens() {
+        let u = usage_from_wire(&json!({
+            "prompt_tokens": 100, "completion_tokens": 7,
+            "prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 30},
+            "completion_tokens_details": {"reasoning_tokens": 3}
+        }));
+        assert_eq!(u.tokens.input_tokens, 10);
+        assert_eq!(u.tokens.cache_read_input_tokens, 60);
+        assert_eq!(u.tokens.cache_creation_input_tokens, 30);
+        assert_eq!(u.reasoning_tokens, 3);
+        let wire = usage_to_wire(&u);
+        assert_eq!(wire.prompt_tokens, 100);
+        assert_eq!(wire.total_tokens, 107);
+        // Inconsistent counts never underflow.
+        let odd =
+            usage_from_wire(&json!({"prompt_tokens": 5, "prompt_tokens_details": {"cached_tokens": 9}}));
+        assert_eq!(odd.tokens.input_tokens, 0);
+        // DeepSeek's top-level cache hit count.
+        let ds = usage_from_wire(&json!({"prompt_tokens": 50, "prompt_cache_hit_tokens": 20}));
+        assert_eq!(ds.tokens.cache_read_input_tokens, 20);
+        assert_eq!(ds.tokens.input_tokens, 30);
+    }
+
+    #[test]
+    fn invalid_arguments_survive_verbatim() {
+        let v = parse_arguments("{\"a\": 1");
+        assert_eq!(v, Value::String("{\"a\": 1".into()));
+        assert_eq!(arguments_to_wire(&v), "{\"a\": 1");
+        assert_eq!(parse_arguments(""), json!({}));
+    }
+}
