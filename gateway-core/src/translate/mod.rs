@@ -107,7 +107,7 @@ pub trait Codec: Send + Sync + 'static {
 pub fn codec(dialect: Dialect) -> Option<&'static dyn Codec> {
     match dialect {
         Dialect::Anthropic => None,
-        Dialect::OpenaiChat => None,
+        Dialect::OpenaiChat => Some(&openai_chat::OpenaiChatCodec),
         Dialect::OpenaiResponses => None,
         Dialect::Gemini => None,
     }
