@@ -106,7 +106,7 @@ pub trait Codec: Send + Sync + 'static {
 /// The codec of a dialect.
 pub fn codec(dialect: Dialect) -> Option<&'static dyn Codec> {
     match dialect {
-        Dialect::Anthropic => None,
+        Dialect::Anthropic => Some(&anthropic::AnthropicCodec),
         Dialect::OpenaiChat => Some(&openai_chat::OpenaiChatCodec),
         Dialect::OpenaiResponses => None,
         Dialect::Gemini => None,
