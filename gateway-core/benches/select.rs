@@ -4,9 +4,10 @@
 //!
 //! The 50 providers mix what selection has to look at: three caller groups (`default`, `vip`,
 //! `other-team`) with per-group priority overrides, four priority tiers, weights 1..10, four
-//! disabled providers, three of another dialect (Codex), `allowed_models` lists of every match
-//! kind (prefix, regex, exact + contains), and one active window (22:00-06:00, outside it at
-//! noon). The health view marks some candidates with an open circuit and some cooling down.
+//! disabled providers, three of another dialect (Codex; one of them takes Anthropic requests by
+//! translation and sits in the best tier), `allowed_models` lists of every match kind (prefix,
+//! regex, exact + contains), and one active window (22:00-06:00, outside it at noon). The health
+//! view marks some candidates with an open circuit and some cooling down.
 //!
 //! Run: `cargo bench -p gateway-core --bench select`.
 
@@ -54,6 +55,12 @@ fn provider_config(i: usize, base_url: &str) -> ProviderConfig {
         3 => vec![pattern(MatchKind::Exact, "claude-opus-4-1"), pattern(MatchKind::Contains, "haiku")],
         _ => Vec::new(),
     };
+    if i == 7 {
+        // A Codex provider that also takes Anthropic requests by translation, in the best tier:
+        // the pick has to prefer the native providers there.
+        c.options.translate_from = vec![Dialect::Anthropic];
+        c.priority = 0;
+    }
     if i == 20 {
         c.options.active_from = Some("22:00".into());
         c.options.active_to = Some("06:00".into());

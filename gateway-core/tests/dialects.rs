@@ -182,3 +182,119 @@ async fn gemini_models_listing_is_gemini_shaped() {
         v["models"].as_array().expect("models").iter().filter_map(|m| m["name"].as_str()).collect();
     assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("models/")), "{v}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Translation between dialects
+
+const ANTHROPIC_HEADERS: [(&str, &str); 2] = [("x-api-key", KEY), ("anthropic-version", "2023-06-01")];
+
+#[tokio::test]
+async fn anthropic_clients_served_by_an_openai_compatible_provider() {
+    let e = env("openai-compatible", "translate_from = [\"anthropic\"]").await;
+    let body = r#"{"model":"gpt-4.1","max_tokens":64,"system":"be brief","messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, text, r) = e.post("/v1/messages", &ANTHROPIC_HEADERS, body).await;
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"][0]["type"], "text");
+    assert_eq!(v["content"][0]["text"], "Hello from the mock upstream.");
+    assert_eq!(v["stop_reason"], "end_turn");
+    let sent = e.mock.received().remove(0);
+    assert_eq!(sent.path_and_query, "/v1/chat/completions");
+    let sent = sent.json().expect("json");
+    assert_eq!(sent["messages"][0]["role"], "system");
+    assert_eq!(sent["messages"][1]["content"], "hi");
+    assert_eq!(
+        (r.usage.input_tokens, r.usage.output_tokens),
+        (25, 15),
+        "usage read from the translated body"
+    );
+
+    // Streaming: an Anthropic event stream built from chat chunks.
+    let stream = body.replace("\"max_tokens\":64", "\"max_tokens\":64,\"stream\":true");
+    let (status, text, r) = e.post("/v1/messages", &ANTHROPIC_HEADERS, &stream).await;
+    assert_eq!(status, 200);
+    assert!(text.starts_with("event: message_start"), "{text}");
+    assert_eq!(text.matches("event: message_stop").count(), 1, "{text}");
+    assert!(text.contains("text_delta"));
+    assert_eq!(e.mock.received()[1].json().expect("json")["stream_options"]["include_usage"], true);
+    assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (25, 15), "{r:?}");
+    assert_eq!(r.outcome, gateway_core::usage::Outcome::Success);
+}
+
+#[tokio::test]
+async fn chat_clients_served_by_a_claude_provider_including_tool_calls() {
+    let e = env("claude", "translate_from = [\"openai-chat\"]").await;
+    let body = r#"{"model":"claude-sonnet-4-5","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"weather in Paris?"}],"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]}"#;
+    let (status, text, r) = e.post("/v1/chat/completions", &[BEARER], body).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(text.contains("\"tool_calls\""), "{text}");
+    assert!(text.contains("\"finish_reason\":\"tool_calls\""), "{text}");
+    let sent = e.mock.received().remove(0);
+    assert_eq!(sent.path_and_query, "/v1/messages");
+    assert_eq!(sent.header("x-api-key"), Some("up-secret"));
+    let sent = sent.json().expect("json");
+    assert_eq!(sent["tools"][0]["name"], "get_weather");
+    assert!(sent["max_tokens"].as_u64().is_some(), "Anthropic requires max_tokens: {sent}");
+    assert!(r.usage.output_tokens > 0, "{r:?}");
+}
+
+#[tokio::test]
+async fn translated_upstream_errors_keep_their_status_in_the_callers_shape() {
+    let e = env("openai-compatible", "translate_from = [\"anthropic\"]\nmax_retry_attempts = 1").await;
+    e.mock.set_behavior(gateway_mock::MockBehavior { force_status: Some(400), ..Default::default() });
+    let body = r#"{"model":"gpt-4.1","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, text, _) = e.post("/v1/messages", &ANTHROPIC_HEADERS, body).await;
+    assert_eq!(status, 400);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["type"], "error", "Anthropic shape: {v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn native_providers_are_preferred_over_translating_ones_in_a_tier() {
+    let mock_a = MockUpstream::start().await.expect("mock");
+    let mock_b = MockUpstream::start().await.expect("mock");
+    let toml = format!(
+        "[[providers]]\nname = \"chat\"\ntype = \"openai-compatible\"\nbase_url = \"{}\"\napi_key = \"a\"\ntranslate_from = [\"anthropic\"]\nweight = 100\n\
+         [[providers]]\nname = \"claude\"\ntype = \"claude\"\nbase_url = \"{}\"\napi_key = \"b\"\nweight = 1\n\
+         [[users]]\nname = \"alice\"\n[[users.keys]]\nname = \"k\"\nkey = \"{KEY}\"\n",
+        mock_a.url(),
+        mock_b.url()
+    );
+    let sink = MemoryUsageSink::new();
+    let gateway = Gateway::builder()
+        .config(&ConfigFile::from_toml_str(&toml).expect("config"))
+        .usage_sink(Arc::new(sink.clone()))
+        .build()
+        .expect("gateway");
+    for i in 0..10 {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/messages")
+            .header("x-api-key", KEY)
+            .header("x-session-id", format!("s{i}"))
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+            )))
+            .expect("req");
+        gateway.handle(req).await.into_body().collect().await.expect("body");
+    }
+    assert_eq!(mock_a.received().len(), 0, "the translating provider is only a fallback");
+    assert_eq!(mock_b.received().len(), 10);
+    // With the native provider down, the translating one takes over.
+    mock_b.shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/messages")
+        .header("x-api-key", KEY)
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+        .expect("req");
+    let resp = gateway.handle(req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock_a.received().len(), 1);
+}
