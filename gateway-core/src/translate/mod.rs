@@ -108,8 +108,8 @@ pub fn codec(dialect: Dialect) -> Option<&'static dyn Codec> {
     match dialect {
         Dialect::Anthropic => Some(&anthropic::AnthropicCodec),
         Dialect::OpenaiChat => Some(&openai_chat::OpenaiChatCodec),
-        Dialect::OpenaiResponses => None,
-        Dialect::Gemini => None,
+        Dialect::OpenaiResponses => Some(&openai_responses::OpenaiResponsesCodec),
+        Dialect::Gemini => Some(&gemini::GeminiCodec),
     }
 }
 
