@@ -72,6 +72,7 @@ pub fn translate_request(
     if let Some(m) = model {
         ir.model = m.to_owned();
     }
+    translate::signature::restore_for(to, &mut ir.messages, &mut notes);
     ir.stream = stream;
     let out = dst.encode_request(&ir, &mut notes).map_err(|e| translate_error("request", e))?;
     Ok(TranslatedRequest { path_and_query: dst.request_path(&ir), body: Bytes::from(out), notes })
@@ -133,7 +134,8 @@ pub async fn translate_response(
         return Ok(GatewayResponse::from_parts(parts, body));
     }
     let raw = collect_limited(body).await?;
-    let ir = src.decode_response(&raw).map_err(|e| translate_error("response", e))?;
+    let mut ir = src.decode_response(&raw).map_err(|e| translate_error("response", e))?;
+    translate::signature::tag_blocks(from, &mut ir.content);
     let out = dst.encode_response(&ir, notes).map_err(|e| translate_error("response", e))?;
     set_json(&mut parts.headers, out.len());
     Ok(GatewayResponse::from_parts(parts, full_body(out)))

@@ -16,6 +16,7 @@ pub mod ir;
 pub mod normalize;
 pub mod openai_chat;
 pub mod openai_responses;
+pub mod signature;
 
 use bytes::{Bytes, BytesMut};
 
@@ -121,7 +122,8 @@ pub fn translate_request(
 ) -> Result<(Vec<u8>, Notes), TranslateError> {
     let (src, dst) = codecs(from, to)?;
     let mut notes = Notes::default();
-    let req = src.decode_request(body, &mut notes)?;
+    let mut req = src.decode_request(body, &mut notes)?;
+    signature::restore_for(to, &mut req.messages, &mut notes);
     let out = dst.encode_request(&req, &mut notes)?;
     Ok((out, notes))
 }
@@ -134,7 +136,8 @@ pub fn translate_response(
 ) -> Result<(Vec<u8>, Notes), TranslateError> {
     let (src, dst) = codecs(from, to)?;
     let mut notes = Notes::default();
-    let resp = src.decode_response(body)?;
+    let mut resp = src.decode_response(body)?;
+    signature::tag_blocks(from, &mut resp.content);
     let out = dst.encode_response(&resp, &mut notes)?;
     Ok((out, notes))
 }
@@ -151,6 +154,7 @@ pub struct StreamTranslator {
     encoder: Box<dyn StreamEncoder>,
     events: Vec<ir::StreamEvent>,
     normalized: Vec<ir::StreamEvent>,
+    signatures: signature::StreamTagger,
 }
 
 impl std::fmt::Debug for StreamTranslator {
@@ -169,12 +173,14 @@ impl StreamTranslator {
             encoder: dst.stream_encoder(),
             events: Vec::new(),
             normalized: Vec::new(),
+            signatures: signature::StreamTagger::new(from),
         })
     }
 
     fn emit(&mut self) -> Bytes {
         let mut out = BytesMut::new();
-        for ev in self.events.drain(..) {
+        for mut ev in self.events.drain(..) {
+            self.signatures.tag(&mut ev);
             self.normalizer.push(ev, &mut self.normalized);
         }
         for ev in self.normalized.drain(..) {
