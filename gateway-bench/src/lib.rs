@@ -1,0 +1,540 @@
+//! Loopback load benchmark of the gateway: the same requests straight to the mock upstream and
+//! through `gateway-server` in one run, so the difference is what the gateway adds.
+//!
+//! `cargo xtask bench` builds the release binaries and runs `gateway-bench`; see
+//! `docs/benchmarks.md` for the method and the figures.
+
+pub mod load;
+pub mod procs;
+pub mod report;
+pub mod schedule;
+pub mod stats;
+pub mod targets;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::load::{
+    BENCH_API_KEY, BENCH_MODEL, ClosedLoop, CpuUse, OpenLoop, PhaseStats, RequestTemplate, closed_loop,
+    open_loop, probe,
+};
+use crate::procs::{ChildGuard, MachineInfo, cpu_time_of};
+use crate::schedule::RatePlan;
+use crate::stats::Added;
+use crate::targets::{Measured, TargetCheck, Targets, all_pass, check_targets};
+
+/// Everything a run needs, resolved from the command line.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchConfig {
+    /// The gateway binary.
+    pub gateway_bin: PathBuf,
+    /// The mock upstream binary.
+    pub mock_bin: PathBuf,
+    /// Offered rate of the fixed-rate scenario.
+    pub rate: u64,
+    /// Measured seconds per fixed-rate phase.
+    pub fixed_secs: f64,
+    /// Closed-loop connections of the saturation scenario.
+    pub connections: usize,
+    /// Measured seconds per saturation phase.
+    pub saturation_secs: f64,
+    /// Offered rate of the streaming scenario.
+    pub stream_rate: u64,
+    /// Measured seconds per streaming phase.
+    pub stream_secs: f64,
+    /// Warm-up seconds before every phase.
+    pub warmup_secs: f64,
+    /// Direct/gateway pairs per scenario.
+    pub rounds: usize,
+    /// SSE content deltas per streamed reply (the mock's `--chunks`).
+    pub chunks: u32,
+    /// Delay between streamed chunks (the mock's `--chunk-delay-ms`).
+    pub chunk_delay_ms: u64,
+    /// Request body size.
+    pub body_bytes: usize,
+    /// Worker threads of the benchmark's own tokio runtime.
+    pub client_threads: usize,
+    /// Cap on concurrent requests in open-loop phases.
+    pub max_connections: usize,
+    /// Seconds the gateway idles after start before its idle RSS is read.
+    pub idle_settle_secs: f64,
+    /// Keep the temporary directory (database, logs) for inspection.
+    pub keep_temp: bool,
+}
+
+/// Memory of gateway-server over the run (bytes).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RssReport {
+    /// After start, before any request.
+    pub idle: u64,
+    /// After the fixed-rate scenario.
+    pub after_fixed_rate: u64,
+    /// After the saturation scenario.
+    pub after_saturation: u64,
+    /// After the streaming scenario.
+    pub after_streaming: u64,
+    /// Peak (`VmHWM`).
+    pub peak: u64,
+    /// Mock upstream's RSS at the end, for comparison.
+    pub mock_after: u64,
+}
+
+/// One direct phase and one gateway phase run back to back.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundPair {
+    /// 1-based round.
+    pub round: usize,
+    /// Whether the direct phase ran first (rounds alternate the order).
+    pub direct_first: bool,
+    /// Straight to the mock.
+    pub direct: PhaseStats,
+    /// Through the gateway.
+    pub gateway: PhaseStats,
+    /// Gateway minus direct: total latency for the open-loop scenarios, time to first byte
+    /// for streaming.
+    pub added: Added,
+    /// Gateway RPS / direct RPS.
+    pub rps_ratio: f64,
+}
+
+/// One scenario: its rounds and the figures across them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    /// Short name.
+    pub name: String,
+    /// Rounds in run order.
+    pub rounds: Vec<RoundPair>,
+    /// Median over rounds of the per-round added latency.
+    pub added: Option<Added>,
+    /// Median over rounds of the per-round added time to last byte (streaming only).
+    pub added_last_byte: Option<Added>,
+    /// Median over rounds of the per-round RPS ratio.
+    pub rps_ratio: Option<f64>,
+}
+
+impl Scenario {
+    fn new(name: &str, rounds: Vec<RoundPair>) -> Self {
+        let added = Added::median_of(&rounds.iter().map(|r| r.added).collect::<Vec<_>>());
+        let rps_ratio = stats::median(rounds.iter().map(|r| r.rps_ratio).collect());
+        Self { name: name.to_owned(), rounds, added, added_last_byte: None, rps_ratio }
+    }
+
+    fn failed(&self) -> u64 {
+        self.rounds.iter().map(|r| r.direct.failed + r.gateway.failed).sum()
+    }
+
+    fn requests(&self) -> u64 {
+        self.rounds.iter().map(|r| r.direct.measured_requests + r.gateway.measured_requests).sum()
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The machine and how busy it was.
+    pub machine: MachineInfo,
+    /// Settings of the run.
+    pub config: BenchConfig,
+    /// Fixed-rate non-streaming requests.
+    pub fixed_rate: Scenario,
+    /// Closed-loop saturation.
+    pub saturation: Scenario,
+    /// Fixed-rate streaming requests.
+    pub streaming: Scenario,
+    /// Gateway memory.
+    pub rss: RssReport,
+    /// Target checks.
+    pub targets: Vec<TargetCheck>,
+    /// Whether every target passed.
+    pub all_pass: bool,
+}
+
+/// The gateway config the benchmark imports: one Claude provider (the mock), one user with one
+/// key, and a price so usage is costed as in production.
+pub fn gateway_config(mock_port: u16) -> String {
+    format!(
+        r#"[[providers]]
+name = "mock"
+type = "claude"
+base_url = "http://127.0.0.1:{mock_port}"
+api_key = "upstream-secret"
+
+[[users]]
+name = "bench"
+[[users.keys]]
+name = "k"
+key = "{BENCH_API_KEY}"
+
+[[prices]]
+model = "{BENCH_MODEL}"
+input_per_mtok = "3"
+output_per_mtok = "15"
+"#
+    )
+}
+
+/// The processes under test.
+struct Servers {
+    mock: ChildGuard,
+    gateway: ChildGuard,
+}
+
+impl Servers {
+    fn start(config: &BenchConfig, dir: &std::path::Path) -> anyhow::Result<Self> {
+        let mut mock_cmd = Command::new(&config.mock_bin);
+        mock_cmd.args(["--listen", "127.0.0.1:0", "--chunks", &config.chunks.to_string()]);
+        mock_cmd.args(["--chunk-delay-ms", &config.chunk_delay_ms.to_string()]);
+        let mock = ChildGuard::start("mock-upstream", mock_cmd, &dir.join("mock.stderr.log"))?;
+
+        let config_path = dir.join("gateway.toml");
+        std::fs::write(&config_path, gateway_config(mock.addr().port()))
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
+        let mut gw_cmd = Command::new(&config.gateway_bin);
+        gw_cmd.arg("--listen").arg("127.0.0.1:0").arg("--config").arg(&config_path);
+        gw_cmd
+            .env("DATABASE_URL", format!("sqlite://{}", dir.join("gw.db").display()))
+            .env("USAGE_SPILL_PATH", dir.join("spill.jsonl"))
+            // A fixed admin token, so the gateway does not print a generated secret.
+            .env("ADMIN_TOKEN", "adm-gateway-bench")
+            // The production default log level, whatever the caller's environment says:
+            // a debug filter would measure logging, not the gateway.
+            .env("RUST_LOG", "info")
+            .env("SHUTDOWN_GRACE_SECONDS", "2");
+        let gateway = ChildGuard::start("gateway-server", gw_cmd, &dir.join("gateway.stderr.log"))?;
+        Ok(Self { mock, gateway })
+    }
+
+    fn cpu_snapshot(&self) -> anyhow::Result<[Duration; 3]> {
+        Ok([self.gateway.cpu_time()?, self.mock.cpu_time()?, cpu_time_of("self")?])
+    }
+
+    fn ensure_running(&mut self) -> anyhow::Result<()> {
+        self.mock.ensure_running()?;
+        self.gateway.ensure_running()
+    }
+}
+
+fn cpu_delta(before: [Duration; 3], after: [Duration; 3]) -> CpuUse {
+    let ms = |i: usize| u64::try_from(after[i].saturating_sub(before[i]).as_millis()).unwrap_or(u64::MAX);
+    CpuUse { gateway_ms: ms(0), mock_ms: ms(1), client_ms: ms(2) }
+}
+
+/// Which load shape a scenario uses.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Open(OpenLoop),
+    Closed(ClosedLoop),
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::ZERO)
+}
+
+/// Runs one phase against one target and attributes CPU time to it.
+async fn phase(
+    servers: &mut Servers,
+    target: &str,
+    template: &Arc<RequestTemplate>,
+    shape: Shape,
+) -> anyhow::Result<PhaseStats> {
+    let addr = if target == "gateway" { servers.gateway.addr() } else { servers.mock.addr() };
+    let before = servers.cpu_snapshot()?;
+    let mut stats = match shape {
+        Shape::Open(settings) => open_loop(target, addr, template.clone(), settings).await?,
+        Shape::Closed(settings) => closed_loop(target, addr, template.clone(), settings).await?,
+    };
+    stats.cpu = cpu_delta(before, servers.cpu_snapshot()?);
+    servers.ensure_running()?;
+    stats.gateway_rss_after = servers.gateway.rss_bytes()?;
+    stats.competing_builds = procs::competing_builds().len();
+    eprintln!("  {}", report::phase_line(&stats));
+    Ok(stats)
+}
+
+/// Runs `rounds` direct/gateway pairs, alternating which goes first (ABBA order cancels a
+/// linear drift of the machine's state, e.g. another process ramping up).
+async fn rounds(
+    servers: &mut Servers,
+    config: &BenchConfig,
+    direct: &Arc<RequestTemplate>,
+    gateway: &Arc<RequestTemplate>,
+    shape: Shape,
+    added_of: fn(&PhaseStats, &PhaseStats) -> Added,
+) -> anyhow::Result<Vec<RoundPair>> {
+    let mut pairs = Vec::new();
+    for round in 1..=config.rounds.max(1) {
+        let direct_first = round % 2 == 1;
+        let (d, g) = if direct_first {
+            let d = phase(servers, "direct", direct, shape).await?;
+            (d, phase(servers, "gateway", gateway, shape).await?)
+        } else {
+            let g = phase(servers, "gateway", gateway, shape).await?;
+            (phase(servers, "direct", direct, shape).await?, g)
+        };
+        let added = added_of(&d, &g);
+        let rps_ratio = if d.rps > 0.0 { g.rps / d.rps } else { 0.0 };
+        pairs.push(RoundPair { round, direct_first, direct: d, gateway: g, added, rps_ratio });
+    }
+    Ok(pairs)
+}
+
+/// Starts the servers, runs every scenario and checks the targets.
+pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
+    let mut machine = MachineInfo::probe();
+    if !machine.competing_builds_start.is_empty() {
+        eprintln!(
+            "warning: cargo/rustc running ({}): they compete for the CPUs and disturb the figures",
+            machine.competing_builds_start.join(", ")
+        );
+    }
+    let temp = tempfile::Builder::new().prefix("gateway-bench-").tempdir()?;
+    let mut servers = Servers::start(config, temp.path())?;
+    eprintln!(
+        "mock-upstream on {} (pid {}), gateway-server on {} (pid {}), work dir {}",
+        servers.mock.addr(),
+        servers.mock.pid().unwrap_or(0),
+        servers.gateway.addr(),
+        servers.gateway.pid().unwrap_or(0),
+        temp.path().display()
+    );
+
+    // Idle memory first, before any request allocates pools and buffers.
+    std::thread::sleep(secs(config.idle_settle_secs));
+    let mut rss = RssReport { idle: servers.gateway.rss_bytes()?, ..RssReport::default() };
+
+    // A small runtime: the load generator must leave the two cores to the gateway and the mock.
+    let runtime = if config.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.client_threads)
+            .enable_all()
+            .build()?
+    };
+
+    let report = runtime.block_on(async {
+        let plain_direct = Arc::new(RequestTemplate::new(servers.mock.addr(), false, config.body_bytes)?);
+        let plain_gateway = Arc::new(RequestTemplate::new(servers.gateway.addr(), false, config.body_bytes)?);
+        let stream_direct = Arc::new(RequestTemplate::new(servers.mock.addr(), true, config.body_bytes)?);
+        let stream_gateway = Arc::new(RequestTemplate::new(servers.gateway.addr(), true, config.body_bytes)?);
+        probe(servers.mock.addr(), &plain_direct).await.context("probe request to mock-upstream failed")?;
+        probe(servers.gateway.addr(), &plain_gateway).await.with_context(|| {
+            format!("probe request through gateway-server failed{}", servers.gateway.stderr_tail())
+        })?;
+
+        let warmup = secs(config.warmup_secs);
+        let open = |rate: u64, measure: f64| {
+            Shape::Open(OpenLoop {
+                plan: RatePlan::new(rate, warmup, secs(measure)),
+                max_connections: config.max_connections,
+                prefill: 4,
+            })
+        };
+        let total = |d: &PhaseStats, g: &PhaseStats| Added::between(&d.latency, &g.latency);
+        let first_byte = |d: &PhaseStats, g: &PhaseStats| Added::between(&d.ttfb, &g.ttfb);
+
+        eprintln!(
+            "fixed rate: {} req/s, {} B body, {} s x {} round(s)",
+            config.rate,
+            plain_direct.body_len(),
+            config.fixed_secs,
+            config.rounds
+        );
+        let fixed = rounds(
+            &mut servers,
+            config,
+            &plain_direct,
+            &plain_gateway,
+            open(config.rate, config.fixed_secs),
+            total,
+        )
+        .await?;
+        rss.after_fixed_rate = servers.gateway.rss_bytes()?;
+
+        eprintln!(
+            "saturation: {} connections, {} s x {} round(s)",
+            config.connections, config.saturation_secs, config.rounds
+        );
+        let closed = Shape::Closed(ClosedLoop {
+            connections: config.connections,
+            warmup,
+            measure: secs(config.saturation_secs),
+        });
+        let saturation = rounds(&mut servers, config, &plain_direct, &plain_gateway, closed, total).await?;
+        rss.after_saturation = servers.gateway.rss_bytes()?;
+
+        eprintln!(
+            "streaming: {} chunks, {} req/s, {} s x {} round(s)",
+            config.chunks, config.stream_rate, config.stream_secs, config.rounds
+        );
+        let streaming = rounds(
+            &mut servers,
+            config,
+            &stream_direct,
+            &stream_gateway,
+            open(config.stream_rate, config.stream_secs),
+            first_byte,
+        )
+        .await?;
+        rss.after_streaming = servers.gateway.rss_bytes()?;
+        rss.peak = servers.gateway.peak_rss_bytes()?;
+        rss.mock_after = servers.mock.rss_bytes()?;
+
+        let mut streaming = Scenario::new("streaming", streaming);
+        streaming.added_last_byte = Added::median_of(
+            &streaming.rounds.iter().map(|r| total(&r.direct, &r.gateway)).collect::<Vec<_>>(),
+        );
+        anyhow::Ok((Scenario::new("fixed-rate", fixed), Scenario::new("saturation", saturation), streaming))
+    });
+    // Stop the servers whatever happened (the guards would too, but this way the gateway's
+    // graceful shutdown is done before the report is printed).
+    servers.gateway.stop();
+    servers.mock.stop();
+    let (fixed_rate, saturation, streaming) = report?;
+    machine.finish();
+
+    let measured = Measured {
+        rate: config.rate,
+        added_p50_us: fixed_rate.added.map(|a| a.p50_us),
+        added_p99_us: fixed_rate.added.map(|a| a.p99_us),
+        saturation_ratio: saturation.rps_ratio,
+        idle_rss_bytes: Some(rss.idle),
+        failed_requests: fixed_rate.failed() + saturation.failed() + streaming.failed(),
+        total_requests: fixed_rate.requests() + saturation.requests() + streaming.requests(),
+    };
+    let targets = check_targets(&measured, &Targets::default());
+    if config.keep_temp {
+        let kept = temp.keep();
+        eprintln!("kept the work dir {}", kept.display());
+    }
+    Ok(Report {
+        all_pass: all_pass(&targets),
+        machine,
+        config: config.clone(),
+        fixed_rate,
+        saturation,
+        streaming,
+        rss,
+        targets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_config_parses_as_toml_with_the_mock_port() {
+        let doc: toml::Table = toml::from_str(&gateway_config(4567)).expect("valid TOML");
+        assert_eq!(doc["providers"][0]["base_url"].as_str(), Some("http://127.0.0.1:4567"));
+        assert_eq!(doc["providers"][0]["type"].as_str(), Some("claude"));
+        assert_eq!(doc["users"][0]["keys"][0]["key"].as_str(), Some(BENCH_API_KEY));
+        assert_eq!(doc["prices"][0]["model"].as_str(), Some(BENCH_MODEL));
+    }
+
+    #[test]
+    fn cpu_delta_saturates() {
+        let before = [Duration::from_millis(100), Duration::from_millis(50), Duration::from_millis(10)];
+        let after = [Duration::from_millis(350), Duration::from_millis(40), Duration::from_millis(30)];
+        let cpu = cpu_delta(before, after);
+        assert_eq!((cpu.gateway_ms, cpu.mock_ms, cpu.client_ms), (250, 0, 20));
+    }
+
+    #[test]
+    fn scenario_takes_medians_over_rounds() {
+        use fixtures::pair;
+        let s = Scenario::new("x", vec![pair(1, 0.5, 100.0), pair(2, 0.3, 900.0), pair(3, 0.6, 120.0)]);
+        assert_eq!(s.rps_ratio, Some(0.5));
+        assert_eq!(s.added, Some(Added { p50_us: 120.0, p99_us: 240.0 }));
+        assert_eq!(s.requests(), 60);
+        assert_eq!(s.failed(), 0);
+    }
+}
+
+/// Synthetic results for tests of the aggregation and the rendering.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use crate::stats::LatencySummary;
+
+    /// A phase with 10 successful requests at `rps`.
+    pub fn phase(target: &str, rps: f64) -> PhaseStats {
+        let latency =
+            LatencySummary { count: 10, p50_us: 100, p99_us: 300, max_us: 400, ..Default::default() };
+        PhaseStats {
+            target: target.to_owned(),
+            offered_rate: None,
+            connections: None,
+            measured_requests: 10,
+            ok: 10,
+            failed: 0,
+            failures: Default::default(),
+            failure_samples: Vec::new(),
+            seconds: 1.0,
+            rps,
+            latency,
+            ttfb: latency,
+            send_lag: None,
+            connections_opened: 1,
+            cpu: CpuUse::default(),
+            gateway_rss_after: 0,
+            competing_builds: 0,
+        }
+    }
+
+    /// A round whose gateway reaches `ratio` of direct's RPS and adds `p50` µs (twice at p99).
+    pub fn pair(round: usize, ratio: f64, p50: f64) -> RoundPair {
+        RoundPair {
+            round,
+            direct_first: round % 2 == 1,
+            direct: phase("direct", 100.0),
+            gateway: phase("gateway", 100.0 * ratio),
+            added: Added { p50_us: p50, p99_us: p50 * 2.0 },
+            rps_ratio: ratio,
+        }
+    }
+
+    /// A two-round report with one failed gateway request in the streaming scenario.
+    pub fn report() -> Report {
+        let scenario = |name| Scenario::new(name, vec![pair(1, 0.5, 100.0), pair(2, 0.4, 120.0)]);
+        let mut streaming = scenario("streaming");
+        streaming.rounds[0].gateway.failed = 1;
+        streaming.rounds[0].gateway.failure_samples.push("HTTP 502: upstream gone".to_owned());
+        let config = BenchConfig {
+            gateway_bin: PathBuf::from("gw"),
+            mock_bin: PathBuf::from("mock"),
+            rate: 1000,
+            fixed_secs: 10.0,
+            connections: 32,
+            saturation_secs: 5.0,
+            stream_rate: 200,
+            stream_secs: 5.0,
+            warmup_secs: 1.0,
+            rounds: 2,
+            chunks: 20,
+            chunk_delay_ms: 0,
+            body_bytes: 1024,
+            client_threads: 1,
+            max_connections: 256,
+            idle_settle_secs: 1.0,
+            keep_temp: false,
+        };
+        let measured = Measured { rate: 1000, failed_requests: 1, total_requests: 120, ..Default::default() };
+        let targets = check_targets(&measured, &Targets::default());
+        Report {
+            machine: MachineInfo::default(),
+            config,
+            fixed_rate: scenario("fixed-rate"),
+            saturation: scenario("saturation"),
+            streaming,
+            rss: RssReport::default(),
+            all_pass: all_pass(&targets),
+            targets,
+        }
+    }
+}

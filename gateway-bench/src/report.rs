@@ -1,0 +1,398 @@
+//! Human-readable output: an aligned text report or markdown ready to paste into the docs.
+
+use std::fmt::Write as _;
+
+use crate::load::PhaseStats;
+use crate::stats::{LatencySummary, fmt_ms, fmt_ms_signed};
+use crate::targets::{Verdict, fmt_mib};
+use crate::{Report, RoundPair, Scenario};
+
+/// Output flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Space-aligned columns for a terminal.
+    Text,
+    /// GitHub-flavoured markdown tables.
+    Markdown,
+}
+
+/// Renders rows under headers; every row must have as many cells as there are headers.
+pub fn table(format: Format, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    match format {
+        Format::Markdown => {
+            let _ = writeln!(out, "| {} |", headers.join(" | "));
+            let _ = writeln!(out, "|{}", headers.iter().map(|_| "---|").collect::<String>());
+            for row in rows {
+                let _ = writeln!(out, "| {} |", row.join(" | "));
+            }
+        }
+        Format::Text => {
+            let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+            for row in rows {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let line = |cells: &mut dyn Iterator<Item = &str>| {
+                let padded: Vec<String> = cells.zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+                padded.join("  ").trim_end().to_owned()
+            };
+            let _ = writeln!(out, "{}", line(&mut headers.iter().copied()));
+            for row in rows {
+                let _ = writeln!(out, "{}", line(&mut row.iter().map(String::as_str)));
+            }
+        }
+    }
+    out
+}
+
+/// One progress line per phase, printed to stderr while the benchmark runs.
+pub fn phase_line(stats: &PhaseStats) -> String {
+    let busy = if stats.competing_builds > 0 { "  BUSY (cargo/rustc running)" } else { "" };
+    format!(
+        "{:<8} {:>9.1} req/s  p50 {}  p99 {}  ttfb p50 {}  failed {}  cpu gw/mock/client {}/{}/{} ms  gw rss {}{busy}",
+        stats.target,
+        stats.rps,
+        fmt_ms(as_f64(stats.latency.p50_us)),
+        fmt_ms(as_f64(stats.latency.p99_us)),
+        fmt_ms(as_f64(stats.ttfb.p50_us)),
+        stats.failed,
+        stats.cpu.gateway_ms,
+        stats.cpu.mock_ms,
+        stats.cpu.client_ms,
+        fmt_mib(stats.gateway_rss_after),
+    )
+}
+
+#[allow(clippy::cast_precision_loss)] // Microseconds and counts, far below 2^52.
+fn as_f64(v: u64) -> f64 {
+    v as f64
+}
+
+fn ms(v: u64) -> String {
+    fmt_ms(as_f64(v))
+}
+
+/// CPU microseconds per successful request, or `-` when nothing succeeded.
+fn cpu_per_request(cpu_ms: u64, ok: u64) -> String {
+    if ok == 0 { "-".to_owned() } else { format!("{:.0} µs", as_f64(cpu_ms) * 1000.0 / as_f64(ok)) }
+}
+
+/// `busy` when compilers were running at the end of the phase: its figures are disturbed.
+fn machine(p: &PhaseStats) -> String {
+    if p.competing_builds > 0 { format!("busy ({})", p.competing_builds) } else { "quiet".to_owned() }
+}
+
+fn order(pair: &RoundPair, gateway: bool) -> &'static str {
+    if pair.direct_first != gateway { "1st" } else { "2nd" }
+}
+
+fn phases(scenario: &Scenario) -> impl Iterator<Item = (&RoundPair, &PhaseStats)> {
+    scenario.rounds.iter().flat_map(|r| [(r, &r.direct), (r, &r.gateway)])
+}
+
+fn latency_cells(l: &LatencySummary) -> [String; 4] {
+    [ms(l.p50_us), ms(l.p90_us), ms(l.p99_us), ms(l.max_us)]
+}
+
+fn heading(out: &mut String, format: Format, text: &str) {
+    let _ = match format {
+        Format::Markdown => writeln!(out, "\n### {text}\n"),
+        Format::Text => writeln!(out, "\n== {text}"),
+    };
+}
+
+fn note(out: &mut String, format: Format, text: &str) {
+    let _ = match format {
+        Format::Markdown => writeln!(out, "\n{text}"),
+        Format::Text => writeln!(out, "{text}"),
+    };
+}
+
+/// The whole report.
+pub fn render(report: &Report, format: Format) -> String {
+    let mut out = String::new();
+    let m = &report.machine;
+    let c = &report.config;
+    let _ = writeln!(
+        out,
+        "gateway-bench: {} CPUs ({}), {} RAM, Linux {}; load average {:.2} at start, {:.2} at end; \
+         client runtime {} thread(s)",
+        m.cpus,
+        m.cpu_model,
+        fmt_mib(m.mem_total_bytes),
+        m.kernel,
+        m.loadavg_start,
+        m.loadavg_end,
+        c.client_threads
+    );
+    for (when, list) in [("start", &m.competing_builds_start), ("end", &m.competing_builds_end)] {
+        if !list.is_empty() {
+            let _ = writeln!(out, "WARNING: compiler processes running at {when}: {}", list.join(", "));
+        }
+    }
+
+    heading(
+        &mut out,
+        format,
+        &format!(
+            "Fixed rate: {} req/s, {} B non-streaming request, {} s per phase, {} s warm-up",
+            c.rate, c.body_bytes, c.fixed_secs, c.warmup_secs
+        ),
+    );
+    let rows: Vec<Vec<String>> = phases(&report.fixed_rate)
+        .map(|(pair, p)| {
+            let mut row =
+                vec![pair.round.to_string(), p.target.clone(), order(pair, p.target == "gateway").to_owned()];
+            row.push(format!("{:.1}", p.rps));
+            row.extend(latency_cells(&p.latency));
+            row.push(p.failed.to_string());
+            row.push(p.send_lag.map_or("-".to_owned(), |l| ms(l.p99_us)));
+            row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
+            row.push(cpu_per_request(p.cpu.mock_ms, p.ok));
+            row.push(fmt_mib(p.gateway_rss_after));
+            row.push(machine(p));
+            row
+        })
+        .collect();
+    out.push_str(&table(
+        format,
+        &[
+            "round",
+            "target",
+            "order",
+            "req/s",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "failed",
+            "send lag p99",
+            "gw CPU/req",
+            "mock CPU/req",
+            "gw RSS after",
+            "machine",
+        ],
+        &rows,
+    ));
+    if let Some(added) = report.fixed_rate.added {
+        note(
+            &mut out,
+            format,
+            &format!(
+                "Added by the gateway (median over rounds of gateway − direct in the same round): p50 {}, p99 {}",
+                fmt_ms_signed(added.p50_us),
+                fmt_ms_signed(added.p99_us)
+            ),
+        );
+    }
+
+    heading(
+        &mut out,
+        format,
+        &format!(
+            "Saturation: closed loop, {} connections, {} s per phase, {} s warm-up",
+            c.connections, c.saturation_secs, c.warmup_secs
+        ),
+    );
+    let rows: Vec<Vec<String>> = phases(&report.saturation)
+        .map(|(pair, p)| {
+            let mut row =
+                vec![pair.round.to_string(), p.target.clone(), order(pair, p.target == "gateway").to_owned()];
+            row.push(format!("{:.0}", p.rps));
+            row.push(ms(p.latency.p50_us));
+            row.push(ms(p.latency.p99_us));
+            row.push(p.failed.to_string());
+            row.push(if p.target == "gateway" {
+                format!("{:.1}%", pair.rps_ratio * 100.0)
+            } else {
+                String::new()
+            });
+            row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
+            row.push(cpu_per_request(p.cpu.mock_ms, p.ok));
+            row.push(cpu_per_request(p.cpu.client_ms, p.ok));
+            row.push(fmt_mib(p.gateway_rss_after));
+            row.push(machine(p));
+            row
+        })
+        .collect();
+    out.push_str(&table(
+        format,
+        &[
+            "round",
+            "target",
+            "order",
+            "req/s",
+            "p50",
+            "p99",
+            "failed",
+            "gateway/direct",
+            "gw CPU/req",
+            "mock CPU/req",
+            "client CPU/req",
+            "gw RSS after",
+            "machine",
+        ],
+        &rows,
+    ));
+    if let Some(ratio) = report.saturation.rps_ratio {
+        note(
+            &mut out,
+            format,
+            &format!(
+                "Gateway throughput at saturation: {:.1}% of direct (median over rounds)",
+                ratio * 100.0
+            ),
+        );
+    }
+
+    heading(
+        &mut out,
+        format,
+        &format!(
+            "Streaming: {} chunks ({} ms apart), {} req/s, {} s per phase",
+            c.chunks, c.chunk_delay_ms, c.stream_rate, c.stream_secs
+        ),
+    );
+    let rows: Vec<Vec<String>> = phases(&report.streaming)
+        .map(|(pair, p)| {
+            vec![
+                pair.round.to_string(),
+                p.target.clone(),
+                order(pair, p.target == "gateway").to_owned(),
+                format!("{:.1}", p.rps),
+                ms(p.ttfb.p50_us),
+                ms(p.ttfb.p99_us),
+                ms(p.latency.p50_us),
+                ms(p.latency.p99_us),
+                p.failed.to_string(),
+                machine(p),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        format,
+        &[
+            "round",
+            "target",
+            "order",
+            "req/s",
+            "TTFB p50",
+            "TTFB p99",
+            "last byte p50",
+            "last byte p99",
+            "failed",
+            "machine",
+        ],
+        &rows,
+    ));
+    if let Some(added) = report.streaming.added {
+        let last = report.streaming.added_last_byte.unwrap_or_default();
+        note(
+            &mut out,
+            format,
+            &format!(
+                "Added time to first byte: p50 {}, p99 {}; added time to last byte: p50 {}, p99 {}",
+                fmt_ms_signed(added.p50_us),
+                fmt_ms_signed(added.p99_us),
+                fmt_ms_signed(last.p50_us),
+                fmt_ms_signed(last.p99_us)
+            ),
+        );
+    }
+
+    heading(&mut out, format, "gateway-server memory (RSS)");
+    let r = &report.rss;
+    out.push_str(&table(
+        format,
+        &["idle", "after fixed rate", "after saturation", "after streaming", "peak (VmHWM)", "mock at end"],
+        &[vec![
+            fmt_mib(r.idle),
+            fmt_mib(r.after_fixed_rate),
+            fmt_mib(r.after_saturation),
+            fmt_mib(r.after_streaming),
+            fmt_mib(r.peak),
+            fmt_mib(r.mock_after),
+        ]],
+    ));
+
+    heading(&mut out, format, "Targets");
+    let rows: Vec<Vec<String>> = report
+        .targets
+        .iter()
+        .map(|t| vec![t.verdict.label().to_owned(), t.name.clone(), t.target.clone(), t.measured.clone()])
+        .collect();
+    out.push_str(&table(format, &["", "target", "threshold", "measured"], &rows));
+
+    let samples: Vec<String> = [&report.fixed_rate, &report.saturation, &report.streaming]
+        .iter()
+        .flat_map(|s| phases(s).map(move |(_, p)| (s, p)))
+        .flat_map(|(s, p)| p.failure_samples.iter().map(move |f| format!("{} {}: {f}", s.name, p.target)))
+        .collect();
+    if !samples.is_empty() {
+        heading(&mut out, format, "Failures (first samples per phase)");
+        for sample in samples {
+            let _ = writeln!(out, "- {sample}");
+        }
+    }
+    let failed = report.targets.iter().filter(|t| t.verdict != Verdict::Pass).count();
+    note(
+        &mut out,
+        format,
+        &if failed == 0 { "All targets met.".to_owned() } else { format!("{failed} target(s) not met.") },
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_table_aligns_columns() {
+        let rows = vec![vec!["1".to_owned(), "direct".to_owned()], vec!["10".to_owned(), "gw".to_owned()]];
+        let text = table(Format::Text, &["round", "target"], &rows);
+        assert_eq!(text, "round  target\n1      direct\n10     gw\n");
+    }
+
+    #[test]
+    fn markdown_table_has_a_separator_row() {
+        let rows = vec![vec!["PASS".to_owned(), "0.1 ms".to_owned()]];
+        let md = table(Format::Markdown, &["", "measured"], &rows);
+        assert_eq!(md, "|  | measured |\n|---|---|\n| PASS | 0.1 ms |\n");
+    }
+
+    #[test]
+    fn every_markdown_row_has_as_many_cells_as_its_header() {
+        let md = render(&crate::fixtures::report(), Format::Markdown);
+        let mut header_cells = None;
+        for line in md.lines() {
+            if !line.starts_with('|') {
+                header_cells = None;
+                continue;
+            }
+            let cells = line.matches('|').count();
+            match header_cells {
+                None => header_cells = Some(cells),
+                Some(expected) => assert_eq!(cells, expected, "row `{line}` in\n{md}"),
+            }
+        }
+        assert!(md.contains("### Targets"));
+        assert!(md.contains("- streaming gateway: HTTP 502: upstream gone"), "{md}");
+        assert!(md.contains("| FAIL | requests that failed | 0 | 1 of 120 |"), "{md}");
+    }
+
+    #[test]
+    fn text_report_states_the_added_latency_and_ratio() {
+        let text = render(&crate::fixtures::report(), Format::Text);
+        assert!(text.contains("p50 +0.110 ms, p99 +0.220 ms"), "{text}");
+        assert!(text.contains("45.0% of direct"), "{text}");
+    }
+
+    #[test]
+    fn cpu_per_request_in_microseconds() {
+        assert_eq!(cpu_per_request(250, 10_000), "25 µs");
+        assert_eq!(cpu_per_request(250, 0), "-");
+    }
+}
