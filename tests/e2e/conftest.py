@@ -1,5 +1,10 @@
 """Fixtures for the end-to-end suite: real `mock-upstream` and `gateway-server` processes.
 
+Clients are the vendors' own SDKs, unmodified: `anthropic`, `openai` (chat completions and
+responses) and `google-genai`. Besides the Claude gateway of `test_anthropic_sdk.py`, one gateway
+per provider type serves every other client dialect by translation (`translate_from`), all on the
+same mock process, which speaks the four vendor APIs.
+
 Binaries come from `GATEWAY_BIN` and `MOCK_BIN` (set by `cargo xtask test`), else from
 `target/debug/` of this repository. Every gateway runs in its own temporary directory with a
 generated TOML config and its own SQLite database, listens on a port chosen by the OS, and is
@@ -13,6 +18,7 @@ what the clients actually saw.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -29,7 +35,11 @@ from typing import Any, Callable, Iterator
 
 import anthropic
 import httpx
+import httpx2
+import openai
 import pytest
+from google import genai
+from google.genai import types as genai_types
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-alice-0001"
@@ -44,8 +54,36 @@ SHUTDOWN_LIMIT_S = 35
 CLIENT_TIMEOUT_S = 30
 LISTENING = re.compile(r"listening on (http://\S+)")
 
-# The SDK reads these from the environment; the suite must not depend on the caller's shell.
-for _var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
+# Models the translation gateways are asked for, one per vendor; every priced like MODEL.
+OPENAI_MODEL = "gpt-4.1"
+CODEX_MODEL = "gpt-5-codex"
+GEMINI_MODEL = "gemini-2.5-flash"
+PRICED_MODELS = (MODEL, OPENAI_MODEL, CODEX_MODEL, GEMINI_MODEL)
+DIALECTS = ("anthropic", "openai-chat", "openai-responses", "gemini")
+NATIVE_DIALECT = {
+    "claude": "anthropic",
+    "openai-compatible": "openai-chat",
+    "codex": "openai-responses",
+    "gemini": "gemini",
+}
+
+# The SDKs read these from the environment; the suite must not depend on the caller's shell.
+for _var in (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_GENAI_USE_VERTEXAI",
+    "GOOGLE_GENAI_API_VERSION",
+    "GOOGLE_GENAI_HTTP_CLIENT",
+    "GOOGLE_CLOUD_PROJECT",
+    "GOOGLE_CLOUD_LOCATION",
+):
     os.environ.pop(_var, None)
 
 
@@ -158,31 +196,42 @@ class Ledger:
 class Gateway:
     """A running gateway-server with its own directory, config and SQLite database."""
 
-    def __init__(self, name: str, binary: Path, workdir: Path, upstream_url: str):
+    def __init__(
+        self,
+        name: str,
+        binary: Path,
+        workdir: Path,
+        upstream_url: str,
+        provider_type: str = "claude",
+        translate_from: tuple[str, ...] = (),
+    ):
         self.name = name
         self.dir = workdir
         self.db_path = workdir / "gw.db"
         self.config_path = workdir / "gateway.toml"
+        self.provider_type = provider_type
+        self.provider_name = "mock" if provider_type == "claude" else f"mock-{provider_type}"
+        translate = ", ".join(f'"{d}"' for d in translate_from)
+        prices = "".join(
+            f'\n[[prices]]\nmodel = "{m}"\ninput_per_mtok = "{INPUT_PER_MTOK}"\noutput_per_mtok = "{OUTPUT_PER_MTOK}"\n'
+            for m in PRICED_MODELS
+        )
         self.config_path.write_text(
             f"""
 [[providers]]
-name = "mock"
-type = "claude"
+name = "{self.provider_name}"
+type = "{provider_type}"
 base_url = "{upstream_url}"
 api_key = "upstream-secret"
 model_redirects = [{{ match = "exact", from = "{ALIAS}", to = "{MODEL}" }}]
+translate_from = [{translate}]
 
 [[users]]
 name = "alice"
 [[users.keys]]
 name = "laptop"
 key = "{API_KEY}"
-
-[[prices]]
-model = "{MODEL}"
-input_per_mtok = "{INPUT_PER_MTOK}"
-output_per_mtok = "{OUTPUT_PER_MTOK}"
-"""
+{prices}"""
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DATABASE_URL"))}
         env.update(
@@ -227,6 +276,34 @@ output_per_mtok = "{OUTPUT_PER_MTOK}"
             **kwargs,
         )
 
+    def openai(self, **kwargs: Any) -> openai.OpenAI:
+        """The official `openai` SDK pointed at this gateway's `/v1`; retries off."""
+        kwargs.setdefault("api_key", API_KEY)
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", CLIENT_TIMEOUT_S)
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1",
+            http_client=openai.DefaultHttpxClient(event_hooks={"response": [self.ledger.hook]}),
+            **kwargs,
+        )
+
+    def genai(self, api_version: str | None = None) -> genai.Client:
+        """The official `google-genai` SDK (Gemini API, not Vertex) pointed at this gateway.
+
+        A custom `base_url` with an API key keeps the Gemini API's URL layout:
+        `{base_url}/{api_version}/models/{model}:generateContent`, the key in `x-goog-api-key`.
+        `api_version` None keeps the SDK's default (`v1` in google-genai 3.x).
+        """
+        http_client = httpx2.Client(timeout=CLIENT_TIMEOUT_S, event_hooks={"response": [self.ledger.hook]})
+        options = genai_types.HttpOptions(
+            base_url=self.url,
+            api_version=api_version,
+            timeout=CLIENT_TIMEOUT_S * 1000,
+            retry_options=genai_types.HttpRetryOptions(attempts=1),
+            httpx_client=http_client,
+        )
+        return genai.Client(api_key=API_KEY, http_options=options)
+
     def raw(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=CLIENT_TIMEOUT_S, event_hooks={"response": [self.ledger.hook]})
 
@@ -262,6 +339,99 @@ output_per_mtok = "{OUTPUT_PER_MTOK}"
         return self.process.terminate()
 
 
+def endpoint_dialect(path: str) -> str | None:
+    """The client dialect of a generation endpoint, as the request log names it."""
+    if path == "/v1/messages":
+        return "anthropic"
+    if path == "/v1/chat/completions":
+        return "openai-chat"
+    if path == "/v1/responses":
+        return "openai-responses"
+    if path.endswith((":generateContent", ":streamGenerateContent")):
+        return "gemini"
+    return None
+
+
+def assert_translation_notes(row: dict[str, Any]) -> None:
+    """`translation_notes` is NULL or a JSON array of strings (what the translation dropped)."""
+    notes = row["translation_notes"]
+    if notes is None:
+        return
+    parsed = json.loads(notes)
+    assert isinstance(parsed, list) and all(isinstance(n, str) and n for n in parsed), row
+
+
+def assert_billed_row(
+    gw: Gateway, request_id: str | None, *, dialect: str, model: str, stream: bool, endpoint: str | None = None
+) -> dict[str, Any]:
+    """The request log row of one successful generation: as the client saw it, billed 25/15."""
+    assert request_id, "the response carries no x-request-id"
+    row = gw.wait_row(request_id)
+    ctx = f"{gw.name}: {row}"
+    assert row["status_code"] == 200, ctx
+    assert row["outcome"] == "success", ctx
+    assert row["error"] is None, ctx
+    assert row["dialect"] == dialect, ctx
+    if endpoint is not None:
+        assert row["endpoint"] == endpoint, ctx
+    assert endpoint_dialect(row["endpoint"]) == dialect, ctx
+    assert row["stream"] == int(stream), ctx
+    assert row["provider_name"] == gw.provider_name, ctx
+    assert row["original_model"] == model, ctx
+    assert row["forwarded_model"] == model, ctx
+    assert row["input_tokens"] == INPUT_TOKENS, ctx
+    assert row["output_tokens"] == OUTPUT_TOKENS, ctx
+    assert row["cache_read_input_tokens"] == 0 and row["cache_creation_input_tokens"] == 0, ctx
+    assert row["cost_nanousd"] == EXPECTED_COST_NANOUSD, ctx
+    assert row["user_id"] is not None and row["key_id"] is not None, ctx
+    assert row["ttfb_ms"] is not None, ctx
+    if stream:
+        assert row["ttft_ms"] is not None, ctx
+    assert_translation_notes(row)
+    return row
+
+
+def check_request_log(gw: Gateway) -> None:
+    """After `gw` stopped: exactly one row per response its clients saw, matching what they saw."""
+    seen = gw.ledger.seen
+    rows = {r["request_id"]: r for r in gw.rows()}
+    missing_id = [s for s in seen if not s.request_id]
+    assert not missing_id, f"{gw.name}: responses without x-request-id: {missing_id}"
+    seen_ids = [s.request_id for s in seen]
+    assert len(set(seen_ids)) == len(seen_ids), f"{gw.name}: x-request-id must be unique per response"
+    assert set(rows) == set(seen_ids), (
+        f"{gw.name}: one row per request: {len(seen)} responses, {len(rows)} rows; "
+        f"without row: {set(seen_ids) - set(rows)}, without response: {set(rows) - set(seen_ids)}"
+    )
+    assert len(rows) == len(seen)
+    generations = 0
+    for s in seen:
+        row = rows[s.request_id]
+        ctx = f"{gw.name}: {s.method} {s.path} -> {s.status}: {row}"
+        assert row["status_code"] == s.status, ctx
+        assert row["method"] == s.method, ctx
+        assert row["endpoint"] == s.path, ctx
+        assert row["user_agent"] == s.request_headers.get("user-agent"), ctx
+        assert_translation_notes(row)
+        if 200 <= s.status < 300:
+            assert row["outcome"] == "success", ctx
+            assert row["user_id"] is not None and row["key_id"] is not None, ctx
+        else:
+            # Rejected by the gateway, or no provider / upstream failure (outcome names vary).
+            assert row["outcome"] != "success", ctx
+            assert row["error"], ctx
+        dialect = endpoint_dialect(s.path)
+        if dialect is not None and s.status == 200:
+            generations += 1
+            assert row["dialect"] == dialect, ctx
+            assert row["provider_name"] == gw.provider_name, ctx
+            assert row["forwarded_model"], ctx
+            assert row["input_tokens"] == INPUT_TOKENS, ctx
+            assert row["output_tokens"] == OUTPUT_TOKENS, ctx
+            assert row["cost_nanousd"] == EXPECTED_COST_NANOUSD, ctx
+    assert generations >= 1, f"{gw.name}: no generation request was seen"
+
+
 def _start_mock(binary: Path, workdir: Path, name: str, *args: str) -> Process:
     return Process(name, [str(binary), "--listen", "127.0.0.1:0", *args], cwd=workdir)
 
@@ -295,8 +465,15 @@ def slow_mock(mock_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     proc.popen.wait()
 
 
-def _gateway(name: str, gateway_bin: Path, upstream: Process, tmp: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = Gateway(name, gateway_bin, tmp.mktemp(name), upstream.url)
+def _gateway(
+    name: str,
+    gateway_bin: Path,
+    upstream: Process,
+    tmp: pytest.TempPathFactory,
+    provider_type: str = "claude",
+    translate_from: tuple[str, ...] = (),
+) -> Iterator[Gateway]:
+    gw = Gateway(name, gateway_bin, tmp.mktemp(name), upstream.url, provider_type, translate_from)
     try:
         yield gw
     finally:
@@ -307,6 +484,40 @@ def _gateway(name: str, gateway_bin: Path, upstream: Process, tmp: pytest.TempPa
 @pytest.fixture(scope="session")
 def gateway(gateway_bin: Path, mock: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     yield from _gateway("gateway", gateway_bin, mock, tmp_path_factory)
+
+
+def _translating(
+    provider_type: str, gateway_bin: Path, mock: Process, tmp: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """A gateway whose only provider is of `provider_type` and serves every client dialect."""
+    others = tuple(d for d in DIALECTS if d != NATIVE_DIALECT[provider_type])
+    yield from _gateway(f"{provider_type}-gateway", gateway_bin, mock, tmp, provider_type, others)
+
+
+@pytest.fixture(scope="session")
+def claude_gateway(gateway_bin: Path, mock: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """Only a `claude` provider, translating from openai-chat, openai-responses and gemini."""
+    yield from _translating("claude", gateway_bin, mock, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def gemini_gateway(gateway_bin: Path, mock: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """Only a `gemini` provider, translating from anthropic, openai-chat and openai-responses."""
+    yield from _translating("gemini", gateway_bin, mock, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def openai_compatible_gateway(
+    gateway_bin: Path, mock: Process, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """Only an `openai-compatible` provider, translating from anthropic, openai-responses and gemini."""
+    yield from _translating("openai-compatible", gateway_bin, mock, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def codex_gateway(gateway_bin: Path, mock: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """Only a `codex` provider, translating from anthropic, openai-chat and gemini."""
+    yield from _translating("codex", gateway_bin, mock, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -342,6 +553,11 @@ def dead_gateway(gateway_bin: Path, tmp_path_factory: pytest.TempPathFactory) ->
     finally:
         code = gw.stop()
         assert code == 0, f"dead-gateway exited with {code} after SIGTERM\n{gw.process.logs()}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `final` stop their gateway: they run after every other test (stable order)."""
+    items.sort(key=lambda item: item.get_closest_marker("final") is not None)
 
 
 @pytest.fixture

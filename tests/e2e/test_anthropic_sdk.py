@@ -375,6 +375,7 @@ def test_sigterm_finishes_in_flight_stream(slow_gateway: Gateway) -> None:
     assert rows[0]["cost_nanousd"] == EXPECTED_COST_NANOUSD
 
 
+@pytest.mark.final
 def test_request_log_matches_every_response(gateway: Gateway) -> None:
     """Last: stop the gateway (SIGTERM flushes the log), then compare the log with the ledger."""
     # Make sure this check has requests to look at even when run alone.
