@@ -687,7 +687,17 @@ fn encode_request<'a>(req: &'a Request, notes: &mut Notes) -> WireRequest<'a> {
 
     let tool_choice = encode_tool_choice(req, !tools.is_empty(), notes);
 
-    let (thinking, effort) = encode_reasoning(req.reasoning.as_ref(), notes);
+    let (mut thinking, effort) = encode_reasoning(req.reasoning.as_ref(), notes);
+    if matches!(thinking, Some(WireThinking::Enabled { .. } | WireThinking::Adaptive))
+        && continues_tool_turn_without_thinking(&messages)
+    {
+        // Anthropic rejects the request otherwise; the turn's reasoning was another vendor's
+        // (or unsigned) and could not be sent.
+        notes.note(
+            "thinking (disabled: the tool calls being answered have no signed thinking block before them, which Anthropic requires with thinking on)",
+        );
+        thinking = Some(WireThinking::Disabled);
+    }
     let format = match &req.response_format {
         None => None,
         Some(ResponseFormat::JsonSchema { name, schema, strict }) => {
@@ -741,6 +751,23 @@ fn encode_request<'a>(req: &'a Request, notes: &mut Notes) -> WireRequest<'a> {
         output_config,
         metadata: req.user.as_deref().map(|user_id| WireMetadata { user_id }),
     }
+}
+
+/// Whether the request answers tool calls (it ends with tool results) of an assistant turn that
+/// does not start with a thinking block: with thinking on, Anthropic requires one there.
+fn continues_tool_turn_without_thinking(messages: &[WireMessage<'_>]) -> bool {
+    let answers_tools = messages.last().is_some_and(|m| {
+        m.role == "user" && m.content.iter().any(|b| matches!(b, WireBlock::ToolResult { .. }))
+    });
+    let Some(turn) = messages.iter().rev().find(|m| m.role == "assistant") else {
+        return false;
+    };
+    answers_tools
+        && turn.content.iter().any(|b| matches!(b, WireBlock::ToolUse { .. }))
+        && !matches!(
+            turn.content.first(),
+            Some(WireBlock::Thinking { .. } | WireBlock::RedactedThinking { .. })
+        )
 }
 
 fn encode_tool_choice<'a>(

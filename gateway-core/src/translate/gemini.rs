@@ -1453,9 +1453,12 @@ impl StreamEncoder for GeminiStreamEncoder {
             StreamEvent::Start { id, model, usage } => {
                 self.id.clone_from(id);
                 self.model.clone_from(model);
+                // Cache writes are prompt tokens here: the first frame's promptTokenCount is the
+                // whole prompt, as the last frame's is.
                 let mut input = Usage::default();
                 input.tokens.input_tokens = usage.tokens.input_tokens;
                 input.tokens.cache_read_input_tokens = usage.tokens.cache_read_input_tokens;
+                input.tokens.cache_creation_input_tokens = usage.tokens.cache_creation_input_tokens;
                 self.start_usage = (!input.tokens.is_empty()).then_some(input);
             }
             StreamEvent::BlockStart { index, block } => {

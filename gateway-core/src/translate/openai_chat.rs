@@ -708,6 +708,11 @@ fn assistant_parts<'a>(blocks: &'a [Block], notes: &mut Notes) -> AssistantParts
                 if signature.is_some() {
                     notes.note("thinking.signature");
                 }
+                // A block with no text (a signature carrier, encrypted-only reasoning) adds
+                // nothing: no separator, no empty `reasoning_content`.
+                if text.is_empty() {
+                    continue;
+                }
                 // Chat has one reasoning field per turn; several blocks share it, blank-line separated.
                 let r = reasoning.get_or_insert_with(String::new);
                 if !r.is_empty() {

@@ -857,12 +857,12 @@ fn encode_request(req: &Request, notes: &mut Notes) -> Result<Vec<u8>, Translate
             body.insert("text".into(), json!({"format": {"type": "json_object"}}));
         }
         Some(ResponseFormat::JsonSchema { name, schema, strict }) => {
-            let mut format = json!({
-                "type": "json_schema",
-                // OpenAI requires a name.
-                "name": name.clone().unwrap_or_else(|| "response".to_owned()),
-                "schema": schema,
+            // OpenAI requires a name.
+            let name = name.clone().unwrap_or_else(|| {
+                notes.note("response_format.json_schema.name (defaulted)");
+                "response".to_owned()
             });
+            let mut format = json!({"type": "json_schema", "name": name, "schema": schema});
             if let (Some(s), Some(obj)) = (strict, format.as_object_mut()) {
                 obj.insert("strict".into(), (*s).into());
             }
