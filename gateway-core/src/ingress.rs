@@ -214,9 +214,12 @@ where
         });
         match parsed {
             Ok(hints) => {
+                let hide_usage_chunk =
+                    req.dialect == Dialect::OpenaiChat && hints.stream && !hints.wants_stream_usage;
                 req.ctx.update(|s| {
                     s.original_model = hints.model.clone();
                     s.stream = hints.stream;
+                    s.hide_usage_chunk = hide_usage_chunk;
                 });
                 req.hints = hints;
                 Either::Right(self.inner.call(req))
@@ -258,6 +261,15 @@ struct BodyProbe<'a> {
     system_instruction: Option<&'a RawValue>,
     #[serde(borrow, default)]
     contents: Option<Vec<&'a RawValue>>,
+    // OpenAI chat.
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -316,6 +328,7 @@ pub fn parse_hints(body: &[u8], dialect: Dialect, require_model: bool) -> Result
         stream,
         metadata_user_id: probe.metadata.and_then(|m| m.user_id).map(|u| u.into_owned()),
         prompt_cache_key: probe.prompt_cache_key.map(|k| k.into_owned()),
+        wants_stream_usage: probe.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
         conversation_fingerprint,
     })
 }

@@ -102,7 +102,11 @@ impl Service<GatewayRequest> for ModelsService {
                 let sent = match client {
                     Ok(client) => client
                         .get(list_url)
-                        .headers(headers::upstream_request_headers(&req.headers, &provider))
+                        .headers(headers::upstream_request_headers(
+                            &req.headers,
+                            &provider,
+                            provider.provider_type.native_dialect() != req.dialect,
+                        ))
                         .timeout(UPSTREAM_LIST_TIMEOUT)
                         .send()
                         .await

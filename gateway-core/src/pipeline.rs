@@ -41,6 +41,7 @@ use crate::route::{RouterLayer, RoutingSettings};
 use crate::session::SessionLayer;
 use crate::store::state::StateError;
 use crate::store::{MemoryStateStore, NullUsageSink, StateStore, UsageSink};
+use crate::usage::hide::HideUsageChunk;
 use crate::usage::{MeteredBody, Recorder};
 
 type Inner = BoxCloneSyncService<GatewayRequest, GatewayResponse, GatewayError>;
@@ -130,8 +131,11 @@ where
             let (mut parts, body) = resp.into_parts();
             let sse = is_event_stream(&parts.headers);
             set_request_id(&mut parts.headers, &ctx);
-            let metered = MeteredBody::new(body, sse, parts.status.as_u16(), ctx, recorder);
-            Ok(GatewayResponse::from_parts(parts, metered.boxed_unsync()))
+            let hide_usage = sse && parts.status.is_success() && ctx.update(|s| s.hide_usage_chunk);
+            let metered = MeteredBody::new(body, sse, parts.status.as_u16(), ctx, recorder).boxed_unsync();
+            // The meter reads the usage chunk first; only then is it hidden from the client.
+            let body = if hide_usage { HideUsageChunk::new(metered).boxed_unsync() } else { metered };
+            Ok(GatewayResponse::from_parts(parts, body))
         })
     }
 }

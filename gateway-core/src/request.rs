@@ -39,6 +39,9 @@ pub struct RequestHints {
     pub metadata_user_id: Option<String>,
     /// Codex CLI's `prompt_cache_key` (equal to its session id).
     pub prompt_cache_key: Option<String>,
+    /// OpenAI chat: the client asked for a usage chunk (`stream_options.include_usage`). The
+    /// gateway always asks upstream, and hides that chunk from clients that did not.
+    pub wants_stream_usage: bool,
     /// Hash input for sessions without an explicit id: system prompt and first user message.
     pub conversation_fingerprint: Option<[u8; 32]>,
 }
@@ -121,6 +124,8 @@ pub struct ContextState {
     pub chain: Vec<crate::route::chain::ChainEntry>,
     /// What translation between dialects could not carry over.
     pub notes: Vec<String>,
+    /// Drop the trailing usage-only chunk of a chat stream before the client sees it.
+    pub hide_usage_chunk: bool,
 }
 
 /// Facts known only when the response ends, passed to the finalizer.

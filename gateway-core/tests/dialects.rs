@@ -298,3 +298,54 @@ async fn native_providers_are_preferred_over_translating_ones_in_a_tier() {
     assert_eq!(resp.status(), 200);
     assert_eq!(mock_a.received().len(), 1);
 }
+
+#[tokio::test]
+async fn the_usage_chunk_is_hidden_from_chat_clients_that_did_not_ask_yet_billed() {
+    let e = env("openai-compatible", "").await;
+    let body = r#"{"model":"gpt-4.1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, text, r) = e.post("/v1/chat/completions", &[BEARER], body).await;
+    assert_eq!(status, 200);
+    assert!(!text.contains("\"choices\":[]"), "no usage-only chunk for this client: {text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    assert_eq!(r.usage.output_tokens, 15, "the meter saw the usage anyway");
+    assert_eq!(e.mock.received()[0].json().expect("json")["stream_options"]["include_usage"], true);
+    // A client that asked gets it.
+    let asked =
+        body.replace("\"stream\":true", "\"stream\":true,\"stream_options\":{\"include_usage\":true}");
+    let (_, text, _) = e.post("/v1/chat/completions", &[BEARER], &asked).await;
+    assert!(text.contains("\"choices\":[]"), "{text}");
+}
+
+#[tokio::test]
+async fn token_counts_without_a_native_provider_are_estimated_not_refused() {
+    let e = env("openai-compatible", "translate_from = [\"anthropic\"]").await;
+    let body = r#"{"model":"gpt-4.1","messages":[{"role":"user","content":"count these words please"}]}"#;
+    let (status, text, r) = e.post("/v1/messages/count_tokens", &ANTHROPIC_HEADERS, body).await;
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert!(v["input_tokens"].as_u64().is_some_and(|n| n > 0), "{v}");
+    assert!(e.mock.received().is_empty(), "nothing to send upstream");
+    assert!(r.translation_notes.iter().any(|n| n.contains("estimated")), "{:?}", r.translation_notes);
+}
+
+#[tokio::test]
+async fn translated_requests_do_not_carry_the_clients_vendor_headers() {
+    let e = env("openai-compatible", "translate_from = [\"anthropic\"]").await;
+    let body = r#"{"model":"gpt-4.1","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
+    e.post(
+        "/v1/messages",
+        &[
+            ANTHROPIC_HEADERS[0],
+            ANTHROPIC_HEADERS[1],
+            ("anthropic-beta", "x"),
+            ("x-stainless-lang", "python"),
+        ],
+        body,
+    )
+    .await;
+    let sent = e.mock.received().remove(0);
+    for h in ["anthropic-version", "anthropic-beta", "x-stainless-lang", "x-api-key"] {
+        assert_eq!(sent.header(h), None, "{h}");
+    }
+    assert_eq!(sent.header("authorization"), Some("Bearer up-secret"));
+}

@@ -173,17 +173,6 @@ def test_models_list(client: genai.Client) -> None:
     assert "models/claude-opus-4-1" in names, names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: POST /{v1,v1beta}/models/claude-sonnet-4-5:countTokens (google-genai "
-        "models.count_tokens) on a gateway whose only provider is claude with translate_from=[gemini] "
-        "answers 503 UNAVAILABLE 'no provider is available for this request (dialect gemini, groups "
-        "default)', although the Claude provider can count tokens (/v1/messages/count_tokens works "
-        "there); a permanent condition reported as transient (google-genai with HttpRetryOptions retries 503). "
-        "Expected totalTokens > 0 or a non-retryable 4xx"
-    ),
-)
 def test_count_tokens_is_answered_or_refused_for_good(client: genai.Client) -> None:
     try:
         counted = client.models.count_tokens(model=MODEL, contents="Say hello.")

@@ -151,15 +151,6 @@ def test_chat_stream_with_usage(served: Served) -> None:
     served.row(request_id, CHAT, stream=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: a chat stream without stream_options.include_usage still ends with a usage "
-        "chunk whose choices are [] (the gateway always asks upstream for usage and relays the chunk); "
-        "OpenAI sends that chunk only when include_usage is set, and the documented client loop "
-        "`chunk.choices[0].delta.content` raises IndexError on it"
-    ),
-)
 def test_chat_stream_without_usage_option_is_plain(served: Served) -> None:
     stream = served.client.chat.completions.create(
         model=served.model, messages=[{"role": "user", "content": "Say hello."}], stream=True

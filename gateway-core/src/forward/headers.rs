@@ -49,8 +49,13 @@ fn is_client_ip_header(name: &str) -> bool {
     CLIENT_IP.contains(&name) || name.starts_with("cf-")
 }
 
-/// The headers sent upstream for a client request to `provider`.
-pub fn upstream_request_headers(client: &HeaderMap, provider: &Provider) -> HeaderMap {
+/// Headers that belong to one vendor's API or SDK: meaningless, or misleading, to another.
+const VENDOR_PREFIXES: &[&str] = &["anthropic-", "x-stainless-", "openai-", "x-goog-", "x-app"];
+
+/// The headers sent upstream for a client request to `provider`. `translated` requests (the
+/// client speaks another dialect than the provider) drop the client's vendor headers, so that an
+/// `anthropic-version` never reaches an OpenAI upstream.
+pub fn upstream_request_headers(client: &HeaderMap, provider: &Provider, translated: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len() + 2);
     for (name, value) in client {
         let n = name.as_str();
@@ -59,6 +64,7 @@ pub fn upstream_request_headers(client: &HeaderMap, provider: &Provider) -> Head
             || (is_client_ip_header(n) && !provider.options.preserve_client_ip)
             || n == "accept-encoding"
             || n == "content-encoding"
+            || (translated && VENDOR_PREFIXES.iter().any(|p| n.starts_with(p)))
         {
             continue;
         }
@@ -145,7 +151,7 @@ mod tests {
         ] {
             client.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        let out = upstream_request_headers(&client, &claude());
+        let out = upstream_request_headers(&client, &claude(), false);
         assert_eq!(out.get("x-api-key").and_then(|v| v.to_str().ok()), Some("sk-ant-upstream"));
         assert!(out.get("authorization").is_none());
         assert_eq!(
@@ -170,7 +176,7 @@ mod tests {
         let p = Provider::from_config(1, &cfg).expect("provider");
         let mut client = HeaderMap::new();
         client.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        let out = upstream_request_headers(&client, &p);
+        let out = upstream_request_headers(&client, &p, false);
         assert_eq!(out.get("x-team").and_then(|v| v.to_str().ok()), Some("platform"));
         assert_eq!(out.get("x-forwarded-for").and_then(|v| v.to_str().ok()), Some("10.0.0.1"));
         cfg.options.custom_headers.insert("Authorization".into(), "Bearer hijack".into());
@@ -178,8 +184,33 @@ mod tests {
     }
 
     #[test]
+    fn translated_requests_drop_the_clients_vendor_headers() {
+        let cfg = ProviderConfig::new("p", ProviderType::OpenaiCompatible, "https://api.openai.com", "sk-up");
+        let p = Provider::from_config(1, &cfg).expect("provider");
+        let mut client = HeaderMap::new();
+        for (k, v) in [
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "x"),
+            ("x-stainless-lang", "python"),
+            ("x-app", "cli"),
+            ("user-agent", "claude-cli/2.1.0"),
+        ] {
+            client.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = upstream_request_headers(&client, &p, true);
+        for gone in ["anthropic-version", "anthropic-beta", "x-stainless-lang", "x-app"] {
+            assert!(out.get(gone).is_none(), "{gone}");
+        }
+        assert!(out.get("user-agent").is_some());
+        assert_eq!(out.get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer sk-up"));
+        // The same headers pass to a provider of the client's own dialect.
+        let out = upstream_request_headers(&client, &claude(), false);
+        assert!(out.get("anthropic-beta").is_some());
+    }
+
+    #[test]
     fn adds_a_default_anthropic_version() {
-        let out = upstream_request_headers(&HeaderMap::new(), &claude());
+        let out = upstream_request_headers(&HeaderMap::new(), &claude(), false);
         assert_eq!(
             out.get("anthropic-version").and_then(|v| v.to_str().ok()),
             Some(DEFAULT_ANTHROPIC_VERSION)

@@ -176,7 +176,7 @@ impl ForwardService {
         {
             upstream_body = translation::inject_codex_instructions(&upstream_body, text)?;
         }
-        let headers = headers::upstream_request_headers(&req.headers, &provider);
+        let headers = headers::upstream_request_headers(&req.headers, &provider, translated.is_some());
         let first_byte_limit = if stream { millis(opts.first_byte_timeout_ms) } else { None };
         let total_limit = if stream { None } else { millis(opts.request_timeout_ms) };
 

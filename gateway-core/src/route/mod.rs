@@ -16,6 +16,7 @@
 
 pub mod breaker;
 pub mod chain;
+pub mod estimate;
 pub mod select;
 
 use std::sync::Arc;
@@ -270,6 +271,15 @@ impl RouterShared {
             translatable: crate::forward::translation::translatable(req.dialect, req.uri.path()),
         };
         let candidates = select::static_candidates(providers, &filter, &mut chain);
+        if candidates.is_empty()
+            && let Some(resp) = estimate::token_count_response(&req)
+        {
+            req.ctx.update(|s| {
+                s.chain = chain;
+                s.notes.push("token count estimated by the gateway: no provider of this dialect".to_owned());
+            });
+            return Ok(resp);
+        }
         let ids: Vec<Id> = candidates.iter().map(|&i| providers[i].id).collect();
         let view = match self.state.routing_view(session.as_deref(), &ids).await {
             Ok(v) => v,

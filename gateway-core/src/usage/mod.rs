@@ -2,6 +2,7 @@
 
 pub mod cost;
 pub mod extract;
+pub mod hide;
 pub mod meter;
 
 use rust_decimal::Decimal;
