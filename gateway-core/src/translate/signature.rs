@@ -12,6 +12,9 @@ use super::ir::{Block, Delta, Message, StreamEvent};
 use crate::dialect::Dialect;
 
 const TAG: &str = "gw1:";
+/// Tag of redacted reasoning: dialects without a redacted kind carry it as a signature, and it
+/// must come back as redacted reasoning, not as a thinking block signed with the data.
+const REDACTED_TAG: &str = "gw1r:";
 
 /// `signature` marked as made by `origin`.
 pub fn tag(origin: Dialect, signature: &str) -> String {
@@ -25,10 +28,25 @@ pub fn untag(target: Dialect, signature: &str) -> Option<&str> {
     (Dialect::parse(origin) == Some(target)).then_some(original)
 }
 
+/// The original data if `signature` is redacted reasoning tagged by `target`'s dialect.
+fn untag_redacted(target: Dialect, signature: &str) -> Option<&str> {
+    let rest = signature.strip_prefix(REDACTED_TAG)?;
+    let (origin, original) = rest.split_once(':')?;
+    (Dialect::parse(origin) == Some(target)).then_some(original)
+}
+
 /// Prepares a translated request's conversation for `target`: signatures it made are restored,
 /// all others are removed.
 pub fn restore_for(target: Dialect, messages: &mut [Message], notes: &mut Notes) {
     for message in messages {
+        // Redacted reasoning that travelled as a signature becomes redacted reasoning again.
+        for block in message.content.iter_mut() {
+            if let Block::Thinking { signature: Some(sig), .. } = block
+                && sig.starts_with(REDACTED_TAG)
+            {
+                *block = Block::RedactedThinking { data: std::mem::take(sig) };
+            }
+        }
         message.content.retain_mut(|block| match block {
             Block::Thinking { signature, .. } => {
                 if let Some(sig) = signature.take() {
@@ -39,16 +57,18 @@ pub fn restore_for(target: Dialect, messages: &mut [Message], notes: &mut Notes)
                 }
                 true
             }
-            Block::RedactedThinking { data } => match untag(target, data) {
-                Some(original) => {
-                    *data = original.to_owned();
-                    true
+            Block::RedactedThinking { data } => {
+                match untag(target, data).or_else(|| untag_redacted(target, data)) {
+                    Some(original) => {
+                        *data = original.to_owned();
+                        true
+                    }
+                    None => {
+                        notes.note("redacted_thinking: made by another vendor, not sent");
+                        false
+                    }
                 }
-                None => {
-                    notes.note("redacted_thinking: made by another vendor, not sent");
-                    false
-                }
-            },
+            }
             _ => true,
         });
     }
@@ -59,7 +79,7 @@ pub fn tag_blocks(origin: Dialect, blocks: &mut [Block]) {
     for block in blocks {
         match block {
             Block::Thinking { signature: Some(sig), .. } => *sig = tag(origin, sig),
-            Block::RedactedThinking { data } => *data = tag(origin, data),
+            Block::RedactedThinking { data } => *data = format!("{REDACTED_TAG}{}:{data}", origin.as_str()),
             _ => {}
         }
     }
@@ -122,6 +142,27 @@ mod tests {
             ]
         );
         assert_eq!(notes.0.len(), 2);
+    }
+
+    #[test]
+    fn redacted_reasoning_comes_back_redacted_even_through_a_signature() {
+        let mut blocks = vec![Block::RedactedThinking { data: "opaque".into() }];
+        tag_blocks(Dialect::Anthropic, &mut blocks);
+        let Block::RedactedThinking { data } = &blocks[0] else { panic!("kind changed") };
+        // A dialect without redacted reasoning carried it as a signature.
+        let mut messages = vec![Message {
+            role: Role::Assistant,
+            content: vec![Block::Thinking { text: String::new(), signature: Some(data.clone()) }],
+        }];
+        restore_for(Dialect::Anthropic, &mut messages, &mut Notes::default());
+        assert_eq!(messages[0].content, vec![Block::RedactedThinking { data: "opaque".into() }]);
+        // Or as redacted reasoning.
+        let mut messages = vec![Message {
+            role: Role::Assistant,
+            content: vec![Block::RedactedThinking { data: data.clone() }],
+        }];
+        restore_for(Dialect::Anthropic, &mut messages, &mut Notes::default());
+        assert_eq!(messages[0].content, vec![Block::RedactedThinking { data: "opaque".into() }]);
     }
 
     #[test]
