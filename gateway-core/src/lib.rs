@@ -13,6 +13,7 @@ pub mod dialect;
 pub mod error;
 pub mod forward;
 pub mod ingress;
+pub mod limit;
 pub mod models;
 pub mod pipeline;
 pub mod policy;
