@@ -1,9 +1,13 @@
 //! Storage seams of the pipeline: where usage records go and where configuration comes from.
 
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod state;
 
 use std::sync::Arc;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisStateOptions, RedisStateStore};
 pub use state::{Clock, ManualClock, MemoryStateStore, StateStore, SystemClock};
 
 use parking_lot::Mutex;

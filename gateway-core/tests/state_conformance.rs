@@ -1,0 +1,673 @@
+//! One conformance suite for every [`StateStore`]: each case in `cases` runs against the
+//! `MemoryStateStore` and, with the `redis` feature, against a `RedisStateStore` on
+//! `redis://127.0.0.1:6379`.
+//!
+//! Redis keeps its own clock, which a test cannot steer; so the cases use real time at short
+//! durations (TTLs and open periods of a second or two), plus pure-logic parity: the same outcomes
+//! driven through `BreakerRecord` and through the store must leave the same record.
+//!
+//! Every Redis test works under its own random key prefix, so the tests run in parallel, and
+//! checks at its end that every key it left has a TTL before deleting them. Without a Redis the
+//! Redis tests print why they skip, unless `CI=true`, where they fail.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_core::route::breaker::{BreakerConfig, BreakerRecord, CircuitState};
+use gateway_core::store::MemoryStateStore;
+use gateway_core::store::state::{AttemptResult, RoutingView, StateStore};
+
+/// Two handles on one shared state, as two gateway replicas see it. For the memory store both
+/// are the same store; for Redis they are two stores with their own connections.
+pub struct Replicas {
+    a: Arc<dyn StateStore>,
+    b: Arc<dyn StateStore>,
+}
+
+fn now_local() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+async fn view(store: &dyn StateStore, session: Option<&str>, providers: &[i64]) -> RoutingView {
+    store.routing_view(session, providers).await.expect("routing_view")
+}
+
+async fn binding(store: &dyn StateStore, session: &str) -> Option<i64> {
+    view(store, Some(session), &[]).await.binding
+}
+
+async fn record(store: &dyn StateStore, provider: i64) -> (BreakerRecord, i64) {
+    let v = view(store, None, &[provider]).await;
+    (v.health[0].breaker.clone(), v.now_ms)
+}
+
+async fn acquire(store: &dyn StateStore, provider: i64, session: &str, limit: u32, ttl: Duration) -> bool {
+    store.acquire_provider_session(provider, session, limit, ttl).await.expect("acquire_provider_session")
+}
+
+async fn fail(store: &dyn StateStore, provider: i64, cfg: BreakerConfig, reason: &str) {
+    store.record_attempt(provider, cfg, AttemptResult::Failure, reason).await.expect("record failure");
+}
+
+async fn succeed(store: &dyn StateStore, provider: i64, cfg: BreakerConfig) {
+    store.record_attempt(provider, cfg, AttemptResult::Success, "").await.expect("record success");
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// The cases, each against any store.
+pub mod cases {
+    use super::*;
+
+    /// Bind, read back (also from the other replica), rebind, refresh by rebinding, expire.
+    pub async fn bindings(r: &Replicas) {
+        let s = &*r.a;
+        let ttl = Duration::from_millis(1500);
+        assert_eq!(binding(s, "s1").await, None, "nothing bound yet");
+        s.bind_session("s1", 7, ttl).await.expect("bind");
+        assert_eq!(binding(s, "s1").await, Some(7));
+        assert_eq!(binding(&*r.b, "s1").await, Some(7), "the other replica sees the binding");
+        assert_eq!(binding(s, "s2").await, None, "other sessions are not bound");
+        assert_eq!(view(s, None, &[]).await.binding, None, "no session, no binding");
+        r.b.bind_session("s1", 8, ttl).await.expect("rebind");
+        assert_eq!(binding(s, "s1").await, Some(8), "rebinding replaces the provider");
+        // Rebinding refreshes the TTL: 2 s after the first bind, 1 s after the rebind.
+        sleep_ms(1000).await;
+        s.bind_session("s1", 8, ttl).await.expect("refresh");
+        sleep_ms(1000).await;
+        assert_eq!(binding(s, "s1").await, Some(8), "a refreshed binding outlives its first TTL");
+        sleep_ms(1000).await;
+        assert_eq!(binding(s, "s1").await, None, "the binding expired");
+        s.bind_session("s3", 9, Duration::ZERO).await.expect("bind for no time");
+        assert_eq!(binding(s, "s3").await, None, "a zero TTL keeps nothing");
+    }
+
+    /// Distinct sessions per provider within the window; known sessions pass; entries expire.
+    pub async fn provider_sessions(r: &Replicas) {
+        let (s, other) = (&*r.a, &*r.b);
+        let ttl = Duration::from_millis(2000);
+        assert!(acquire(s, 1, "a", 2, ttl).await, "first session");
+        assert!(acquire(other, 1, "a", 2, ttl).await, "the same session again does not count twice");
+        assert!(acquire(other, 1, "b", 2, ttl).await, "second session");
+        assert!(!acquire(s, 1, "c", 2, ttl).await, "third session refused");
+        assert!(!acquire(other, 1, "c", 2, ttl).await, "still refused, on every replica");
+        assert!(acquire(s, 1, "a", 2, ttl).await, "a session already counted is admitted");
+        assert!(acquire(s, 2, "c", 2, ttl).await, "another provider is unaffected");
+        for i in 0..20 {
+            assert!(acquire(s, 3, &format!("u{i}"), 0, ttl).await, "limit 0 admits everyone");
+        }
+        // b seen again at 1.0 s; at 2.4 s a (last seen at 0) has left the window, b has not.
+        sleep_ms(1000).await;
+        assert!(acquire(s, 1, "b", 2, ttl).await, "known session refreshed");
+        sleep_ms(1400).await;
+        assert!(acquire(s, 1, "c", 2, ttl).await, "a expired, so c takes its place");
+        assert!(!acquire(s, 1, "d", 2, ttl).await, "b and c fill the limit");
+    }
+
+    /// Closed → open → half-open → failed probe → open → half-open → closed, by real time.
+    pub async fn breaker_cycle(r: &Replicas) {
+        let (s, other) = (&*r.a, &*r.b);
+        let cfg =
+            BreakerConfig { failure_threshold: 2, open_duration_ms: 1000, half_open_success_threshold: 2 };
+        let p = 5;
+        fail(s, p, cfg, "e1").await;
+        let st = s.breaker_status(p, cfg).await.expect("status");
+        assert_eq!((st.state, st.failures, st.reason.as_deref()), (CircuitState::Closed, 1, Some("e1")));
+        succeed(other, p, cfg).await;
+        let st = s.breaker_status(p, cfg).await.expect("status");
+        // A success resets the count but (as BreakerRecord does) keeps the last reason.
+        assert_eq!((st.state, st.failures, st.reason.as_deref()), (CircuitState::Closed, 0, Some("e1")));
+        fail(s, p, cfg, "e2").await;
+        fail(other, p, cfg, "e3").await;
+        let st = s.breaker_status(p, cfg).await.expect("status");
+        assert_eq!((st.state, st.failures, st.reason.as_deref()), (CircuitState::Open, 2, Some("e3")));
+        let opened = st.opened_at_ms.expect("opened_at while open");
+        assert_eq!(st.open_until_ms, Some(opened + 1000));
+        assert!((opened - now_local()).abs() < 5000, "opened on the (same machine's) server clock");
+        let (rec, now) = record(other, p).await;
+        assert_eq!(rec.state(&cfg, now), CircuitState::Open, "the view carries the open record");
+        assert!(!rec.admits(&cfg, now));
+        succeed(s, p, cfg).await;
+        fail(s, p, cfg, "e4").await;
+        let st = s.breaker_status(p, cfg).await.expect("status");
+        assert_eq!(
+            (st.state, st.failures, st.opened_at_ms),
+            (CircuitState::Open, 3, Some(opened)),
+            "while open a success changes nothing and a failure only counts"
+        );
+        sleep_ms(1200).await;
+        let st = other.breaker_status(p, cfg).await.expect("status");
+        assert_eq!(st.state, CircuitState::HalfOpen, "open period over");
+        fail(s, p, cfg, "probe failed").await;
+        let st = s.breaker_status(p, cfg).await.expect("status");
+        assert_eq!((st.state, st.failures), (CircuitState::Open, 4), "a failed probe opens it again");
+        assert!(st.opened_at_ms.expect("reopened") > opened, "for a full new period");
+        sleep_ms(1200).await;
+        succeed(s, p, cfg).await;
+        let (rec, now) = record(s, p).await;
+        assert_eq!((rec.state(&cfg, now), rec.half_open_successes), (CircuitState::HalfOpen, 1));
+        succeed(other, p, cfg).await;
+        let st = s.breaker_status(p, cfg).await.expect("status");
+        assert_eq!((st.state, st.failures, st.reason), (CircuitState::Closed, 0, None));
+        assert_eq!(record(s, p).await.0, BreakerRecord::default(), "a closed breaker is no record");
+    }
+
+    /// Threshold 0 disables the breaker; the state comes from the config at read time.
+    pub async fn breaker_threshold_zero(r: &Replicas) {
+        let s = &*r.a;
+        let off =
+            BreakerConfig { failure_threshold: 0, open_duration_ms: 60_000, half_open_success_threshold: 1 };
+        for _ in 0..20 {
+            fail(s, 1, off, "x").await;
+        }
+        let st = s.breaker_status(1, off).await.expect("status");
+        assert_eq!((st.state, st.failures, st.reason), (CircuitState::Closed, 0, None));
+        assert_eq!(record(s, 1).await.0, BreakerRecord::default(), "failures leave no trace");
+        // Opened under threshold 1, then read and driven under threshold 0: same as BreakerRecord.
+        let on = BreakerConfig { failure_threshold: 1, ..off };
+        fail(s, 2, on, "y").await;
+        assert_eq!(s.breaker_status(2, on).await.expect("status").state, CircuitState::Open);
+        assert_eq!(s.breaker_status(2, off).await.expect("status").state, CircuitState::Closed);
+        succeed(s, 2, off).await;
+        let (rec, _) = record(s, 2).await;
+        let mut expected = BreakerRecord::default();
+        expected.on_failure(&on, 0, "y");
+        expected.on_success(&off, 1);
+        assert_eq!(
+            (rec.failures, rec.half_open_successes, rec.opened_at_ms.is_some(), rec.last_failure),
+            (
+                expected.failures,
+                expected.half_open_successes,
+                expected.opened_at_ms.is_some(),
+                expected.last_failure
+            )
+        );
+    }
+
+    /// Reset closes the breaker and clears the cooldown.
+    pub async fn reset(r: &Replicas) {
+        let s = &*r.a;
+        let cfg =
+            BreakerConfig { failure_threshold: 1, open_duration_ms: 60_000, half_open_success_threshold: 1 };
+        fail(s, 3, cfg, "down").await;
+        let now = view(s, None, &[]).await.now_ms;
+        s.set_cooldown(3, now + 60_000).await.expect("cooldown");
+        let v = view(s, None, &[3]).await;
+        assert!(v.health[0].cooldown_until_ms.is_some() && v.health[0].breaker.opened_at_ms.is_some());
+        r.b.reset_breaker(3).await.expect("reset");
+        let st = s.breaker_status(3, cfg).await.expect("status");
+        assert_eq!((st.state, st.failures, st.reason), (CircuitState::Closed, 0, None));
+        let v = view(s, None, &[3]).await;
+        assert_eq!(
+            (v.health[0].breaker.clone(), v.health[0].cooldown_until_ms),
+            (BreakerRecord::default(), None)
+        );
+        s.reset_breaker(4).await.expect("resetting an unknown provider is fine");
+    }
+
+    /// Cooldowns show until they end; later calls overwrite; past ones are none.
+    pub async fn cooldowns(r: &Replicas) {
+        let s = &*r.a;
+        let now = view(s, None, &[]).await.now_ms;
+        s.set_cooldown(1, now + 1000).await.expect("cooldown");
+        s.set_cooldown(2, now - 1).await.expect("cooldown in the past");
+        let v = view(&*r.b, None, &[1, 2, 3]).await;
+        let got: Vec<_> = v.health.iter().map(|h| h.cooldown_until_ms).collect();
+        assert_eq!(got, vec![Some(now + 1000), None, None]);
+        s.set_cooldown(1, now + 60_000).await.expect("longer");
+        assert_eq!(view(s, None, &[1]).await.health[0].cooldown_until_ms, Some(now + 60_000));
+        s.set_cooldown(1, now + 1000).await.expect("shorter");
+        assert_eq!(
+            view(s, None, &[1]).await.health[0].cooldown_until_ms,
+            Some(now + 1000),
+            "the last call wins"
+        );
+        s.set_cooldown(5, i64::MAX).await.expect("a cooldown without end");
+        assert_eq!(view(s, None, &[5]).await.health[0].cooldown_until_ms, Some(i64::MAX));
+        sleep_ms(1200).await;
+        assert_eq!(view(s, None, &[1]).await.health[0].cooldown_until_ms, None, "the cooldown ended");
+    }
+
+    /// One call returns the binding, each asked provider's health in order, and the time.
+    pub async fn routing_view_in_order(r: &Replicas) {
+        let s = &*r.a;
+        let cfg =
+            BreakerConfig { failure_threshold: 1, open_duration_ms: 60_000, half_open_success_threshold: 1 };
+        s.bind_session("sess", 20, Duration::from_secs(60)).await.expect("bind");
+        fail(s, 10, cfg, "boom").await;
+        let now = view(s, None, &[]).await.now_ms;
+        s.set_cooldown(20, now + 30_000).await.expect("cooldown");
+        let v = view(&*r.b, Some("sess"), &[30, 10, 999, 20, 10]).await;
+        assert_eq!(v.binding, Some(20));
+        assert!((v.now_ms - now_local()).abs() < 5000, "now_ms is epoch milliseconds");
+        assert!(v.now_ms >= now, "time does not go back");
+        assert_eq!(v.health.len(), 5, "one entry per asked provider, duplicates included");
+        let opened: Vec<bool> = v.health.iter().map(|h| h.breaker.opened_at_ms.is_some()).collect();
+        assert_eq!(opened, vec![false, true, false, false, true]);
+        assert_eq!(v.health[1].breaker.last_failure.as_deref(), Some("boom"));
+        let cooling: Vec<_> = v.health.iter().map(|h| h.cooldown_until_ms).collect();
+        assert_eq!(cooling, vec![None, None, None, Some(now + 30_000), None]);
+        assert_eq!(v.health[2].breaker, BreakerRecord::default(), "unknown providers are healthy");
+        let empty = view(s, None, &[]).await;
+        assert!(empty.binding.is_none() && empty.health.is_empty());
+    }
+
+    /// 50 sessions race for 10 places on one provider, through both replicas: exactly 10 win.
+    pub async fn concurrent_acquire(r: &Replicas) {
+        let ttl = Duration::from_secs(30);
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let store = if i % 2 == 0 { r.a.clone() } else { r.b.clone() };
+                tokio::spawn(async move {
+                    let admitted = store.acquire_provider_session(42, &format!("s{i}"), 10, ttl).await;
+                    (i, admitted.expect("acquire"))
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (i, admitted) = task.await.expect("task");
+            if admitted {
+                winners.push(i);
+            }
+        }
+        assert_eq!(winners.len(), 10, "admitted: {winners:?}");
+        for i in 0..50 {
+            let again = acquire(&*r.a, 42, &format!("s{i}"), 10, ttl).await;
+            assert_eq!(again, winners.contains(&i), "session s{i}: winners stay in, losers stay out");
+        }
+    }
+
+    /// The same outcomes through `BreakerRecord` and through the store leave the same record.
+    /// Open periods of 0 (half-open at once) and of an hour (open throughout) make the
+    /// transitions independent of when exactly the store ran them.
+    pub async fn breaker_parity(r: &Replicas) {
+        use rand::{Rng, SeedableRng};
+        let configs = [
+            BreakerConfig { failure_threshold: 3, open_duration_ms: 0, half_open_success_threshold: 2 },
+            BreakerConfig { failure_threshold: 1, open_duration_ms: 0, half_open_success_threshold: 1 },
+            BreakerConfig {
+                failure_threshold: 2,
+                open_duration_ms: 3_600_000,
+                half_open_success_threshold: 3,
+            },
+            BreakerConfig { failure_threshold: 0, open_duration_ms: 0, half_open_success_threshold: 1 },
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let long_reason = "é".repeat(400);
+        for (n, cfg) in configs.into_iter().enumerate() {
+            let provider = 100 + i64::try_from(n).unwrap_or_default();
+            let mut local = BreakerRecord::default();
+            for step in 0..60 {
+                let store = if rng.random_bool(0.5) { &*r.a } else { &*r.b };
+                let failure = rng.random_bool(0.6);
+                let reason = if step % 7 == 0 { long_reason.clone() } else { format!("fail {step}") };
+                if failure {
+                    fail(store, provider, cfg, &reason).await;
+                } else {
+                    succeed(store, provider, cfg).await;
+                }
+                let (remote, now) = record(store, provider).await;
+                if failure {
+                    local.on_failure(&cfg, now, &reason);
+                } else {
+                    local.on_success(&cfg, now);
+                }
+                let ctx = format!("config {n}, step {step}, failure {failure}");
+                assert_eq!(remote.state(&cfg, now), local.state(&cfg, now), "{ctx}");
+                assert_eq!(
+                    (remote.failures, remote.half_open_successes, remote.opened_at_ms.is_some()),
+                    (local.failures, local.half_open_successes, local.opened_at_ms.is_some()),
+                    "{ctx}"
+                );
+                assert_eq!(remote.last_failure, local.last_failure, "{ctx}");
+                let status = store.breaker_status(provider, cfg).await.expect("status");
+                assert_eq!(
+                    (status.state, status.failures),
+                    (local.state(&cfg, now), local.failures),
+                    "{ctx}"
+                );
+            }
+        }
+    }
+}
+
+/// Runs every case against every store.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let store = MemoryStateStore::new();
+                    let replicas = Replicas { a: Arc::new(store.clone()), b: Arc::new(store) };
+                    cases::$case(&replicas).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "redis")]
+        mod redis_store {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(fixture) = redis_fixture::Fixture::new(stringify!($case)).await else { return };
+                    cases::$case(&fixture.replicas).await;
+                    fixture.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    bindings,
+    provider_sessions,
+    breaker_cycle,
+    breaker_threshold_zero,
+    reset,
+    cooldowns,
+    routing_view_in_order,
+    concurrent_acquire,
+    breaker_parity,
+);
+
+#[cfg(feature = "redis")]
+mod redis_fixture {
+    use super::*;
+    use gateway_core::store::{RedisStateOptions, RedisStateStore};
+    use redis::AsyncCommands;
+
+    /// Where the suite expects Redis.
+    pub const URL: &str = "redis://127.0.0.1:6379";
+
+    /// A direct connection for checks and cleanup, if Redis answers; else skips (or fails on CI).
+    pub async fn raw(test: &str) -> Option<redis::aio::MultiplexedConnection> {
+        let connect = async {
+            let client = redis::Client::open(URL)?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            Ok::<_, redis::RedisError>(conn)
+        };
+        let error = match tokio::time::timeout(Duration::from_secs(3), connect).await {
+            Ok(Ok(conn)) => return Some(conn),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 3 s".to_owned(),
+        };
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "CI=true but Redis at {URL} is unreachable ({error}): the Redis state store goes untested"
+            );
+        }
+        eprintln!("skipping redis test {test}: Redis at {URL} is unreachable ({error})");
+        None
+    }
+
+    /// Two replicas on one fresh key prefix.
+    pub struct Fixture {
+        pub replicas: Replicas,
+        pub prefix: String,
+        raw: redis::aio::MultiplexedConnection,
+    }
+
+    impl Fixture {
+        pub async fn new(test: &str) -> Option<Self> {
+            let raw = raw(test).await?;
+            let prefix = format!("gwtest:{:016x}:", rand::random::<u64>());
+            // Generous: the machine may be busy compiling; the timeout itself has its own tests.
+            let options = RedisStateOptions { prefix: prefix.clone(), timeout: Duration::from_secs(3) };
+            let a = RedisStateStore::connect(URL, options.clone()).await.expect("connect a");
+            let b = RedisStateStore::connect(URL, options).await.expect("connect b");
+            Some(Self { replicas: Replicas { a: Arc::new(a), b: Arc::new(b) }, prefix, raw })
+        }
+
+        /// The keys under this fixture's prefix.
+        pub async fn keys(&mut self) -> Vec<String> {
+            let mut keys: Vec<String> = Vec::new();
+            let mut iter: redis::AsyncIter<'_, String> =
+                self.raw.scan_match(format!("{}*", self.prefix)).await.expect("scan");
+            while let Some(key) = iter.next_item().await {
+                keys.push(key.expect("scan item"));
+            }
+            keys
+        }
+
+        /// Drops every cached script of the server, as a restart does.
+        pub async fn flush_scripts(&mut self) {
+            redis::cmd("SCRIPT").arg("FLUSH").exec_async(&mut self.raw).await.expect("SCRIPT FLUSH");
+        }
+
+        /// A key's remaining TTL in ms (-1 none, -2 no key).
+        pub async fn pttl(&mut self, key: &str) -> i64 {
+            self.raw.pttl(key).await.expect("pttl")
+        }
+
+        /// Checks that every key left has a TTL, then deletes them.
+        pub async fn finish(mut self) {
+            let keys = self.keys().await;
+            for key in &keys {
+                let ttl: i64 = self.raw.pttl(key).await.expect("pttl");
+                // -2: expired since the scan, fine; -1: no TTL, a leak.
+                assert!(ttl > 0 || ttl == -2, "key {key} has no TTL ({ttl})");
+            }
+            if !keys.is_empty() {
+                let _: i64 = self.raw.del(&keys).await.expect("cleanup");
+            }
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis_only {
+    use std::time::Instant;
+
+    use super::*;
+    use gateway_core::store::{RedisStateOptions, RedisStateStore};
+
+    /// Every kind of key gets a TTL matching what it holds.
+    #[tokio::test]
+    async fn every_key_expires() {
+        let Some(mut fixture) = redis_fixture::Fixture::new("every_key_expires").await else { return };
+        let s = fixture.replicas.a.clone();
+        let open =
+            BreakerConfig { failure_threshold: 1, open_duration_ms: 90_000, half_open_success_threshold: 1 };
+        let closed = BreakerConfig { failure_threshold: 5, ..open };
+        s.bind_session("k", 1, Duration::from_secs(300)).await.expect("bind");
+        s.acquire_provider_session(1, "k", 3, Duration::from_secs(300)).await.expect("acquire");
+        s.record_attempt(1, open, AttemptResult::Failure, "open").await.expect("open breaker");
+        s.record_attempt(2, closed, AttemptResult::Failure, "one failure").await.expect("closed record");
+        let now = s.routing_view(None, &[]).await.expect("view").now_ms;
+        s.set_cooldown(1, now + 120_000).await.expect("cooldown");
+        let keys = fixture.keys().await;
+        assert_eq!(keys.len(), 5, "bind, sessions, 2 breakers, cooldown: {keys:?}");
+        let p = &fixture.prefix;
+        let day = 24 * 3600 * 1000;
+        let expect = [
+            (format!("{p}{{s:k}}:bind"), 290_000, 300_000),
+            (format!("{p}{{p:1}}:sessions"), 290_000, 300_000),
+            (format!("{p}{{p:1}}:breaker"), day + 80_000, day + 90_000),
+            (format!("{p}{{p:2}}:breaker"), day + 80_000, day + 90_000),
+            (format!("{p}{{p:1}}:cooldown"), 110_000, 120_000),
+        ];
+        for (key, min, max) in expect {
+            let ttl: i64 = fixture.pttl(&key).await;
+            assert!((min..=max).contains(&ttl), "{key}: PTTL {ttl} not in {min}..={max}");
+        }
+        fixture.finish().await;
+    }
+
+    /// Scripts run by hash; after `SCRIPT FLUSH` (a restarted Redis) they are loaded again.
+    #[tokio::test]
+    async fn scripts_reload_after_flush() {
+        let Some(mut fixture) = redis_fixture::Fixture::new("scripts_reload_after_flush").await else {
+            return;
+        };
+        let s = fixture.replicas.a.clone();
+        assert!(s.acquire_provider_session(1, "x", 1, Duration::from_secs(5)).await.expect("before"));
+        fixture.flush_scripts().await;
+        assert!(s.acquire_provider_session(1, "x", 1, Duration::from_secs(5)).await.expect("after NOSCRIPT"));
+        assert!(!s.acquire_provider_session(1, "y", 1, Duration::from_secs(5)).await.expect("state kept"));
+        fixture.finish().await;
+    }
+
+    /// A private `redis-server` on a free port, stopped on drop (for the restart test only).
+    struct PrivateRedis {
+        port: u16,
+        child: Option<std::process::Child>,
+    }
+
+    impl PrivateRedis {
+        fn start(port: u16) -> Option<Self> {
+            let child = std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()?;
+            let server = Self { port, child: Some(child) };
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(server);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        }
+
+        fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    impl Drop for PrivateRedis {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    /// Redis goes away and comes back: calls fail meanwhile, then work again by themselves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reconnects_after_a_restart() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr").port()
+        };
+        let Some(mut server) = PrivateRedis::start(port) else {
+            eprintln!("skipping reconnects_after_a_restart: cannot start redis-server");
+            return;
+        };
+        let timeout = Duration::from_secs(1);
+        let options = RedisStateOptions { prefix: "gwtest:restart:".to_owned(), timeout };
+        let store = RedisStateStore::connect(&format!("redis://127.0.0.1:{}", server.port), options)
+            .await
+            .expect("store");
+        store.bind_session("r", 1, Duration::from_secs(60)).await.expect("Redis up");
+        server.stop();
+        let started = Instant::now();
+        assert!(store.routing_view(Some("r"), &[1]).await.is_err(), "Redis down");
+        assert!(started.elapsed() < timeout + Duration::from_millis(800));
+        let _server = PrivateRedis::start(port).expect("restart redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if store.bind_session("r", 2, Duration::from_secs(60)).await.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the store did not reconnect");
+            sleep_ms(100).await;
+        }
+        let view = store.routing_view(Some("r"), &[1]).await.expect("reconnected");
+        assert_eq!(view.binding, Some(2));
+    }
+
+    /// Runs every operation and checks each fails (not hangs) within the timeout plus slack.
+    async fn every_call_fails_quickly(store: &RedisStateStore, timeout: Duration) {
+        let cfg =
+            BreakerConfig { failure_threshold: 1, open_duration_ms: 1000, half_open_success_threshold: 1 };
+        let bound = timeout + Duration::from_millis(800);
+        macro_rules! check {
+            ($what:expr, $call:expr) => {{
+                let started = Instant::now();
+                let result = tokio::time::timeout(Duration::from_secs(10), $call).await.expect("never hangs");
+                let took = started.elapsed();
+                assert!(result.is_err(), "{} succeeded without Redis", $what);
+                assert!(took < bound, "{} took {took:?}", $what);
+            }};
+        }
+        check!("routing_view", store.routing_view(Some("s"), &[1, 2]));
+        check!("acquire_provider_session", store.acquire_provider_session(1, "s", 1, Duration::from_secs(1)));
+        check!("record_attempt", store.record_attempt(1, cfg, AttemptResult::Failure, "x"));
+        check!("bind_session", store.bind_session("s", 1, Duration::from_secs(1)));
+        check!("set_cooldown", store.set_cooldown(1, 0));
+        check!("breaker_status", store.breaker_status(1, cfg));
+        check!("reset_breaker", store.reset_breaker(1));
+    }
+
+    /// A closed port: the store is built anyway and every call fails at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unreachable_redis_fails_fast() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr").port()
+        };
+        let timeout = Duration::from_millis(200);
+        let started = Instant::now();
+        let options = RedisStateOptions { prefix: "gw:".to_owned(), timeout };
+        let store = RedisStateStore::connect(&format!("redis://127.0.0.1:{port}"), options)
+            .await
+            .expect("an unreachable Redis does not stop the store from being built");
+        assert!(
+            started.elapsed() < timeout + Duration::from_millis(800),
+            "connect took {:?}",
+            started.elapsed()
+        );
+        every_call_fails_quickly(&store, timeout).await;
+        // After the backoff the store tries again, and again fails within the timeout.
+        sleep_ms(1100).await;
+        every_call_fails_quickly(&store, timeout).await;
+        assert!(RedisStateStore::connect("not a url", RedisStateOptions::default()).await.is_err());
+    }
+
+    /// A server that accepts connections and never answers: calls time out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn silent_redis_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let timeout = Duration::from_millis(200);
+        let options = RedisStateOptions { prefix: "gw:".to_owned(), timeout };
+        let store =
+            RedisStateStore::connect(&format!("redis://127.0.0.1:{port}"), options).await.expect("store");
+        every_call_fails_quickly(&store, timeout).await;
+        sleep_ms(1100).await;
+        let started = Instant::now();
+        let err = store.routing_view(None, &[1]).await.expect_err("no answer");
+        assert!(started.elapsed() >= timeout - Duration::from_millis(20), "waited for the timeout: {err}");
+        assert!(err.to_string().contains("no answer"), "{err}");
+        every_call_fails_quickly(&store, timeout).await;
+        hold.abort();
+    }
+}
