@@ -14,7 +14,7 @@ pub mod targets;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -128,6 +128,10 @@ impl Scenario {
         self.rounds.iter().map(|r| r.direct.failed + r.gateway.failed).sum()
     }
 
+    fn gateway_sent(&self) -> u64 {
+        self.rounds.iter().map(|r| r.gateway.sent_total).sum()
+    }
+
     fn requests(&self) -> u64 {
         self.rounds.iter().map(|r| r.direct.measured_requests + r.gateway.measured_requests).sum()
     }
@@ -148,6 +152,9 @@ pub struct Report {
     pub streaming: Scenario,
     /// Gateway memory.
     pub rss: RssReport,
+    /// Requests sent to the gateway over the whole run (warm-ups and the start-up probe
+    /// included): its request log should end up with as many rows.
+    pub gateway_requests_sent: u64,
     /// Target checks.
     pub targets: Vec<TargetCheck>,
     /// Whether every target passed.
@@ -182,6 +189,8 @@ output_per_mtok = "15"
 struct Servers {
     mock: ChildGuard,
     gateway: ChildGuard,
+    /// CPUs of the machine, to express other processes' CPU use as a load.
+    cpus: usize,
 }
 
 impl Servers {
@@ -189,7 +198,7 @@ impl Servers {
         let mut mock_cmd = Command::new(&config.mock_bin);
         mock_cmd.args(["--listen", "127.0.0.1:0", "--chunks", &config.chunks.to_string()]);
         mock_cmd.args(["--chunk-delay-ms", &config.chunk_delay_ms.to_string()]);
-        let mock = ChildGuard::start("mock-upstream", mock_cmd, &dir.join("mock.stderr.log"))?;
+        let mock = ChildGuard::start("mock-upstream", mock_cmd, dir)?;
 
         let config_path = dir.join("gateway.toml");
         std::fs::write(&config_path, gateway_config(mock.addr().port()))
@@ -205,12 +214,17 @@ impl Servers {
             // a debug filter would measure logging, not the gateway.
             .env("RUST_LOG", "info")
             .env("SHUTDOWN_GRACE_SECONDS", "2");
-        let gateway = ChildGuard::start("gateway-server", gw_cmd, &dir.join("gateway.stderr.log"))?;
-        Ok(Self { mock, gateway })
+        let gateway = ChildGuard::start("gateway-server", gw_cmd, dir)?;
+        let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        Ok(Self { mock, gateway, cpus })
     }
 
-    fn cpu_snapshot(&self) -> anyhow::Result<[Duration; 3]> {
-        Ok([self.gateway.cpu_time()?, self.mock.cpu_time()?, cpu_time_of("self")?])
+    fn cpu_snapshot(&self) -> anyhow::Result<CpuSnapshot> {
+        Ok(CpuSnapshot {
+            at: Instant::now(),
+            own: [self.gateway.cpu_time()?, self.mock.cpu_time()?, cpu_time_of("self")?],
+            system: procs::system_busy_time()?,
+        })
     }
 
     fn ensure_running(&mut self) -> anyhow::Result<()> {
@@ -219,9 +233,33 @@ impl Servers {
     }
 }
 
-fn cpu_delta(before: [Duration; 3], after: [Duration; 3]) -> CpuUse {
-    let ms = |i: usize| u64::try_from(after[i].saturating_sub(before[i]).as_millis()).unwrap_or(u64::MAX);
-    CpuUse { gateway_ms: ms(0), mock_ms: ms(1), client_ms: ms(2) }
+/// CPU counters at one instant.
+#[derive(Debug, Clone, Copy)]
+struct CpuSnapshot {
+    at: Instant,
+    /// gateway, mock, this process.
+    own: [Duration; 3],
+    /// All CPUs of the machine.
+    system: Duration,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// CPU used between two snapshots on a machine with `cpus` CPUs.
+fn cpu_delta(before: &CpuSnapshot, after: &CpuSnapshot, cpus: usize) -> CpuUse {
+    let own = |i: usize| after.own[i].saturating_sub(before.own[i]);
+    let own_total = own(0) + own(1) + own(2);
+    let other = after.system.saturating_sub(before.system).saturating_sub(own_total);
+    let capacity = after.at.saturating_duration_since(before.at).as_secs_f64() * cpus.max(1) as f64;
+    CpuUse {
+        gateway_ms: millis(own(0)),
+        mock_ms: millis(own(1)),
+        client_ms: millis(own(2)),
+        other_ms: millis(other),
+        other_load_pct: if capacity > 0.0 { other.as_secs_f64() / capacity * 100.0 } else { 0.0 },
+    }
 }
 
 /// Which load shape a scenario uses.
@@ -248,7 +286,7 @@ async fn phase(
         Shape::Open(settings) => open_loop(target, addr, template.clone(), settings).await?,
         Shape::Closed(settings) => closed_loop(target, addr, template.clone(), settings).await?,
     };
-    stats.cpu = cpu_delta(before, servers.cpu_snapshot()?);
+    stats.cpu = cpu_delta(&before, &servers.cpu_snapshot()?, servers.cpus);
     servers.ensure_running()?;
     stats.gateway_rss_after = servers.gateway.rss_bytes()?;
     stats.competing_builds = procs::competing_builds().len();
@@ -285,6 +323,7 @@ async fn rounds(
 
 /// Starts the servers, runs every scenario and checks the targets.
 pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
+    procs::stop_children_on_signal()?;
     let mut machine = MachineInfo::probe();
     if !machine.competing_builds_start.is_empty() {
         eprintln!(
@@ -324,7 +363,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         let stream_gateway = Arc::new(RequestTemplate::new(servers.gateway.addr(), true, config.body_bytes)?);
         probe(servers.mock.addr(), &plain_direct).await.context("probe request to mock-upstream failed")?;
         probe(servers.gateway.addr(), &plain_gateway).await.with_context(|| {
-            format!("probe request through gateway-server failed{}", servers.gateway.stderr_tail())
+            format!("probe request through gateway-server failed{}", servers.gateway.log_tail())
         })?;
 
         let warmup = secs(config.warmup_secs);
@@ -412,7 +451,11 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         let kept = temp.keep();
         eprintln!("kept the work dir {}", kept.display());
     }
+    // The start-up probe is one more request.
+    let gateway_requests_sent =
+        1 + fixed_rate.gateway_sent() + saturation.gateway_sent() + streaming.gateway_sent();
     Ok(Report {
+        gateway_requests_sent,
         all_pass: all_pass(&targets),
         machine,
         config: config.clone(),
@@ -438,11 +481,15 @@ mod tests {
     }
 
     #[test]
-    fn cpu_delta_saturates() {
-        let before = [Duration::from_millis(100), Duration::from_millis(50), Duration::from_millis(10)];
-        let after = [Duration::from_millis(350), Duration::from_millis(40), Duration::from_millis(30)];
-        let cpu = cpu_delta(before, after);
-        assert_eq!((cpu.gateway_ms, cpu.mock_ms, cpu.client_ms), (250, 0, 20));
+    fn cpu_delta_attributes_the_rest_of_the_machine_to_others() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let before = CpuSnapshot { at: t0, own: [ms(100), ms(50), ms(10)], system: ms(1_000) };
+        // 1 s on 2 CPUs: 250 + 0 + 20 ms by our processes, 500 ms busy in total.
+        let after = CpuSnapshot { at: t0 + ms(1_000), own: [ms(350), ms(40), ms(30)], system: ms(1_500) };
+        let cpu = cpu_delta(&before, &after, 2);
+        assert_eq!((cpu.gateway_ms, cpu.mock_ms, cpu.client_ms, cpu.other_ms), (250, 0, 20, 230));
+        assert!((cpu.other_load_pct - 11.5).abs() < 1e-9, "{}", cpu.other_load_pct);
     }
 
     #[test]
@@ -471,6 +518,7 @@ pub(crate) mod fixtures {
             offered_rate: None,
             connections: None,
             measured_requests: 10,
+            sent_total: 12,
             ok: 10,
             failed: 0,
             failures: Default::default(),
@@ -533,6 +581,7 @@ pub(crate) mod fixtures {
             saturation: scenario("saturation"),
             streaming,
             rss: RssReport::default(),
+            gateway_requests_sent: 0,
             all_pass: all_pass(&targets),
             targets,
         }

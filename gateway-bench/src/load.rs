@@ -293,6 +293,9 @@ pub struct PhaseStats {
     pub connections: Option<usize>,
     /// Requests in the measured part (sent, or completed for closed loop).
     pub measured_requests: u64,
+    /// Every request sent in the phase, warm-up included (to compare with the gateway's
+    /// request log).
+    pub sent_total: u64,
     /// Measured requests that succeeded (200 and a complete body).
     pub ok: u64,
     /// Measured requests that failed.
@@ -332,6 +335,12 @@ pub struct CpuUse {
     pub mock_ms: u64,
     /// The benchmark itself (load generator, ticker).
     pub client_ms: u64,
+    /// Every other process on the machine (builds, test runs): busy CPU time of the whole
+    /// machine minus the three above.
+    pub other_ms: u64,
+    /// `other_ms` as a share of the machine's capacity over the phase (percent of all CPUs):
+    /// a few percent is background noise, much more means the figures are disturbed.
+    pub other_load_pct: f64,
 }
 
 /// Accumulates one phase's measurements; shared by the request tasks.
@@ -386,6 +395,7 @@ impl Recorder {
             offered_rate: None,
             connections: None,
             measured_requests,
+            sent_total: 0,
             ok: self.ok,
             failed,
             failures: self.failures,
@@ -490,6 +500,7 @@ pub async fn open_loop(
     let mut stats =
         recorder.into_stats(target, plan.measured_count(), seconds, pool.opened.load(Ordering::Relaxed));
     stats.offered_rate = Some(plan.rate);
+    stats.sent_total = plan.total_count();
     Ok(stats)
 }
 
@@ -514,6 +525,7 @@ pub async fn closed_loop(
 ) -> anyhow::Result<PhaseStats> {
     let recorder = Arc::new(Mutex::new(Recorder::new()?));
     let opened = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
     // Connect everything before the clock starts.
     let mut senders = Vec::with_capacity(settings.connections);
     for _ in 0..settings.connections.max(1) {
@@ -525,7 +537,8 @@ pub async fn closed_loop(
 
     let mut tasks = JoinSet::new();
     for sender in senders {
-        let (template, recorder, opened) = (template.clone(), recorder.clone(), opened.clone());
+        let (template, recorder, opened, sent_total) =
+            (template.clone(), recorder.clone(), opened.clone(), sent.clone());
         tasks.spawn(async move {
             let mut sender = Some(sender);
             loop {
@@ -534,9 +547,12 @@ pub async fn closed_loop(
                     break;
                 }
                 let outcome = match sender.as_mut() {
-                    Some(s) => tokio::time::timeout(REQUEST_TIMEOUT, exchange(s, &template))
-                        .await
-                        .unwrap_or(Err(Failure::Timeout)),
+                    Some(s) => {
+                        sent_total.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::timeout(REQUEST_TIMEOUT, exchange(s, &template))
+                            .await
+                            .unwrap_or(Err(Failure::Timeout))
+                    }
                     None => match connect(addr).await {
                         Ok(s) => {
                             opened.fetch_add(1, Ordering::Relaxed);
@@ -576,6 +592,7 @@ pub async fn closed_loop(
         opened.load(Ordering::Relaxed),
     );
     stats.connections = Some(settings.connections);
+    stats.sent_total = sent.load(Ordering::Relaxed);
     Ok(stats)
 }
 

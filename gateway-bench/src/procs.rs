@@ -2,11 +2,11 @@
 //! CPU time from `/proc`, and stopping them however the benchmark ends.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -25,30 +25,94 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// architecture this runs on; reading it needs `sysconf`, i.e. unsafe code or a libc crate.
 const CLOCK_TICKS_PER_SEC: u64 = 100;
 
+/// Pids of the children currently running, for the signal handler: a SIGTERM or SIGINT ends
+/// the benchmark without unwinding, so the guards' `Drop` would not run.
+static LIVE_CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn live_children() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    LIVE_CHILDREN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sends `signal` (`TERM`, `KILL`) to `pid` with the `kill` utility: std only sends SIGKILL to
+/// its own children, and the workspace forbids the unsafe code a direct `kill(2)` needs.
+fn send_signal(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether `pid` has exited (gone, or a zombie waiting to be reaped).
+fn has_exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("Z")
+    })
+}
+
+/// Starts a thread that, on SIGINT or SIGTERM, stops the running children and exits with
+/// status 130: without it, `kill <gateway-bench>` would leave the servers running.
+pub fn stop_children_on_signal() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("signals".to_owned()).spawn(move || {
+        let name = runtime.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            }
+        });
+        let pids = live_children().clone();
+        for &pid in &pids {
+            send_signal(pid, "TERM");
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline && !pids.iter().all(|&pid| has_exited(pid)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for &pid in pids.iter().filter(|&&pid| !has_exited(pid)) {
+            send_signal(pid, "KILL");
+        }
+        eprintln!("gateway-bench: {name}: stopped the servers ({pids:?})");
+        std::process::exit(130);
+    })?;
+    Ok(())
+}
+
 /// A running child process, stopped when dropped, so an error or a panic in the benchmark
 /// never leaves a gateway or mock behind.
 #[derive(Debug)]
 pub struct ChildGuard {
     name: String,
     child: Option<Child>,
-    stderr_log: PathBuf,
+    /// stdout and stderr logs.
+    logs: [PathBuf; 2],
     addr: SocketAddr,
 }
 
 impl ChildGuard {
-    /// Starts `command` (stdout is taken over, stderr goes to `stderr_log`) and waits until it
-    /// prints `listening on http://ADDR`.
-    pub fn start(name: &str, mut command: Command, stderr_log: &Path) -> anyhow::Result<Self> {
-        let log =
-            File::create(stderr_log).with_context(|| format!("cannot create {}", stderr_log.display()))?;
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
+    /// Starts `command` and waits until it prints `listening on http://ADDR`. Its stdout and
+    /// stderr are saved as `NAME.stdout.log` and `NAME.stderr.log` in `log_dir` (the gateway
+    /// logs to stdout).
+    pub fn start(name: &str, mut command: Command, log_dir: &Path) -> anyhow::Result<Self> {
+        let stderr_log = log_dir.join(format!("{name}.stderr.log"));
+        let stdout_log = log_dir.join(format!("{name}.stdout.log"));
+        let open =
+            |path: &Path| File::create(path).with_context(|| format!("cannot create {}", path.display()));
+        let (err_file, mut out_file) = (open(&stderr_log)?, open(&stdout_log)?);
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(err_file));
         let mut child = command.spawn().with_context(|| format!("cannot start {name} ({command:?})"))?;
+        live_children().push(child.id());
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("{name}: no stdout pipe"))?;
         // Guard first, so a failed wait below still stops the child.
         let mut guard = Self {
             name: name.to_owned(),
             child: Some(child),
-            stderr_log: stderr_log.to_path_buf(),
+            logs: [stdout_log, stderr_log],
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
 
@@ -59,6 +123,7 @@ impl ChildGuard {
             let mut announced = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                let _ = writeln!(out_file, "{line}");
                 if !announced && let Some(rest) = line.strip_prefix(READY_PREFIX) {
                     announced = true;
                     let _ = tx.send(rest.to_owned());
@@ -68,11 +133,11 @@ impl ChildGuard {
         let url = match rx.recv_timeout(READY_TIMEOUT) {
             Ok(url) => url,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                bail!("{name} printed no `listening on` line within {READY_TIMEOUT:?}{}", guard.stderr_tail())
+                bail!("{name} printed no `listening on` line within {READY_TIMEOUT:?}{}", guard.log_tail())
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = guard.child.as_mut().and_then(|c| c.wait().ok());
-                bail!("{name} exited before it was ready ({status:?}){}", guard.stderr_tail())
+                bail!("{name} exited before it was ready ({status:?}){}", guard.log_tail())
             }
         };
         guard.addr =
@@ -96,7 +161,7 @@ impl ChildGuard {
         match child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => {
-                bail!("{} exited during the benchmark ({status}){}", self.name, self.stderr_tail())
+                bail!("{} exited during the benchmark ({status}){}", self.name, self.log_tail())
             }
             Err(err) => bail!("cannot check {}: {err}", self.name),
         }
@@ -120,36 +185,32 @@ impl ChildGuard {
         cpu_time_of(&pid.to_string())
     }
 
-    /// The last lines the child wrote to stderr, for error messages.
-    pub fn stderr_tail(&self) -> String {
-        let Ok(mut file) = File::open(&self.stderr_log) else { return String::new() };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = file.seek(SeekFrom::Start(len.saturating_sub(2_000)));
-        let mut text = String::new();
-        let _ = file.read_to_string(&mut text);
-        if text.trim().is_empty() {
-            String::new()
-        } else {
-            format!("\n--- {} stderr (tail) ---\n{}", self.name, text.trim_end())
+    /// The last lines the child wrote (stdout and stderr), for error messages.
+    pub fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for (stream, path) in ["stdout", "stderr"].iter().zip(&self.logs) {
+            let Ok(mut file) = File::open(path) else { continue };
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = file.seek(SeekFrom::Start(len.saturating_sub(2_000)));
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            if !text.trim().is_empty() {
+                out.push_str(&format!("\n--- {} {stream} (tail) ---\n{}", self.name, text.trim_end()));
+            }
         }
+        out
     }
 
     /// Stops the child: SIGTERM (the gateway then shuts down gracefully and flushes its usage
     /// log), SIGKILL after a grace period.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
+        let pid = child.id();
+        live_children().retain(|&p| p != pid);
         if matches!(child.try_wait(), Ok(Some(_))) {
             return;
         }
-        // std only sends SIGKILL and the workspace forbids unsafe code, so the `kill` utility
-        // sends the SIGTERM.
-        let termed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if termed {
+        if send_signal(pid, "TERM") {
             let deadline = Instant::now() + STOP_GRACE;
             while Instant::now() < deadline {
                 if matches!(child.try_wait(), Ok(Some(_))) {
@@ -191,6 +252,23 @@ pub fn cpu_time_of(pid: &str) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let ticks = parse_stat_cpu_ticks(&stat).ok_or_else(|| anyhow!("cannot parse /proc/{pid}/stat"))?;
     Ok(Duration::from_millis(ticks * 1000 / CLOCK_TICKS_PER_SEC))
+}
+
+/// CPU time all CPUs spent busy since boot (`/proc/stat`), to see how much of a phase's CPU
+/// went to processes other than the benchmark's.
+pub fn system_busy_time() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks = parse_proc_stat_busy(&stat).ok_or_else(|| anyhow!("cannot parse /proc/stat"))?;
+    Ok(Duration::from_millis(ticks * 1000 / CLOCK_TICKS_PER_SEC))
+}
+
+/// Busy ticks of the `cpu` line of `/proc/stat`: user, nice, system, irq, softirq and steal
+/// (idle and iowait left out; guest time is already counted in user).
+pub fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
 }
 
 /// `utime + stime` (fields 14 and 15) of a `/proc/<pid>/stat` line, in clock ticks. The
@@ -328,6 +406,20 @@ mod tests {
         let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 3 0";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(281));
         assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn proc_stat_busy_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 9000 40 3 2 1 0 0\ncpu0 50 2 25 4500 20 1 1 0 0 0\n";
+        assert_eq!(parse_proc_stat_busy(stat), Some(100 + 5 + 50 + 3 + 2 + 1));
+        assert_eq!(parse_proc_stat_busy("cpu0 1 2 3\n"), None);
+        assert_eq!(parse_proc_stat_busy("cpu  1 x 3\n"), None);
+    }
+
+    #[test]
+    fn exited_and_missing_processes_count_as_exited() {
+        assert!(!has_exited(std::process::id()));
+        assert!(has_exited(u32::MAX));
     }
 
     #[test]

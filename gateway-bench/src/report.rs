@@ -50,8 +50,9 @@ pub fn table(format: Format, headers: &[&str], rows: &[Vec<String>]) -> String {
 /// One progress line per phase, printed to stderr while the benchmark runs.
 pub fn phase_line(stats: &PhaseStats) -> String {
     let busy = if stats.competing_builds > 0 { "  BUSY (cargo/rustc running)" } else { "" };
+    let other = stats.cpu.other_load_pct;
     format!(
-        "{:<8} {:>9.1} req/s  p50 {}  p99 {}  ttfb p50 {}  failed {}  cpu gw/mock/client {}/{}/{} ms  gw rss {}{busy}",
+        "{:<8} {:>9.1} req/s  p50 {}  p99 {}  ttfb p50 {}  failed {}  cpu gw/mock/client {}/{}/{} ms  other load {other:.0}%  gw rss {}{busy}",
         stats.target,
         stats.rps,
         fmt_ms(as_f64(stats.latency.p50_us)),
@@ -79,9 +80,11 @@ fn cpu_per_request(cpu_ms: u64, ok: u64) -> String {
     if ok == 0 { "-".to_owned() } else { format!("{:.0} µs", as_f64(cpu_ms) * 1000.0 / as_f64(ok)) }
 }
 
-/// `busy` when compilers were running at the end of the phase: its figures are disturbed.
+/// CPU used by other processes during the phase, as a share of the machine, plus a mark when
+/// compilers were running at its end: the phase's figures are disturbed.
 fn machine(p: &PhaseStats) -> String {
-    if p.competing_builds > 0 { format!("busy ({})", p.competing_builds) } else { "quiet".to_owned() }
+    let builds = if p.competing_builds > 0 { ", builds running" } else { "" };
+    format!("{:.0}%{builds}", p.cpu.other_load_pct)
 }
 
 fn order(pair: &RoundPair, gateway: bool) -> &'static str {
@@ -126,6 +129,12 @@ pub fn render(report: &Report, format: Format) -> String {
         m.loadavg_start,
         m.loadavg_end,
         c.client_threads
+    );
+    let _ = writeln!(
+        out,
+        "Latency is measured from the scheduled send time (open loop). \"other load\": CPU used by \
+         processes other than the gateway, the mock and this benchmark during the phase, as a share \
+         of all CPUs; more than a few percent means the figures are disturbed."
     );
     for (when, list) in [("start", &m.competing_builds_start), ("end", &m.competing_builds_end)] {
         if !list.is_empty() {
@@ -172,7 +181,7 @@ pub fn render(report: &Report, format: Format) -> String {
             "gw CPU/req",
             "mock CPU/req",
             "gw RSS after",
-            "machine",
+            "other load",
         ],
         &rows,
     ));
@@ -232,7 +241,7 @@ pub fn render(report: &Report, format: Format) -> String {
             "mock CPU/req",
             "client CPU/req",
             "gw RSS after",
-            "machine",
+            "other load",
         ],
         &rows,
     ));
@@ -283,7 +292,7 @@ pub fn render(report: &Report, format: Format) -> String {
             "last byte p50",
             "last byte p99",
             "failed",
-            "machine",
+            "other load",
         ],
         &rows,
     ));
@@ -316,6 +325,16 @@ pub fn render(report: &Report, format: Format) -> String {
             fmt_mib(r.mock_after),
         ]],
     ));
+
+    note(
+        &mut out,
+        format,
+        &format!(
+            "Requests sent to the gateway in the whole run (warm-ups and the start-up probe included): {} \
+             (its request_log should have as many rows; --keep-temp keeps the database)",
+            report.gateway_requests_sent
+        ),
+    );
 
     heading(&mut out, format, "Targets");
     let rows: Vec<Vec<String>> = report
