@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use gateway_core::catalog::CatalogHandle;
 use gateway_core::config::ConfigFile;
+use gateway_core::store::{RedisStateOptions, RedisStateStore};
 use gateway_core::{Gateway, GatewaySettings};
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -95,7 +96,17 @@ pub async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
     let writer = UsageWriter::start(db.clone(), WriterConfig::with_spill_path(args.usage_spill_path.clone()))
         .await
         .context("cannot start the usage writer")?;
-    let gateway = Gateway::builder()
+    let mut builder = Gateway::builder();
+    if let Some(url) = args.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        let options =
+            RedisStateOptions { prefix: args.redis_key_prefix.clone(), ..RedisStateOptions::default() };
+        let store = RedisStateStore::connect(url, options)
+            .await
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
+        tracing::info!(prefix = store.prefix(), "routing state shared through Redis");
+        builder = builder.state_store(Arc::new(store));
+    }
+    let gateway = builder
         .catalog_handle(catalog)
         .usage_sink(Arc::new(writer.clone()))
         .settings(GatewaySettings {

@@ -93,6 +93,13 @@ pub struct ServeArgs {
     /// IANA timezone of providers' active windows, e.g. `Europe/Berlin`.
     #[arg(long = "timezone", env = "TZ", default_value = "UTC", value_parser = parse_timezone)]
     pub timezone: chrono_tz::Tz,
+    /// Redis for routing state shared by replicas (session bindings, breakers, cooldowns,
+    /// provider session counts); in-process memory when unset.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, to share one Redis between deployments.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "gw:")]
+    pub redis_key_prefix: String,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
