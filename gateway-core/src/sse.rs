@@ -47,17 +47,23 @@ impl SseDecoder {
         chunk: &[u8],
         mut on_event: impl FnMut(SseEvent<'_>),
     ) -> Result<(), FrameTooLarge> {
+        if self.buf.is_empty() {
+            // Nothing pending: read the events straight from the chunk and keep only its
+            // incomplete tail, instead of copying everything through the buffer.
+            let mut rest = chunk;
+            while let Some((end, sep)) = find_event_end(rest, 0) {
+                if let Some(ev) = parse_event(&rest[..end]) {
+                    on_event(ev);
+                }
+                rest = &rest[end + sep..];
+            }
+            self.buf.extend_from_slice(rest);
+            return self.wait_for_more();
+        }
         self.buf.extend_from_slice(chunk);
         loop {
             let Some((end, sep)) = find_event_end(&self.buf, self.scanned) else {
-                // Resume scanning near the end next time; a separator may straddle chunks.
-                self.scanned = self.buf.len().saturating_sub(3);
-                if self.buf.len() > self.max_frame {
-                    self.buf.clear();
-                    self.scanned = 0;
-                    return Err(FrameTooLarge(self.max_frame));
-                }
-                return Ok(());
+                return self.wait_for_more();
             };
             if let Some(ev) = parse_event(&self.buf[..end]) {
                 on_event(ev);
@@ -65,6 +71,18 @@ impl SseDecoder {
             self.buf.advance(end + sep);
             self.scanned = 0;
         }
+    }
+
+    /// The buffer holds an incomplete event (or nothing): bounds it and notes where to resume.
+    fn wait_for_more(&mut self) -> Result<(), FrameTooLarge> {
+        // Resume scanning near the end next time; a separator may straddle chunks.
+        self.scanned = self.buf.len().saturating_sub(3);
+        if self.buf.len() > self.max_frame {
+            self.buf.clear();
+            self.scanned = 0;
+            return Err(FrameTooLarge(self.max_frame));
+        }
+        Ok(())
     }
 
     /// Feeds the end of the stream: a final event without its blank line is dispatched, as
@@ -114,31 +132,40 @@ fn parse_event(raw: &[u8]) -> Option<SseEvent<'_>> {
     let text = std::str::from_utf8(raw).ok()?;
     let mut event = None;
     let mut data: Option<std::borrow::Cow<'_, str>> = None;
-    for line in text.split(['\n', '\r']) {
-        if line.is_empty() || line.starts_with(':') {
-            continue;
-        }
-        let (name, value) = match line.find(':') {
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(' ').unwrap_or(v))
-            }
-            None => (line, ""),
+    let mut rest = text;
+    loop {
+        // Lines end at `\n` or `\r`; the empty piece between `\r` and `\n` is skipped below.
+        let (line, more) = match memchr::memchr2(b'\n', b'\r', rest.as_bytes()) {
+            Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+            None => (rest, None),
         };
-        match name {
-            "event" => event = Some(value),
-            "data" => {
-                data = Some(match data {
-                    None => std::borrow::Cow::Borrowed(value),
-                    Some(prev) => {
-                        let mut s = prev.into_owned();
-                        s.push('\n');
-                        s.push_str(value);
-                        std::borrow::Cow::Owned(s)
-                    }
-                })
+        if !line.is_empty() && !line.starts_with(':') {
+            let (name, value) = match memchr::memchr(b':', line.as_bytes()) {
+                Some(i) => {
+                    let v = &line[i + 1..];
+                    (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+                }
+                None => (line, ""),
+            };
+            match name {
+                "event" => event = Some(value),
+                "data" => {
+                    data = Some(match data {
+                        None => std::borrow::Cow::Borrowed(value),
+                        Some(prev) => {
+                            let mut s = prev.into_owned();
+                            s.push('\n');
+                            s.push_str(value);
+                            std::borrow::Cow::Owned(s)
+                        }
+                    })
+                }
+                _ => {}
             }
-            _ => {}
+        }
+        match more {
+            Some(m) => rest = m,
+            None => break,
         }
     }
     if event.is_none() && data.is_none() {

@@ -1486,8 +1486,11 @@ struct WireBlockDelta<'a> {
     delta: WireDelta<'a>,
 }
 
+/// Text, JSON and thinking deltas are written by [`write_block_delta`]; their variants stay as
+/// the reference it is tested against.
 #[derive(Serialize)]
 #[serde(tag = "type")]
+#[cfg_attr(not(test), allow(dead_code))]
 enum WireDelta<'a> {
     #[serde(rename = "text_delta")]
     Text { text: &'a str },
@@ -1531,6 +1534,18 @@ fn write_event(out: &mut BytesMut, name: &str, data: &impl Serialize) {
     // empty rather than panicking mid-stream.
     let _ = serde_json::to_writer(out.writer(), data);
     out.put_slice(b"\n\n");
+}
+
+/// A `content_block_delta` event, the bulk of every stream, written without going through a
+/// serializer: the same bytes as `write_event` with a [`WireBlockDelta`]. `head` is the delta
+/// object up to its value.
+fn write_block_delta(out: &mut BytesMut, index: usize, head: &[u8], value: &str) {
+    out.put_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":");
+    // Writing a number or a string cannot fail (see `write_event`).
+    let _ = serde_json::to_writer(out.writer(), &index);
+    out.put_slice(head);
+    let _ = serde_json::to_writer(out.writer(), value);
+    out.put_slice(b"}}\n\n");
 }
 
 impl AnthropicStreamEncoder {
@@ -1621,17 +1636,16 @@ impl StreamEncoder for AnthropicStreamEncoder {
                     return;
                 };
                 let index = block.1;
-                let delta = match delta {
-                    Delta::Text(t) => WireDelta::Text { text: t },
-                    Delta::Json(j) => WireDelta::InputJson { partial_json: j },
-                    Delta::Thinking(t) => WireDelta::Thinking { thinking: t },
+                let (head, value): (&[u8], &str) = match delta {
+                    Delta::Text(t) => (b",\"delta\":{\"type\":\"text_delta\",\"text\":", t),
+                    Delta::Json(j) => (b",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":", j),
+                    Delta::Thinking(t) => (b",\"delta\":{\"type\":\"thinking_delta\",\"thinking\":", t),
                     Delta::Signature(s) => {
                         block.2.get_or_insert_with(String::new).push_str(s);
                         return;
                     }
                 };
-                let d = WireBlockDelta { r#type: "content_block_delta", index, delta };
-                write_event(out, "content_block_delta", &d);
+                write_block_delta(out, index, head, value);
             }
             StreamEvent::BlockStop { index } => self.close(*index, out),
             StreamEvent::Finish { stop_reason, stop_sequence, usage } => {
@@ -1690,6 +1704,32 @@ mod tests {
         }
         assert_eq!(error_type("something_new", 529), "overloaded_error");
         assert_eq!(error_type("something_new", 0), "api_error");
+    }
+
+    #[test]
+    fn block_deltas_are_written_as_the_serializer_would() {
+        for value in ["", "word ", "quote \" backslash \\ newline \n tab \t nul \u{0} é 🦀", "{\"a\": [1]}"]
+        {
+            for (index, delta) in [
+                (0, WireDelta::Text { text: value }),
+                (7, WireDelta::InputJson { partial_json: value }),
+                (123_456, WireDelta::Thinking { thinking: value }),
+            ] {
+                let head: &[u8] = match delta {
+                    WireDelta::Text { .. } => b",\"delta\":{\"type\":\"text_delta\",\"text\":",
+                    WireDelta::InputJson { .. } => {
+                        b",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":"
+                    }
+                    _ => b",\"delta\":{\"type\":\"thinking_delta\",\"thinking\":",
+                };
+                let mut expected = BytesMut::new();
+                let d = WireBlockDelta { r#type: "content_block_delta", index, delta };
+                write_event(&mut expected, "content_block_delta", &d);
+                let mut fast = BytesMut::new();
+                write_block_delta(&mut fast, index, head, value);
+                assert_eq!(fast, expected);
+            }
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod ir;
+mod lenient;
 pub mod normalize;
 pub mod openai_chat;
 pub mod openai_responses;
@@ -155,6 +156,8 @@ pub struct StreamTranslator {
     events: Vec<ir::StreamEvent>,
     normalized: Vec<ir::StreamEvent>,
     signatures: signature::StreamTagger,
+    /// Output buffer, reused: each call hands out what was written since the last one.
+    out: BytesMut,
 }
 
 impl std::fmt::Debug for StreamTranslator {
@@ -174,19 +177,31 @@ impl StreamTranslator {
             events: Vec::new(),
             normalized: Vec::new(),
             signatures: signature::StreamTagger::new(from),
+            out: BytesMut::new(),
         })
     }
 
-    fn emit(&mut self) -> Bytes {
-        let mut out = BytesMut::new();
+    /// Normalizes the pending decoded events (and, at the end, closes the stream) and encodes them.
+    fn emit(&mut self, end: bool) -> Bytes {
         for mut ev in self.events.drain(..) {
             self.signatures.tag(&mut ev);
             self.normalizer.push(ev, &mut self.normalized);
         }
-        for ev in self.normalized.drain(..) {
-            self.encoder.encode(&ev, &mut out);
+        if end {
+            self.normalizer.finish(&mut self.normalized);
         }
-        out.freeze()
+        if self.normalized.is_empty() {
+            return Bytes::new();
+        }
+        if self.out.capacity() == 0 {
+            // Room for a few events; the buffer grows as needed and is reclaimed once the
+            // previous output is dropped.
+            self.out.reserve(1024);
+        }
+        for ev in self.normalized.drain(..) {
+            self.encoder.encode(&ev, &mut self.out);
+        }
+        self.out.split().freeze()
     }
 
     /// Translates a chunk of upstream bytes; may return nothing while an event is incomplete.
@@ -194,7 +209,7 @@ impl StreamTranslator {
         if let Err(e) = self.decoder.push(chunk, &mut self.events) {
             self.events.push(ir::StreamEvent::Error { kind: "api_error".into(), message: e.0 });
         }
-        self.emit()
+        self.emit(false)
     }
 
     /// The upstream ended (cleanly or not: `error` says why not); returns the closing bytes.
@@ -204,12 +219,6 @@ impl StreamTranslator {
             self.events
                 .push(ir::StreamEvent::Error { kind: "api_error".into(), message: message.to_owned() });
         }
-        let mut out = BytesMut::from(&self.emit()[..]);
-        let mut tail = Vec::new();
-        self.normalizer.finish(&mut tail);
-        for ev in tail {
-            self.encoder.encode(&ev, &mut out);
-        }
-        out.freeze()
+        self.emit(true)
     }
 }

@@ -10,6 +10,7 @@
 //! Usage: `prompt_tokens` counts cached and cache-written tokens; the IR (Anthropic accounting)
 //! does not, so decoders subtract them and encoders add them back.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::BytesMut;
@@ -20,6 +21,7 @@ use super::ir::{
     Block, BlockStart, Delta, ImageSource, Message, Reasoning, Request, Response, ResponseFormat, Role,
     StopReason, StreamEvent, Tool, ToolChoice, Usage,
 };
+use super::lenient::{self, F, lenient_object};
 use super::{Codec, ErrorInfo, Notes, StreamDecoder, StreamEncoder, TranslateError};
 use crate::dialect::Dialect;
 use crate::sse::SseDecoder;
@@ -1065,6 +1067,11 @@ struct ToolState {
 #[derive(Debug, Default)]
 struct ChatStreamDecoder {
     sse: SseDecoder,
+    state: ChatDecodeState,
+}
+
+#[derive(Debug, Default)]
+struct ChatDecodeState {
     started: bool,
     /// `[DONE]` or an error arrived, or the input was malformed: nothing more is read.
     done: bool,
@@ -1079,7 +1086,51 @@ struct ChatStreamDecoder {
     usage: Usage,
 }
 
-impl ChatStreamDecoder {
+lenient_object! {
+    /// A `chat.completion.chunk` as the stream decoder reads it.
+    struct ChunkIn<'de> {
+        "id" => id: Cow<'de, str>,
+        "model" => model: Cow<'de, str>,
+        "choices" => choices: Vec<F<ChoiceIn<'de>>>,
+        "usage" => usage: Value,
+        "error" => error: Value,
+    }
+}
+
+lenient_object! {
+    struct ChoiceIn<'de> {
+        "index" => index: u64,
+        "delta" => delta: DeltaIn<'de>,
+        "finish_reason" => finish_reason: Cow<'de, str>,
+    }
+}
+
+lenient_object! {
+    struct DeltaIn<'de> {
+        "reasoning_content" => reasoning_content: Cow<'de, str>,
+        "reasoning" => reasoning: Cow<'de, str>,
+        "content" => content: Cow<'de, str>,
+        "refusal" => refusal: Cow<'de, str>,
+        "tool_calls" => tool_calls: Vec<F<ToolPieceIn<'de>>>,
+    }
+}
+
+lenient_object! {
+    struct ToolPieceIn<'de> {
+        "index" => index: u64,
+        "id" => id: Cow<'de, str>,
+        "function" => function: FunctionIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct FunctionIn<'de> {
+        "name" => name: Cow<'de, str>,
+        "arguments" => arguments: Cow<'de, str>,
+    }
+}
+
+impl ChatDecodeState {
     fn close(&mut self, out: &mut Vec<StreamEvent>) {
         if let Some(open) = self.open.take() {
             if let Open::Tool { chat_index, .. } = open
@@ -1149,12 +1200,12 @@ impl ChatStreamDecoder {
         }
     }
 
-    fn tool_piece(&mut self, position: usize, piece: &Map<String, Value>, out: &mut Vec<StreamEvent>) {
-        let chat_index = piece.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
-        let function = piece.get("function").and_then(Value::as_object);
-        let name = function.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default();
-        let args = function.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
-        let id = piece.get("id").and_then(Value::as_str).unwrap_or_default();
+    fn tool_piece(&mut self, position: usize, piece: &ToolPieceIn<'_>, out: &mut Vec<StreamEvent>) {
+        let chat_index = piece.index.u64().unwrap_or(position as u64);
+        let function = piece.function.val();
+        let name = function.and_then(|f| f.name.str()).unwrap_or_default();
+        let args = function.and_then(|f| f.arguments.str()).unwrap_or_default();
+        let id = piece.id.str().unwrap_or_default();
         if !self.tools.contains_key(&chat_index) {
             self.tool_order.push(chat_index);
         }
@@ -1220,37 +1271,38 @@ impl ChatStreamDecoder {
             self.done = true;
             return Ok(());
         }
-        let v: Value = match serde_json::from_str(data) {
-            Ok(v) => v,
+        let chunk = match lenient::parse::<ChunkIn<'_>>(data) {
+            Ok(F::Val(chunk)) => chunk,
+            Ok(_) => return Ok(()),
             Err(e) => {
                 self.done = true;
                 return Err(err(format!("malformed chat stream chunk: {e}")));
             }
         };
-        let Some(chunk) = v.as_object() else {
-            return Ok(());
-        };
-        if let Some(error) = field(chunk, "error").or_else(|| (name == Some("error")).then_some(&v)) {
+        if chunk.error.present() || name == Some("error") {
+            // Rare: read the whole chunk, which may itself be the error object.
+            let v: Value = serde_json::from_str(data).unwrap_or_default();
+            let error = match chunk.error.val() {
+                Some(error) => error,
+                None => &v,
+            };
             let (error_type, code, message) = error_fields(error);
             self.close(out);
             self.done = true;
             out.push(StreamEvent::Error { kind: kind_from_type(&error_type, &code).to_owned(), message });
             return Ok(());
         }
-        let id = chunk.get("id").and_then(Value::as_str).unwrap_or_default();
-        let model = chunk.get("model").and_then(Value::as_str).unwrap_or_default();
+        let id = chunk.id.str().unwrap_or_default();
+        let model = chunk.model.str().unwrap_or_default();
         self.ensure_start(id, model, out);
-        if let Some(choices) = chunk.get("choices").and_then(Value::as_array) {
+        if let Some(choices) = chunk.choices.val() {
             // Only choice 0 maps onto the IR.
-            let first = choices
-                .iter()
-                .filter_map(Value::as_object)
-                .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0);
+            let first = choices.iter().filter_map(F::val).find(|c| c.index.u64().unwrap_or(0) == 0);
             if let Some(choice) = first {
                 self.choice(choice, out);
             }
         }
-        if let Some(usage) = field(chunk, "usage") {
+        if let Some(usage) = chunk.usage.val() {
             self.usage = usage_from_wire(usage);
         }
         Ok(())
@@ -1267,31 +1319,32 @@ impl ChatStreamDecoder {
         }
     }
 
-    fn choice(&mut self, choice: &Map<String, Value>, out: &mut Vec<StreamEvent>) {
+    fn choice(&mut self, choice: &ChoiceIn<'_>, out: &mut Vec<StreamEvent>) {
         if self.finish.is_some() {
             // Content after the finish reason would reopen blocks after they were closed.
             return;
         }
-        if let Some(delta) = choice.get("delta").and_then(Value::as_object) {
-            if let Some(r) = reasoning_text(delta) {
+        if let Some(delta) = choice.delta.val() {
+            // `reasoning_content` (DeepSeek, Qwen, vLLM) or `reasoning` (OpenRouter, newer vLLM).
+            if let Some(r) = delta.reasoning_content.str().or_else(|| delta.reasoning.str()) {
                 self.thinking(r, out);
             }
-            if let Some(c) = delta.get("content").and_then(Value::as_str) {
+            if let Some(c) = delta.content.str() {
                 self.text(c, out);
             }
-            if let Some(r) = delta.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+            if let Some(r) = delta.refusal.str().filter(|r| !r.is_empty()) {
                 self.refusal = true;
                 self.text(r, out);
             }
-            if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+            if let Some(calls) = delta.tool_calls.val() {
                 for (position, piece) in calls.iter().enumerate() {
-                    if let Some(piece) = piece.as_object() {
+                    if let F::Val(piece) = piece {
                         self.tool_piece(position, piece, out);
                     }
                 }
             }
         }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(reason) = choice.finish_reason.str() {
             let reason = if self.refusal { StopReason::Refusal } else { stop_reason_from_wire(reason) };
             self.finish = Some(reason);
             self.flush_nameless_tools(out);
@@ -1302,32 +1355,40 @@ impl ChatStreamDecoder {
 
 impl StreamDecoder for ChatStreamDecoder {
     fn push(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let mut events: Vec<(Option<String>, String)> = Vec::new();
-        let pushed = self.sse.push(chunk, |e| events.push((e.event.map(str::to_owned), e.data.into_owned())));
-        for (name, data) in events {
-            self.event(name.as_deref(), &data, out)?;
+        let Self { sse, state } = self;
+        // After a malformed chunk the state is done: later events of this chunk are no-ops.
+        let mut failed = None;
+        let pushed = sse.push(chunk, |e| {
+            if failed.is_none()
+                && let Err(e) = state.event(e.event, &e.data, out)
+            {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
         pushed.map_err(|e| {
-            self.done = true;
+            state.done = true;
             err(e.to_string())
         })
     }
 
     fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        let mut events: Vec<(Option<String>, String)> = Vec::new();
-        self.sse.finish(|e| events.push((e.event.map(str::to_owned), e.data.into_owned())));
-        for (name, data) in events {
-            if self.event(name.as_deref(), &data, out).is_err() {
-                break;
+        let Self { sse, state } = self;
+        let mut failed = false;
+        sse.finish(|e| {
+            if !failed {
+                failed = state.event(e.event, &e.data, out).is_err();
             }
-        }
+        });
         // The finish reason arrived but `[DONE]` (and maybe the usage chunk) did not: the answer is
         // complete, so report how it ended. Without a finish reason nothing is invented.
-        if !self.done
-            && let Some(reason) = self.finish
+        if !state.done
+            && let Some(reason) = state.finish
         {
-            self.emit_finish(reason, out);
-            self.done = true;
+            state.emit_finish(reason, out);
+            state.done = true;
         }
     }
 }
