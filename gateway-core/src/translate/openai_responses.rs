@@ -9,6 +9,7 @@
 //! the `output_index`. Usage: Responses counts cached tokens inside `input_tokens`, the IR does not,
 //! so decoding subtracts them and encoding adds them back.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::BytesMut;
@@ -18,6 +19,7 @@ use super::ir::{
     Block, BlockStart, Delta, ImageSource, Message, Reasoning, Request, Response, ResponseFormat, Role,
     StopReason, StreamEvent, Tool, ToolChoice, Usage,
 };
+use super::lenient::{self, F, lenient_object};
 use super::{Codec, ErrorInfo, Notes, StreamDecoder, StreamEncoder, TranslateError};
 use crate::dialect::Dialect;
 use crate::sse::SseDecoder;
@@ -1139,27 +1141,55 @@ struct DecodeState {
     refusal: bool,
 }
 
-fn index_of(v: Option<&Value>) -> Option<usize> {
-    v.and_then(Value::as_u64).and_then(|i| usize::try_from(i).ok())
+lenient_object! {
+    /// A stream event as the decoder reads it: the small fields borrowed, the objects that come
+    /// once per item or response whole.
+    struct EventIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "output_index" => output_index: u64,
+        "item_id" => item_id: Cow<'de, str>,
+        "summary_index" => summary_index: Value,
+        "delta" => delta: Cow<'de, str>,
+        "text" => text: Cow<'de, str>,
+        "arguments" => arguments: Cow<'de, str>,
+        "refusal" => refusal: Cow<'de, str>,
+        "item" => item: Value,
+        "response" => response: ResponseIn<'de>,
+    }
+}
+
+lenient_object! {
+    /// The response object of `response.created`, `.completed` and the like. Its `output` is
+    /// read (from the whole event) only when no item events came.
+    struct ResponseIn<'de> {
+        "id" => id: Cow<'de, str>,
+        "model" => model: Cow<'de, str>,
+        "status" => status: Cow<'de, str>,
+        "usage" => usage: Value,
+        "incomplete_details" => incomplete_details: Value,
+        "error" => error: Value,
+        "output" => output: lenient::Any,
+    }
 }
 
 impl DecodeState {
-    fn output_index(&self, ev: &Map<String, Value>) -> Option<usize> {
-        index_of(ev.get("output_index"))
-            .or_else(|| ev.get("item_id").and_then(Value::as_str).and_then(|id| self.ids.get(id).copied()))
+    /// The item an event is about: its `output_index`, or the index of its `item_id`.
+    fn output_index(&self, ev: &EventIn<'_>) -> Option<usize> {
+        ev.output_index
+            .u64()
+            .and_then(|i| usize::try_from(i).ok())
+            .or_else(|| ev.item_id.str().and_then(|id| self.ids.get(id).copied()))
     }
 
-    fn start(&mut self, response: Option<&Value>, out: &mut Vec<StreamEvent>) {
+    fn start(&mut self, response: Option<&ResponseIn<'_>>, out: &mut Vec<StreamEvent>) {
         if self.started {
             return;
         }
         self.started = true;
-        let field =
-            |k: &str| response.and_then(|r| r.get(k)).and_then(Value::as_str).unwrap_or_default().to_owned();
         out.push(StreamEvent::Start {
-            id: field("id"),
-            model: field("model"),
-            usage: decode_usage(response.and_then(|r| r.get("usage"))),
+            id: response.and_then(|r| r.id.str()).unwrap_or_default().to_owned(),
+            model: response.and_then(|r| r.model.str()).unwrap_or_default().to_owned(),
+            usage: decode_usage(response.and_then(|r| r.usage.val())),
         });
     }
 
@@ -1190,20 +1220,20 @@ impl DecodeState {
         true
     }
 
-    /// Emits `text` into the open item at the event's index if it is of `kind`; `whole` marks a
-    /// `.done` event, whose text only counts when no delta of its part came.
+    /// Emits `text` into the open item at `index` if it is of `kind`; `whole` marks a `.done`
+    /// event, whose text only counts when no delta of its part came.
     fn content(
         &mut self,
-        ev: &Map<String, Value>,
+        index: Option<usize>,
+        text: Option<&str>,
         kind: ItemKind,
-        key: &str,
         whole: bool,
         out: &mut Vec<StreamEvent>,
     ) {
-        let Some(index) = self.output_index(ev) else {
+        let Some(index) = index else {
             return;
         };
-        let Some(text) = ev.get(key).and_then(Value::as_str) else {
+        let Some(text) = text else {
             return;
         };
         if !self.items.contains_key(&index) && kind != ItemKind::FunctionCall {
@@ -1232,7 +1262,7 @@ impl DecodeState {
         out.push(StreamEvent::Delta { index, delta });
     }
 
-    fn new_part(&mut self, ev: &Map<String, Value>, out: &mut Vec<StreamEvent>) {
+    fn new_part(&mut self, ev: &EventIn<'_>, out: &mut Vec<StreamEvent>) {
         let Some(index) = self.output_index(ev) else {
             return;
         };
@@ -1241,16 +1271,22 @@ impl DecodeState {
         };
         state.part_streamed = false;
         // Summary parts join with a blank line, as in complete responses.
-        if state.open && state.kind == ItemKind::Reasoning && lenient_u64(ev.get("summary_index")) > 0 {
+        if state.open && state.kind == ItemKind::Reasoning && lenient_u64(ev.summary_index.val()) > 0 {
             out.push(StreamEvent::Delta { index, delta: Delta::Thinking("\n\n".into()) });
         }
     }
 
-    fn item_done(&mut self, ev: &Map<String, Value>, out: &mut Vec<StreamEvent>) {
-        let Some(item) = ev.get("item").and_then(Value::as_object) else {
+    /// `response.output_item.done`: `item` complete at `index`.
+    fn item_done(
+        &mut self,
+        index: Option<usize>,
+        item: Option<&Map<String, Value>>,
+        out: &mut Vec<StreamEvent>,
+    ) {
+        let Some(item) = item else {
             return;
         };
-        let Some(index) = self.output_index(ev) else {
+        let Some(index) = index else {
             return;
         };
         if !self.open_item(index, item, out) {
@@ -1304,30 +1340,36 @@ impl DecodeState {
         }
     }
 
-    fn complete(&mut self, incomplete: bool, response: Option<&Value>, out: &mut Vec<StreamEvent>) {
+    /// `response.completed` or `.incomplete`; `data` is the whole event.
+    fn complete(
+        &mut self,
+        incomplete: bool,
+        response: Option<&ResponseIn<'_>>,
+        data: &str,
+        out: &mut Vec<StreamEvent>,
+    ) {
         self.start(response, out);
         self.close_open(out);
-        let response = response.and_then(Value::as_object);
-        if self.items.is_empty() {
+        if self.items.is_empty() && response.is_some_and(|r| r.output.present()) {
             // A server that sent no item events: the final response still lists the output.
-            let items = response.and_then(|r| r.get("output")).and_then(Value::as_array);
+            let whole: Value = serde_json::from_str(data).unwrap_or_default();
+            let items = whole.get("response").and_then(|r| r.get("output")).and_then(Value::as_array);
             for (index, item) in items.into_iter().flatten().enumerate() {
                 let Some(item) = item.as_object() else { continue };
-                let ev = json!({"output_index": index, "item": item});
-                if let Some(ev) = ev.as_object()
-                    && self.open_item(index, item, out)
-                {
-                    self.item_done(ev, out);
+                if self.open_item(index, item, out) {
+                    self.item_done(Some(index), Some(item), out);
                 }
             }
         }
-        let field = |k: &str| response.and_then(|r| r.get(k));
-        let status = field("status").and_then(Value::as_str).or(incomplete.then_some("incomplete"));
-        let reason = field("incomplete_details").and_then(|d| d.get("reason")).and_then(Value::as_str);
+        let status = response.and_then(|r| r.status.str()).or(incomplete.then_some("incomplete"));
+        let reason = response
+            .and_then(|r| r.incomplete_details.val())
+            .and_then(|d| d.get("reason"))
+            .and_then(Value::as_str);
         out.push(StreamEvent::Finish {
             stop_reason: stop_reason(status, reason, self.tool_call, self.refusal),
             stop_sequence: None,
-            usage: decode_usage(field("usage")),
+            usage: decode_usage(response.and_then(|r| r.usage.val())),
         });
         out.push(StreamEvent::Stop);
         self.terminated = true;
@@ -1347,55 +1389,65 @@ impl DecodeState {
             return;
         }
         // Events that are not JSON objects (keep-alives, `[DONE]` from look-alike servers) carry nothing.
-        let Ok(Value::Object(ev)) = serde_json::from_str::<Value>(data) else {
+        let Ok(F::Val(ev)) = lenient::parse::<EventIn<'_>>(data) else {
             return;
         };
-        let kind = ev.get("type").and_then(Value::as_str).or(name).unwrap_or_default();
+        let kind = ev.kind.str().or(name).unwrap_or_default();
+        let index = || self.output_index(&ev);
         match kind {
             "response.created" | "response.in_progress" | "response.queued" => {
-                self.start(ev.get("response"), out)
+                self.start(ev.response.val(), out)
             }
             "response.output_item.added" => {
-                if let (Some(item), Some(index)) =
-                    (ev.get("item").and_then(Value::as_object), index_of(ev.get("output_index")))
-                {
+                if let (Some(item), Some(index)) = (
+                    ev.item.val().and_then(Value::as_object),
+                    ev.output_index.u64().and_then(|i| usize::try_from(i).ok()),
+                ) {
                     self.open_item(index, item, out);
                 }
             }
             "response.content_part.added" | "response.reasoning_summary_part.added" => {
                 self.new_part(&ev, out)
             }
-            "response.output_text.delta" => self.content(&ev, ItemKind::Message, "delta", false, out),
-            "response.output_text.done" => self.content(&ev, ItemKind::Message, "text", true, out),
+            "response.output_text.delta" => {
+                self.content(index(), ev.delta.str(), ItemKind::Message, false, out)
+            }
+            "response.output_text.done" => self.content(index(), ev.text.str(), ItemKind::Message, true, out),
             "response.refusal.delta" | "response.refusal.done" => {
                 self.refusal = true;
-                let (key, whole) = if kind.ends_with("delta") { ("delta", false) } else { ("refusal", true) };
-                self.content(&ev, ItemKind::Message, key, whole, out);
+                let (text, whole) =
+                    if kind.ends_with("delta") { (ev.delta.str(), false) } else { (ev.refusal.str(), true) };
+                let index = self.output_index(&ev);
+                self.content(index, text, ItemKind::Message, whole, out);
             }
             "response.function_call_arguments.delta" => {
-                self.content(&ev, ItemKind::FunctionCall, "delta", false, out)
+                self.content(index(), ev.delta.str(), ItemKind::FunctionCall, false, out)
             }
             "response.function_call_arguments.done" => {
-                self.content(&ev, ItemKind::FunctionCall, "arguments", true, out)
+                self.content(index(), ev.arguments.str(), ItemKind::FunctionCall, true, out)
             }
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
-                self.content(&ev, ItemKind::Reasoning, "delta", false, out)
+                self.content(index(), ev.delta.str(), ItemKind::Reasoning, false, out)
             }
             "response.reasoning_summary_text.done" | "response.reasoning_text.done" => {
-                self.content(&ev, ItemKind::Reasoning, "text", true, out)
+                self.content(index(), ev.text.str(), ItemKind::Reasoning, true, out)
             }
-            "response.output_item.done" => self.item_done(&ev, out),
-            "response.completed" => self.complete(false, ev.get("response"), out),
-            "response.incomplete" => self.complete(true, ev.get("response"), out),
+            "response.output_item.done" => {
+                let index = self.output_index(&ev);
+                self.item_done(index, ev.item.val().and_then(Value::as_object), out)
+            }
+            "response.completed" => self.complete(false, ev.response.val(), data, out),
+            "response.incomplete" => self.complete(true, ev.response.val(), data, out),
             "response.failed" => {
-                let response = ev.get("response");
+                let response = ev.response.val();
                 self.start(response, out);
-                self.fail(response.and_then(|r| r.get("error")), "the response failed", out);
+                self.fail(response.and_then(|r| r.error.val()), "the response failed", out);
             }
             "error" => {
                 // `{type: error, code, message}` as documented; some servers nest an `error` object.
-                let whole = Value::Object(ev.clone());
-                let error = ev.get("error").filter(|e| e.is_object()).unwrap_or(&whole);
+                // Rare: read the whole event.
+                let whole: Value = serde_json::from_str(data).unwrap_or_default();
+                let error = whole.get("error").filter(|e| e.is_object()).unwrap_or(&whole);
                 self.fail(Some(error), "upstream stream error", out);
             }
             _ => {}
