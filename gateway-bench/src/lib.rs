@@ -150,6 +150,8 @@ pub struct Report {
     pub saturation: Scenario,
     /// Fixed-rate streaming requests.
     pub streaming: Scenario,
+    /// Translated (OpenAI chat → Anthropic provider) against passthrough, both via the gateway.
+    pub translated: Scenario,
     /// Gateway memory.
     pub rss: RssReport,
     /// Requests sent to the gateway over the whole run (warm-ups and the start-up probe
@@ -170,6 +172,8 @@ name = "mock"
 type = "claude"
 base_url = "http://127.0.0.1:{mock_port}"
 api_key = "upstream-secret"
+# The translated scenario sends OpenAI chat requests to this Anthropic provider.
+translate_from = ["openai-chat"]
 
 [[users]]
 name = "bench"
@@ -361,6 +365,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         let plain_gateway = Arc::new(RequestTemplate::new(servers.gateway.addr(), false, config.body_bytes)?);
         let stream_direct = Arc::new(RequestTemplate::new(servers.mock.addr(), true, config.body_bytes)?);
         let stream_gateway = Arc::new(RequestTemplate::new(servers.gateway.addr(), true, config.body_bytes)?);
+        let chat_gateway = Arc::new(RequestTemplate::chat(servers.gateway.addr(), false, config.body_bytes)?);
         probe(servers.mock.addr(), &plain_direct).await.context("probe request to mock-upstream failed")?;
         probe(servers.gateway.addr(), &plain_gateway).await.with_context(|| {
             format!("probe request through gateway-server failed{}", servers.gateway.log_tail())
@@ -395,6 +400,20 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         .await?;
         rss.after_fixed_rate = servers.gateway.rss_bytes()?;
 
+        // Translated against passthrough, both through the gateway: the "direct" side of each
+        // round is the Anthropic request, the other the same request as OpenAI chat, which the
+        // gateway translates to Anthropic and back.
+        eprintln!("translated: OpenAI chat vs Anthropic through the gateway, {} req/s", config.rate);
+        let translated = rounds(
+            &mut servers,
+            config,
+            &plain_gateway,
+            &chat_gateway,
+            open(config.rate, config.fixed_secs),
+            total,
+        )
+        .await?;
+
         eprintln!(
             "saturation: {} connections, {} s x {} round(s)",
             config.connections, config.saturation_secs, config.rounds
@@ -428,13 +447,18 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         streaming.added_last_byte = Added::median_of(
             &streaming.rounds.iter().map(|r| total(&r.direct, &r.gateway)).collect::<Vec<_>>(),
         );
-        anyhow::Ok((Scenario::new("fixed-rate", fixed), Scenario::new("saturation", saturation), streaming))
+        anyhow::Ok((
+            Scenario::new("fixed-rate", fixed),
+            Scenario::new("saturation", saturation),
+            streaming,
+            Scenario::new("translated", translated),
+        ))
     });
     // Stop the servers whatever happened (the guards would too, but this way the gateway's
     // graceful shutdown is done before the report is printed).
     servers.gateway.stop();
     servers.mock.stop();
-    let (fixed_rate, saturation, streaming) = report?;
+    let (fixed_rate, saturation, streaming, translated) = report?;
     machine.finish();
 
     let measured = Measured {
@@ -443,8 +467,12 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         added_p99_us: fixed_rate.added.map(|a| a.p99_us),
         saturation_ratio: saturation.rps_ratio,
         idle_rss_bytes: Some(rss.idle),
-        failed_requests: fixed_rate.failed() + saturation.failed() + streaming.failed(),
-        total_requests: fixed_rate.requests() + saturation.requests() + streaming.requests(),
+        failed_requests: fixed_rate.failed() + saturation.failed() + streaming.failed() + translated.failed(),
+        total_requests: fixed_rate.requests()
+            + saturation.requests()
+            + streaming.requests()
+            + translated.requests(),
+        translated_p50_ratio: translated_ratio(&translated),
     };
     let targets = check_targets(&measured, &Targets::default());
     if config.keep_temp {
@@ -452,8 +480,12 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         eprintln!("kept the work dir {}", kept.display());
     }
     // The start-up probe is one more request.
-    let gateway_requests_sent =
-        1 + fixed_rate.gateway_sent() + saturation.gateway_sent() + streaming.gateway_sent();
+    // Both sides of the translated scenario go through the gateway.
+    let gateway_requests_sent = 1
+        + fixed_rate.gateway_sent()
+        + saturation.gateway_sent()
+        + streaming.gateway_sent()
+        + translated.requests();
     Ok(Report {
         gateway_requests_sent,
         all_pass: all_pass(&targets),
@@ -462,9 +494,23 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         fixed_rate,
         saturation,
         streaming,
+        translated,
         rss,
         targets,
     })
+}
+
+/// Median over rounds of translated p50 latency / passthrough p50 latency.
+fn translated_ratio(s: &Scenario) -> Option<f64> {
+    stats::median(
+        s.rounds
+            .iter()
+            .filter_map(|r| {
+                let (d, g) = (r.direct.latency.p50_us, r.gateway.latency.p50_us);
+                (d > 0).then(|| g as f64 / d as f64)
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -580,6 +626,7 @@ pub(crate) mod fixtures {
             fixed_rate: scenario("fixed-rate"),
             saturation: scenario("saturation"),
             streaming,
+            translated: scenario("translated"),
             rss: RssReport::default(),
             gateway_requests_sent: 0,
             all_pass: all_pass(&targets),

@@ -33,6 +33,9 @@ use crate::stats::{LatencySummary, new_histogram, record};
 /// The API key the benchmark's gateway config defines.
 pub const BENCH_API_KEY: &str = "sk-bench-000001";
 
+/// The same key as an `Authorization` header, for OpenAI-style requests.
+const BENCH_BEARER: &str = "Bearer sk-bench-000001";
+
 /// The model named in requests (priced in the benchmark's gateway config).
 pub const BENCH_MODEL: &str = "claude-sonnet-4-5";
 
@@ -111,6 +114,7 @@ pub struct RequestTemplate {
     body: Bytes,
     host: HeaderValue,
     marker: &'static str,
+    chat: bool,
 }
 
 impl RequestTemplate {
@@ -122,6 +126,19 @@ impl RequestTemplate {
             // A response counts only when complete: the stream's last event, or the usage
             // block at the end of a JSON message.
             marker: if stream { "message_stop" } else { "\"output_tokens\"" },
+            chat: false,
+        })
+    }
+
+    /// The same request in OpenAI chat form (`POST /v1/chat/completions`), which a gateway
+    /// whose provider is Anthropic serves by translation.
+    pub fn chat(addr: SocketAddr, stream: bool, body_bytes: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            // The body is the same JSON: model, max_tokens, stream, messages with a user turn.
+            body: request_body(stream, body_bytes),
+            host: HeaderValue::from_str(&addr.to_string())?,
+            marker: if stream { "[DONE]" } else { "\"completion_tokens\"" },
+            chat: true,
         })
     }
 
@@ -131,14 +148,21 @@ impl RequestTemplate {
     }
 
     fn build(&self) -> Result<Request<Full<Bytes>>, http::Error> {
-        Request::builder()
+        let builder = Request::builder()
             .method(Method::POST)
-            .uri("/v1/messages")
             .header(HOST, self.host.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header("x-api-key", HeaderValue::from_static(BENCH_API_KEY))
-            .header("anthropic-version", HeaderValue::from_static("2023-06-01"))
-            .body(Full::new(self.body.clone()))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let builder = if self.chat {
+            builder
+                .uri("/v1/chat/completions")
+                .header("authorization", HeaderValue::from_static(BENCH_BEARER))
+        } else {
+            builder
+                .uri("/v1/messages")
+                .header("x-api-key", HeaderValue::from_static(BENCH_API_KEY))
+                .header("anthropic-version", HeaderValue::from_static("2023-06-01"))
+        };
+        builder.body(Full::new(self.body.clone()))
     }
 }
 

@@ -201,6 +201,42 @@ pub fn render(report: &Report, format: Format) -> String {
         &mut out,
         format,
         &format!(
+            "Translated: the same request as OpenAI chat (translated to the Anthropic provider and back) vs Anthropic passthrough, both through the gateway, {} req/s",
+            c.rate
+        ),
+    );
+    let rows: Vec<Vec<String>> = phases(&report.translated)
+        .map(|(pair, p)| {
+            let label = if p.target == "gateway" { "translated" } else { "passthrough" };
+            let mut row = vec![pair.round.to_string(), label.to_owned()];
+            row.push(format!("{:.1}", p.rps));
+            row.extend(latency_cells(&p.latency));
+            row.push(p.failed.to_string());
+            row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
+            row
+        })
+        .collect();
+    out.push_str(&table(
+        format,
+        &["round", "traffic", "req/s", "p50", "p90", "p99", "max", "failed", "gw CPU/req"],
+        &rows,
+    ));
+    if let Some(added) = report.translated.added {
+        note(
+            &mut out,
+            format,
+            &format!(
+                "Added by translation (median over rounds of translated − passthrough): p50 {}, p99 {}",
+                fmt_ms_signed(added.p50_us),
+                fmt_ms_signed(added.p99_us)
+            ),
+        );
+    }
+
+    heading(
+        &mut out,
+        format,
+        &format!(
             "Saturation: closed loop, {} connections, {} s per phase, {} s warm-up",
             c.connections, c.saturation_secs, c.warmup_secs
         ),
@@ -344,11 +380,12 @@ pub fn render(report: &Report, format: Format) -> String {
         .collect();
     out.push_str(&table(format, &["", "target", "threshold", "measured"], &rows));
 
-    let samples: Vec<String> = [&report.fixed_rate, &report.saturation, &report.streaming]
-        .iter()
-        .flat_map(|s| phases(s).map(move |(_, p)| (s, p)))
-        .flat_map(|(s, p)| p.failure_samples.iter().map(move |f| format!("{} {}: {f}", s.name, p.target)))
-        .collect();
+    let samples: Vec<String> =
+        [&report.fixed_rate, &report.saturation, &report.streaming, &report.translated]
+            .iter()
+            .flat_map(|s| phases(s).map(move |(_, p)| (s, p)))
+            .flat_map(|(s, p)| p.failure_samples.iter().map(move |f| format!("{} {}: {f}", s.name, p.target)))
+            .collect();
     if !samples.is_empty() {
         heading(&mut out, format, "Failures (first samples per phase)");
         for sample in samples {

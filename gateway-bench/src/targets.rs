@@ -19,6 +19,9 @@ pub struct Targets {
     pub min_saturation_ratio: f64,
     /// Idle resident set must stay strictly below this (bytes).
     pub max_idle_rss_bytes: u64,
+    /// Translated p50 latency over passthrough p50 latency (both through the gateway) must stay
+    /// at or below this.
+    pub max_translated_ratio: f64,
 }
 
 impl Default for Targets {
@@ -28,6 +31,7 @@ impl Default for Targets {
             added_p99_us: 1_000.0,
             min_saturation_ratio: 0.40,
             max_idle_rss_bytes: 30 * MIB,
+            max_translated_ratio: 1.10,
         }
     }
 }
@@ -49,6 +53,8 @@ pub struct Measured {
     pub failed_requests: u64,
     /// Requests sent anywhere, for the failure check's message.
     pub total_requests: u64,
+    /// Translated p50 / passthrough p50, both through the gateway.
+    pub translated_p50_ratio: Option<f64>,
 }
 
 /// Outcome of one check.
@@ -147,6 +153,13 @@ pub fn check_targets(measured: &Measured, targets: &Targets) -> Vec<TargetCheck>
             |v| format!("{v} of {}", measured.total_requests),
             |v| v == 0,
         ),
+        check(
+            "translated p50 / passthrough p50".to_owned(),
+            format!("<= {:.0}%", targets.max_translated_ratio * 100.0),
+            measured.translated_p50_ratio,
+            |v| format!("{:.1}%", v * 100.0),
+            |v| v <= targets.max_translated_ratio,
+        ),
     ]
 }
 
@@ -174,7 +187,16 @@ mod tests {
             idle_rss_bytes: Some(12 * MIB),
             failed_requests: 0,
             total_requests: 50_000,
+            translated_p50_ratio: Some(1.04),
         }
+    }
+
+    #[test]
+    fn translated_latency_within_ten_percent_of_passthrough() {
+        let pass = verdicts(&Measured { translated_p50_ratio: Some(1.10), ..good() });
+        assert!(pass.iter().all(|v| *v == Verdict::Pass), "{pass:?}");
+        let fail = verdicts(&Measured { translated_p50_ratio: Some(1.101), ..good() });
+        assert!(fail.contains(&Verdict::Fail), "{fail:?}");
     }
 
     fn verdicts(m: &Measured) -> Vec<Verdict> {
@@ -184,7 +206,7 @@ mod tests {
     #[test]
     fn all_targets_pass_with_good_figures() {
         let checks = check_targets(&good(), &Targets::default());
-        assert_eq!(checks.len(), 5);
+        assert_eq!(checks.len(), 6);
         assert!(all_pass(&checks), "{checks:?}");
         assert_eq!(checks[0].measured, "+0.120 ms");
         assert_eq!(checks[2].measured, "55.0%");
@@ -199,7 +221,10 @@ mod tests {
             idle_rss_bytes: Some(30 * MIB),
             ..good()
         };
-        assert_eq!(verdicts(&m), [Verdict::Fail, Verdict::Fail, Verdict::Pass, Verdict::Fail, Verdict::Pass]);
+        assert_eq!(
+            verdicts(&m),
+            [Verdict::Fail, Verdict::Fail, Verdict::Pass, Verdict::Fail, Verdict::Pass, Verdict::Pass]
+        );
     }
 
     #[test]
