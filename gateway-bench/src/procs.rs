@@ -356,16 +356,15 @@ fn loadavg() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `pid name` of every running cargo or rustc process (other than cargo's own `cargo run`
-/// parent, which sleeps while the benchmark runs).
+/// `pid name` of every running cargo or rustc process, except this process's ancestors
+/// (`cargo xtask bench` runs us under `cargo run`, which just waits).
 pub fn competing_builds() -> Vec<String> {
-    let me = std::process::id();
-    let parent = std::os::unix::process::parent_id();
+    let ancestors = ancestors();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut found: Vec<(u32, String)> = entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|&pid| pid != me && pid != parent)
+        .filter(|pid| !ancestors.contains(pid))
         .filter_map(|pid| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
             let comm = comm.trim();
@@ -374,6 +373,28 @@ pub fn competing_builds() -> Vec<String> {
         .collect();
     found.sort();
     found.into_iter().map(|(pid, comm)| format!("{pid} {comm}")).collect()
+}
+
+/// This process and its ancestors up to init.
+fn ancestors() -> Vec<u32> {
+    let mut chain = vec![std::process::id()];
+    while let Some(&pid) = chain.last()
+        && pid > 1
+        && chain.len() < 64
+    {
+        let Some(parent) =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse_stat_ppid(&s))
+        else {
+            break;
+        };
+        chain.push(parent);
+    }
+    chain
+}
+
+/// The parent pid (field 4) of a `/proc/<pid>/stat` line.
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -405,6 +426,7 @@ mod tests {
         // cmajflt utime stime ...
         let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 3 0";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(281));
+        assert_eq!(parse_stat_ppid(stat), Some(1));
         assert_eq!(parse_stat_cpu_ticks("garbage"), None);
     }
 
@@ -420,6 +442,13 @@ mod tests {
     fn exited_and_missing_processes_count_as_exited() {
         assert!(!has_exited(std::process::id()));
         assert!(has_exited(u32::MAX));
+    }
+
+    #[test]
+    fn ancestors_start_with_this_process_and_include_the_parent() {
+        let chain = ancestors();
+        assert_eq!(chain[0], std::process::id());
+        assert_eq!(chain.get(1).copied(), Some(std::os::unix::process::parent_id()));
     }
 
     #[test]
