@@ -15,6 +15,7 @@
 //! - Usage: `promptTokenCount` includes `cachedContentTokenCount` (subtracted on decode, added back
 //!   on encode); `thoughtsTokenCount` is added to the output.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 use bytes::BytesMut;
@@ -24,6 +25,7 @@ use super::ir::{
     self, Block, BlockStart, Delta, ImageSource, Message, Reasoning, ResponseFormat, Role, StopReason,
     StreamEvent, Tool, ToolChoice, Usage,
 };
+use super::lenient::{self, F, lenient_object};
 use super::{Codec, ErrorInfo, Notes, StreamDecoder, StreamEncoder, TranslateError};
 use crate::dialect::Dialect;
 use crate::sse::SseDecoder;
@@ -1168,6 +1170,11 @@ enum OpenBlock {
 #[derive(Default)]
 struct GeminiStreamDecoder {
     sse: SseDecoder,
+    state: DecodeState,
+}
+
+#[derive(Default)]
+struct DecodeState {
     started: bool,
     /// An error arrived, or the stream was finished: nothing more is read.
     ended: bool,
@@ -1180,7 +1187,118 @@ struct GeminiStreamDecoder {
     finish: Option<StopReason>,
 }
 
-impl GeminiStreamDecoder {
+/// A field by its camelCase or snake_case name, as [`get`] finds it: the camelCase key wins
+/// when present, even as `null`.
+fn pick<'a, T>(camel: &'a F<T>, snake: &'a F<T>) -> &'a F<T> {
+    if matches!(camel, F::Absent) { snake } else { camel }
+}
+
+/// [`get_str`] on a typed field.
+fn str_field<'a>(
+    camel: &'a F<Cow<'_, str>>,
+    snake: &'a F<Cow<'_, str>>,
+    name: &str,
+) -> Result<Option<&'a str>, TranslateError> {
+    match pick(camel, snake) {
+        F::Absent | F::Null => Ok(None),
+        F::Val(s) => Ok(Some(s)),
+        F::Other => Err(bad(name, "a string")),
+    }
+}
+
+lenient_object! {
+    /// A stream chunk (a partial `GenerateContentResponse`) as the decoder reads it.
+    struct ChunkIn<'de> {
+        "error" => error: Value,
+        "usageMetadata" => usage: UsageIn<'de>,
+        "usage_metadata" => usage_snake: UsageIn<'de>,
+        "responseId" => response_id: Cow<'de, str>,
+        "response_id" => response_id_snake: Cow<'de, str>,
+        "modelVersion" => model_version: Cow<'de, str>,
+        "model_version" => model_version_snake: Cow<'de, str>,
+        "candidates" => candidates: Vec<F<CandidateIn<'de>>>,
+        "promptFeedback" => prompt_feedback: FeedbackIn<'de>,
+        "prompt_feedback" => prompt_feedback_snake: FeedbackIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct UsageIn<'de> {
+        "promptTokenCount" => prompt: u64,
+        "prompt_token_count" => prompt_snake: u64,
+        "cachedContentTokenCount" => cached: u64,
+        "cached_content_token_count" => cached_snake: u64,
+        "candidatesTokenCount" => candidates: u64,
+        "candidates_token_count" => candidates_snake: u64,
+        "thoughtsTokenCount" => thoughts: u64,
+        "thoughts_token_count" => thoughts_snake: u64,
+        "toolUsePromptTokenCount" => tool_prompt: u64,
+        "tool_use_prompt_token_count" => tool_prompt_snake: u64,
+    }
+}
+
+impl UsageIn<'_> {
+    /// [`decode_usage`] of the typed object.
+    fn decode(&self) -> Usage {
+        let count = |camel, snake| pick(camel, snake).u64().unwrap_or(0);
+        let prompt = count(&self.prompt, &self.prompt_snake);
+        let cached = count(&self.cached, &self.cached_snake);
+        let candidates = count(&self.candidates, &self.candidates_snake);
+        let thoughts = count(&self.thoughts, &self.thoughts_snake);
+        let tool_prompt = count(&self.tool_prompt, &self.tool_prompt_snake);
+        Usage {
+            tokens: TokenUsage {
+                input_tokens: prompt.saturating_sub(cached).saturating_add(tool_prompt),
+                output_tokens: candidates.saturating_add(thoughts),
+                cache_read_input_tokens: cached,
+                ..TokenUsage::default()
+            },
+            reasoning_tokens: thoughts,
+        }
+    }
+}
+
+lenient_object! {
+    struct FeedbackIn<'de> {
+        "blockReason" => block_reason: lenient::Any,
+        "block_reason" => block_reason_snake: lenient::Any,
+    }
+}
+
+lenient_object! {
+    struct CandidateIn<'de> {
+        "content" => content: ContentIn<'de>,
+        "finishReason" => finish_reason: Cow<'de, str>,
+        "finish_reason" => finish_reason_snake: Cow<'de, str>,
+    }
+}
+
+lenient_object! {
+    struct ContentIn<'de> {
+        "parts" => parts: Vec<F<PartIn<'de>>>,
+    }
+}
+
+lenient_object! {
+    struct PartIn<'de> {
+        "thoughtSignature" => signature: Cow<'de, str>,
+        "thought_signature" => signature_snake: Cow<'de, str>,
+        "thought" => thought: bool,
+        "text" => text: Cow<'de, str>,
+        "functionCall" => call: CallIn<'de>,
+        "function_call" => call_snake: CallIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct CallIn<'de> {
+        "name" => name: Cow<'de, str>,
+        "id" => id: Cow<'de, str>,
+        "args" => args: Value,
+    }
+}
+
+impl DecodeState {
     fn begin(&mut self, block: BlockStart, out: &mut Vec<StreamEvent>) -> usize {
         let index = self.next_index;
         self.next_index += 1;
@@ -1207,8 +1325,12 @@ impl GeminiStreamDecoder {
         if self.ended || data.is_empty() || data == "[DONE]" {
             return Ok(());
         }
-        let chunk = parse_object(data.as_bytes(), "stream chunk")?;
-        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+        let chunk = match lenient::parse::<ChunkIn<'_>>(data) {
+            Ok(F::Val(chunk)) => chunk,
+            Ok(_) => return Err(TranslateError::new("Gemini stream chunk must be a JSON object")),
+            Err(e) => return Err(TranslateError::new(format!("Gemini stream chunk is not valid JSON: {e}"))),
+        };
+        if let Some(error) = chunk.error.val() {
             let (status, message) = error_fields(error);
             let kind = status.and_then(kind_for_status).unwrap_or("api_error").to_owned();
             self.close(out);
@@ -1216,15 +1338,13 @@ impl GeminiStreamDecoder {
             self.ended = true;
             return Ok(());
         }
-        let usage = match get(&chunk, "usageMetadata", "usage_metadata") {
-            Some(Value::Object(meta)) => Some(decode_usage(meta)),
-            _ => None,
-        };
+        let usage = pick(&chunk.usage, &chunk.usage_snake).val().map(UsageIn::decode);
         if !self.started {
             self.started = true;
-            let id = lenient_str(&chunk, "responseId", "response_id").to_owned();
+            let lenient_str = |camel, snake| pick(camel, snake).str().unwrap_or_default().to_owned();
+            let id = lenient_str(&chunk.response_id, &chunk.response_id_snake);
             self.call_prefix = call_prefix(&id);
-            let model = lenient_str(&chunk, "modelVersion", "model_version").to_owned();
+            let model = lenient_str(&chunk.model_version, &chunk.model_version_snake);
             // Only the input side is final at the start.
             let mut start_usage = Usage::default();
             if let Some(u) = usage {
@@ -1236,30 +1356,54 @@ impl GeminiStreamDecoder {
         if let Some(usage) = usage {
             self.usage = usage;
         }
-        let candidate = get_arr(&chunk, "candidates", "candidates")?.and_then(|c| c.first());
+        let candidate = match &chunk.candidates {
+            F::Absent | F::Null => None,
+            F::Val(candidates) => candidates.first(),
+            F::Other => return Err(bad("candidates", "an array")),
+        };
         match candidate {
             Some(candidate) => {
-                let candidate = as_obj(candidate, "candidates[]")?;
-                if let Some(content) = get_obj(candidate, "content", "content")? {
-                    for part in get_arr(content, "parts", "parts")?.unwrap_or(&Vec::new()) {
-                        self.part(as_obj(part, "parts[]")?, out)?;
-                    }
+                let F::Val(candidate) = candidate else {
+                    return Err(bad("candidates[]", "an object"));
+                };
+                match &candidate.content {
+                    F::Absent | F::Null => {}
+                    F::Val(content) => match &content.parts {
+                        F::Absent | F::Null => {}
+                        F::Val(parts) => {
+                            for part in parts {
+                                let F::Val(part) = part else {
+                                    return Err(bad("parts[]", "an object"));
+                                };
+                                self.part(part, out)?;
+                            }
+                        }
+                        F::Other => return Err(bad("parts", "an array")),
+                    },
+                    F::Other => return Err(bad("content", "an object")),
                 }
-                if let Some(reason) = get_str(candidate, "finishReason", "finish_reason")? {
+                if let Some(reason) =
+                    str_field(&candidate.finish_reason, &candidate.finish_reason_snake, "finishReason")?
+                {
                     self.close(out);
                     self.finish = Some(decode_finish(reason));
                 }
             }
-            None if prompt_blocked(&chunk) => self.finish = Some(StopReason::Refusal),
+            None if prompt_blocked_in(&chunk) => self.finish = Some(StopReason::Refusal),
             None => {}
         }
         Ok(())
     }
 
-    fn part(&mut self, part: &Obj, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let signature = get_str(part, "thoughtSignature", "thought_signature")?;
-        if get_bool(part, "thought", "thought")?.unwrap_or(false) {
-            let text = get_str(part, "text", "text")?.unwrap_or_default();
+    fn part(&mut self, part: &PartIn<'_>, out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
+        let signature = str_field(&part.signature, &part.signature_snake, "thoughtSignature")?;
+        let thought = match &part.thought {
+            F::Absent | F::Null => false,
+            F::Val(b) => *b,
+            F::Other => return Err(bad("thought", "a boolean")),
+        };
+        if thought {
+            let text = str_field(&part.text, &part.text, "text")?.unwrap_or_default();
             let index = match self.open {
                 // A signed thought block is complete; new thought text starts another.
                 Some((index, OpenBlock::Thinking { signed })) if !signed || text.is_empty() => index,
@@ -1282,7 +1426,7 @@ impl GeminiStreamDecoder {
             }
             return Ok(());
         }
-        if let Some(text) = get_str(part, "text", "text")? {
+        if let Some(text) = str_field(&part.text, &part.text, "text")? {
             if let Some(signature) = signature {
                 self.carrier(signature, out);
             }
@@ -1301,13 +1445,18 @@ impl GeminiStreamDecoder {
             out.push(StreamEvent::Delta { index, delta: Delta::Text(text.to_owned()) });
             return Ok(());
         }
-        if let Some(call) = get_obj(part, "functionCall", "function_call")? {
+        let call = match pick(&part.call, &part.call_snake) {
+            F::Absent | F::Null => None,
+            F::Val(call) => Some(call),
+            F::Other => return Err(bad("functionCall", "an object")),
+        };
+        if let Some(call) = call {
             self.close(out);
             if let Some(signature) = signature {
                 self.carrier(signature, out);
             }
-            let name = get_str(call, "name", "name")?.unwrap_or_default().to_owned();
-            let id = match get_str(call, "id", "id")?.filter(|id| !id.is_empty()) {
+            let name = str_field(&call.name, &call.name, "name")?.unwrap_or_default().to_owned();
+            let id = match str_field(&call.id, &call.id, "id")?.filter(|id| !id.is_empty()) {
                 Some(id) => id.to_owned(),
                 None => {
                     let id = format!("{}{}", self.call_prefix, self.next_call);
@@ -1315,9 +1464,9 @@ impl GeminiStreamDecoder {
                     id
                 }
             };
-            let args = get(call, "args", "args").cloned().unwrap_or_else(|| json!({}));
+            let args = call.args.val().map_or_else(|| "{}".to_owned(), Value::to_string);
             let index = self.begin(BlockStart::ToolUse { id, name }, out);
-            out.push(StreamEvent::Delta { index, delta: Delta::Json(args.to_string()) });
+            out.push(StreamEvent::Delta { index, delta: Delta::Json(args) });
             out.push(StreamEvent::BlockStop { index });
             self.saw_call = true;
             return Ok(());
@@ -1330,36 +1479,52 @@ impl GeminiStreamDecoder {
     }
 }
 
+/// [`prompt_blocked`] of a typed chunk.
+fn prompt_blocked_in(chunk: &ChunkIn<'_>) -> bool {
+    match pick(&chunk.prompt_feedback, &chunk.prompt_feedback_snake) {
+        F::Val(feedback) => pick(&feedback.block_reason, &feedback.block_reason_snake).present(),
+        _ => false,
+    }
+}
+
 impl StreamDecoder for GeminiStreamDecoder {
     fn push(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), TranslateError> {
-        let mut frames = Vec::new();
-        let read = self.sse.push(chunk, |ev| frames.push(ev.data.into_owned()));
-        for frame in frames {
-            self.frame(&frame, out)?;
+        let Self { sse, state } = self;
+        // A malformed frame ends this push: the frames after it in the same chunk are dropped.
+        let mut failed = None;
+        let read = sse.push(chunk, |ev| {
+            if failed.is_none()
+                && let Err(e) = state.frame(&ev.data, out)
+            {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
         read.map_err(|e| TranslateError::new(e.to_string()))
     }
 
     fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        let mut frames = Vec::new();
-        self.sse.finish(|ev| frames.push(ev.data.into_owned()));
-        for frame in frames {
-            // An unterminated tail that does not parse is a cut stream; the missing finish says so.
-            if self.frame(&frame, out).is_err() {
-                break;
+        let Self { sse, state } = self;
+        let mut failed = false;
+        // An unterminated tail that does not parse is a cut stream; the missing finish says so.
+        sse.finish(|ev| {
+            if !failed {
+                failed = state.frame(&ev.data, out).is_err();
             }
-        }
-        if self.ended {
+        });
+        if state.ended {
             return;
         }
-        self.ended = true;
+        state.ended = true;
         // Gemini has no end marker: the finishReason chunk followed by the end of the body is one.
-        if let Some(reason) = self.finish.take() {
-            self.close(out);
+        if let Some(reason) = state.finish.take() {
+            state.close(out);
             out.push(StreamEvent::Finish {
-                stop_reason: settle_stop(reason, self.saw_call),
+                stop_reason: settle_stop(reason, state.saw_call),
                 stop_sequence: None,
-                usage: self.usage,
+                usage: state.usage,
             });
             out.push(StreamEvent::Stop);
         }
