@@ -12,6 +12,8 @@
 //! Complete responses and streams have no notes channel; the few things dropped there
 //! (server-tool blocks, citations, `redacted_thinking` in streams) are logged at debug level.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -20,6 +22,7 @@ use super::ir::{
     Block, BlockStart, Delta, ImageSource, Message, Reasoning, Request, Response, ResponseFormat, Role,
     StopReason, StreamEvent, Tool, ToolChoice, Usage,
 };
+use super::lenient::{self, F, lenient_object};
 use super::{Codec, ErrorInfo, Notes, StreamDecoder, StreamEncoder, TranslateError};
 use crate::dialect::Dialect;
 use crate::sse::SseDecoder;
@@ -41,12 +44,11 @@ impl Codec for AnthropicCodec {
     }
 
     fn decode_request(&self, body: &[u8], notes: &mut Notes) -> Result<Request, TranslateError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| TranslateError::new(format!("request body is not JSON: {e}")))?;
-        let Value::Object(obj) = value else {
-            return Err(TranslateError::new("request body must be a JSON object"));
-        };
-        decode_request(&obj, notes)
+        match lenient::parse_slice::<RequestIn<'_>>(body) {
+            Ok(F::Val(req)) => decode_request(req, notes),
+            Ok(_) => Err(TranslateError::new("request body must be a JSON object")),
+            Err(e) => Err(TranslateError::new(format!("request body is not JSON: {e}"))),
+        }
     }
 
     fn encode_request(&self, req: &Request, notes: &mut Notes) -> Result<Vec<u8>, TranslateError> {
@@ -60,12 +62,11 @@ impl Codec for AnthropicCodec {
     }
 
     fn decode_response(&self, body: &[u8]) -> Result<Response, TranslateError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| TranslateError::new(format!("response body is not JSON: {e}")))?;
-        let Value::Object(obj) = value else {
-            return Err(TranslateError::new("response body must be a JSON object"));
-        };
-        decode_response(&obj)
+        match lenient::parse_slice::<ResponseIn<'_>>(body) {
+            Ok(F::Val(resp)) => decode_response(resp),
+            Ok(_) => Err(TranslateError::new("response body must be a JSON object")),
+            Err(e) => Err(TranslateError::new(format!("response body is not JSON: {e}"))),
+        }
     }
 
     fn encode_response(&self, resp: &Response, notes: &mut Notes) -> Result<Vec<u8>, TranslateError> {
@@ -126,158 +127,325 @@ impl Codec for AnthropicCodec {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Lenient JSON reading: absent and `null` are the same; a present value of the wrong type is an
-// error, since the vendor would reject it too.
-
 type Obj = Map<String, Value>;
-
-fn wrong(path: &str, key: &str, what: &str) -> TranslateError {
-    TranslateError::new(format!("`{path}{key}` must be {what}"))
-}
-
-fn get<'a>(o: &'a Obj, key: &str) -> Option<&'a Value> {
-    o.get(key).filter(|v| !v.is_null())
-}
-
-fn opt_str<'a>(o: &'a Obj, key: &str, path: &str) -> Result<Option<&'a str>, TranslateError> {
-    match get(o, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(wrong(path, key, "a string")),
-    }
-}
-
-fn req_str<'a>(o: &'a Obj, key: &str, path: &str) -> Result<&'a str, TranslateError> {
-    opt_str(o, key, path)?.ok_or_else(|| wrong(path, key, "a string"))
-}
-
-fn opt_u64(o: &Obj, key: &str, path: &str) -> Result<Option<u64>, TranslateError> {
-    match get(o, key) {
-        None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| wrong(path, key, "a non-negative integer")),
-    }
-}
-
-fn opt_f64(o: &Obj, key: &str, path: &str) -> Result<Option<f64>, TranslateError> {
-    match get(o, key) {
-        None => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| wrong(path, key, "a number")),
-    }
-}
-
-fn opt_bool(o: &Obj, key: &str, path: &str) -> Result<Option<bool>, TranslateError> {
-    match get(o, key) {
-        None => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| wrong(path, key, "a boolean")),
-    }
-}
-
-fn opt_obj<'a>(o: &'a Obj, key: &str, path: &str) -> Result<Option<&'a Obj>, TranslateError> {
-    match get(o, key) {
-        None => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(wrong(path, key, "an object")),
-    }
-}
-
-fn opt_arr<'a>(o: &'a Obj, key: &str, path: &str) -> Result<Option<&'a Vec<Value>>, TranslateError> {
-    match get(o, key) {
-        None => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a)),
-        Some(_) => Err(wrong(path, key, "an array")),
-    }
-}
-
-fn as_obj<'a>(v: &'a Value, path: &str) -> Result<&'a Obj, TranslateError> {
-    v.as_object().ok_or_else(|| TranslateError::new(format!("`{path}` must be an object")))
-}
 
 // ---------------------------------------------------------------------------------------------
 // Requests: decoding.
+//
+// Bodies are read through typed borrowing structs (see [`lenient`]): the same acceptance and the
+// same errors as walking a `Value`, in the same order, without building one. Paths in error
+// messages are formatted only when an error is reported.
 
 /// Top-level request fields with no IR equivalent, noted by name when present.
 const UNCARRIED_REQUEST_FIELDS: [&str; 6] =
     ["cache_control", "container", "context_management", "inference_geo", "mcp_servers", "service_tier"];
 
-fn decode_request(o: &Obj, notes: &mut Notes) -> Result<Request, TranslateError> {
+/// Where a value is in the body, for error messages: `messages[2].content[0].source`.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Root,
+    Key(&'a At<'a>, &'a str),
+    Index(&'a At<'a>, usize),
+    /// Any element of an array: `system[]`.
+    Each(&'a At<'a>),
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Root => Ok(()),
+            At::Key(At::Root, key) => f.write_str(key),
+            At::Key(parent, key) => write!(f, "{parent}.{key}"),
+            At::Index(parent, i) => write!(f, "{parent}[{i}]"),
+            At::Each(parent) => write!(f, "{parent}[]"),
+        }
+    }
+}
+
+/// `key` of the object at `at` has the wrong type.
+fn wrong_at(at: &At<'_>, key: &str, what: &str) -> TranslateError {
+    TranslateError::new(format!("`{}` must be {what}", At::Key(at, key)))
+}
+
+fn not_object(at: &At<'_>) -> TranslateError {
+    TranslateError::new(format!("`{at}` must be an object"))
+}
+
+/// An optional field: absent and `null` are `None`, another type than `T` an error.
+fn opt<'v, T>(f: &'v F<T>, at: &At<'_>, key: &str, what: &str) -> Result<Option<&'v T>, TranslateError> {
+    match f {
+        F::Absent | F::Null => Ok(None),
+        F::Val(v) => Ok(Some(v)),
+        F::Other => Err(wrong_at(at, key, what)),
+    }
+}
+
+/// [`opt`] taking the value.
+fn opt_take<T>(f: F<T>, at: &At<'_>, key: &str, what: &str) -> Result<Option<T>, TranslateError> {
+    match f {
+        F::Absent | F::Null => Ok(None),
+        F::Val(v) => Ok(Some(v)),
+        F::Other => Err(wrong_at(at, key, what)),
+    }
+}
+
+fn opt_text<'v>(f: &'v F<Cow<'_, str>>, at: &At<'_>, key: &str) -> Result<Option<&'v str>, TranslateError> {
+    opt(f, at, key, "a string").map(|s| s.map(|s| s.as_ref()))
+}
+
+fn req_text(f: F<Cow<'_, str>>, at: &At<'_>, key: &str) -> Result<String, TranslateError> {
+    match f {
+        F::Val(s) => Ok(s.into_owned()),
+        _ => Err(wrong_at(at, key, "a string")),
+    }
+}
+
+fn opt_count(f: &F<u64>, at: &At<'_>, key: &str) -> Result<Option<u64>, TranslateError> {
+    opt(f, at, key, "a non-negative integer").map(Option::<&u64>::copied)
+}
+
+fn opt_number(f: &F<f64>, at: &At<'_>, key: &str) -> Result<Option<f64>, TranslateError> {
+    opt(f, at, key, "a number").map(Option::<&f64>::copied)
+}
+
+fn opt_flag(f: &F<bool>, at: &At<'_>, key: &str) -> Result<Option<bool>, TranslateError> {
+    opt(f, at, key, "a boolean").map(Option::<&bool>::copied)
+}
+
+/// A value kept whole (tool input, schemas); `null` as absent.
+fn whole(f: F<Value>) -> Option<Value> {
+    match f {
+        F::Val(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// `content` and `system`: a string or an array of blocks.
+enum ContentIn<'de> {
+    Text(Cow<'de, str>),
+    Blocks(Vec<F<BlockIn<'de>>>),
+}
+
+impl<'de> lenient::Shape<'de> for ContentIn<'de> {
+    fn from_borrowed_str(s: &'de str) -> Option<Self> {
+        Some(Self::Text(Cow::Borrowed(s)))
+    }
+    fn from_str(s: &str) -> Option<Self> {
+        Some(Self::Text(Cow::Owned(s.to_owned())))
+    }
+    fn from_seq<A: serde::de::SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+        <Vec<F<BlockIn<'de>>> as lenient::Shape<'de>>::from_seq(seq).map(|v| v.map(Self::Blocks))
+    }
+}
+
+lenient_object! {
+    struct RequestIn<'de> {
+        "model" => model: Cow<'de, str>,
+        "max_tokens" => max_tokens: u64,
+        "temperature" => temperature: f64,
+        "top_p" => top_p: f64,
+        "top_k" => top_k: u64,
+        "stream" => stream: bool,
+        "system" => system: ContentIn<'de>,
+        "messages" => messages: Vec<F<MessageIn<'de>>>,
+        "tools" => tools: Vec<F<ToolIn<'de>>>,
+        "tool_choice" => tool_choice: ToolChoiceIn<'de>,
+        "stop_sequences" => stop_sequences: Vec<F<Cow<'de, str>>>,
+        "thinking" => thinking: ThinkingIn<'de>,
+        "output_config" => output_config: OutputConfigIn<'de>,
+        "output_format" => output_format: FormatIn<'de>,
+        "metadata" => metadata: MetadataIn<'de>,
+        ..rest
+    }
+}
+
+lenient_object! {
+    struct MessageIn<'de> {
+        "role" => role: Cow<'de, str>,
+        "content" => content: ContentIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct BlockIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "cache_control" => cache_control: lenient::Any,
+        "citations" => citations: lenient::Any,
+        "text" => text: Cow<'de, str>,
+        "source" => source: SourceIn<'de>,
+        "id" => id: Cow<'de, str>,
+        "name" => name: Cow<'de, str>,
+        "input" => input: Value,
+        "content" => content: ContentIn<'de>,
+        "tool_use_id" => tool_use_id: Cow<'de, str>,
+        "is_error" => is_error: bool,
+        "thinking" => thinking: Cow<'de, str>,
+        "signature" => signature: Cow<'de, str>,
+        "data" => data: Cow<'de, str>,
+    }
+}
+
+lenient_object! {
+    struct SourceIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "media_type" => media_type: Cow<'de, str>,
+        "data" => data: Cow<'de, str>,
+        "url" => url: Cow<'de, str>,
+    }
+}
+
+lenient_object! {
+    struct ToolIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "cache_control" => cache_control: lenient::Any,
+        "name" => name: Cow<'de, str>,
+        "description" => description: Cow<'de, str>,
+        "input_schema" => input_schema: Value,
+    }
+}
+
+lenient_object! {
+    struct ToolChoiceIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "name" => name: Cow<'de, str>,
+        "disable_parallel_tool_use" => disable_parallel_tool_use: bool,
+    }
+}
+
+lenient_object! {
+    struct ThinkingIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "budget_tokens" => budget_tokens: u64,
+        "display" => display: lenient::Any,
+    }
+}
+
+lenient_object! {
+    struct OutputConfigIn<'de> {
+        "effort" => effort: Cow<'de, str>,
+        "format" => format: FormatIn<'de>,
+        ..rest
+    }
+}
+
+lenient_object! {
+    struct FormatIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "schema" => schema: Value,
+    }
+}
+
+lenient_object! {
+    struct MetadataIn<'de> {
+        "user_id" => user_id: Cow<'de, str>,
+        ..rest
+    }
+}
+
+fn decode_request(o: RequestIn<'_>, notes: &mut Notes) -> Result<Request, TranslateError> {
+    let RequestIn {
+        model,
+        max_tokens,
+        temperature,
+        top_p,
+        top_k,
+        stream,
+        system,
+        messages,
+        tools,
+        tool_choice,
+        stop_sequences,
+        thinking,
+        output_config,
+        output_format,
+        metadata,
+        mut rest,
+    } = o;
+    let root = &At::Root;
     let mut req = Request {
-        model: opt_str(o, "model", "")?.unwrap_or_default().to_owned(),
-        max_tokens: opt_u64(o, "max_tokens", "")?,
-        temperature: opt_f64(o, "temperature", "")?,
-        top_p: opt_f64(o, "top_p", "")?,
-        top_k: opt_u64(o, "top_k", "")?,
-        stream: opt_bool(o, "stream", "")?.unwrap_or(false),
+        model: opt_text(&model, root, "model")?.unwrap_or_default().to_owned(),
+        max_tokens: opt_count(&max_tokens, root, "max_tokens")?,
+        temperature: opt_number(&temperature, root, "temperature")?,
+        top_p: opt_number(&top_p, root, "top_p")?,
+        top_k: opt_count(&top_k, root, "top_k")?,
+        stream: opt_flag(&stream, root, "stream")?.unwrap_or(false),
         ..Request::default()
     };
 
-    match get(o, "system") {
-        None => {}
-        Some(Value::String(s)) => req.system.push(s.clone()),
-        Some(Value::Array(items)) => decode_system_blocks(items, "system", &mut req.system, notes)?,
-        Some(_) => return Err(wrong("", "system", "a string or an array of text blocks")),
+    match system {
+        F::Absent | F::Null => {}
+        F::Val(ContentIn::Text(s)) => req.system.push(s.into_owned()),
+        F::Val(ContentIn::Blocks(items)) => {
+            decode_system_blocks(items, &At::Key(root, "system"), "system", &mut req.system, notes)?
+        }
+        F::Other => return Err(wrong_at(root, "system", "a string or an array of text blocks")),
     }
 
-    if let Some(messages) = opt_arr(o, "messages", "")? {
-        for (i, m) in messages.iter().enumerate() {
-            let path = format!("messages[{i}]");
-            decode_message(m, &path, &mut req, notes)?;
+    if let Some(messages) = opt_take(messages, root, "messages", "an array")? {
+        let list = At::Key(root, "messages");
+        for (i, m) in messages.into_iter().enumerate() {
+            decode_message(m, &At::Index(&list, i), &mut req, notes)?;
         }
     }
 
-    if let Some(tools) = opt_arr(o, "tools", "")? {
-        for (i, t) in tools.iter().enumerate() {
-            let path = format!("tools[{i}].");
-            let t = as_obj(t, &format!("tools[{i}]"))?;
-            let kind = opt_str(t, "type", &path)?;
+    if let Some(tools) = opt_take(tools, root, "tools", "an array")? {
+        let list = At::Key(root, "tools");
+        for (i, t) in tools.into_iter().enumerate() {
+            let at = At::Index(&list, i);
+            let F::Val(t) = t else {
+                return Err(not_object(&at));
+            };
+            let kind = opt_text(&t.kind, &at, "type")?;
             if let Some(kind) = kind.filter(|k| *k != "custom") {
                 // Server tools (web_search, code_execution, ...) run at Anthropic; elsewhere they
                 // do not exist.
                 notes.note(format!("tools[].type={kind} (server tool)"));
                 continue;
             }
-            if t.contains_key("cache_control") {
+            if t.cache_control.exists() {
                 notes.note("tools[].cache_control");
             }
             req.tools.push(Tool {
-                name: req_str(t, "name", &path)?.to_owned(),
-                description: opt_str(t, "description", &path)?.map(str::to_owned),
-                parameters: get(t, "input_schema").cloned().unwrap_or(Value::Null),
+                name: req_text(t.name, &at, "name")?,
+                description: opt_text(&t.description, &at, "description")?.map(str::to_owned),
+                parameters: whole(t.input_schema).unwrap_or(Value::Null),
             });
         }
     }
 
-    if let Some(tc) = opt_obj(o, "tool_choice", "")? {
-        let path = "tool_choice.";
-        req.tool_choice = match opt_str(tc, "type", path)? {
+    if let Some(tc) = opt_take(tool_choice, root, "tool_choice", "an object")? {
+        let at = At::Key(root, "tool_choice");
+        req.tool_choice = match opt_text(&tc.kind, &at, "type")? {
             Some("auto") => Some(ToolChoice::Auto),
             Some("any") => Some(ToolChoice::Required),
             Some("none") => Some(ToolChoice::None),
-            Some("tool") => Some(ToolChoice::Tool { name: req_str(tc, "name", path)?.to_owned() }),
+            Some("tool") => Some(ToolChoice::Tool { name: req_text(tc.name, &at, "name")? }),
             Some(other) => {
                 notes.note(format!("tool_choice.type={other}"));
                 None
             }
             None => None,
         };
-        if let Some(disable) = opt_bool(tc, "disable_parallel_tool_use", path)? {
+        if let Some(disable) = opt_flag(&tc.disable_parallel_tool_use, &at, "disable_parallel_tool_use")? {
             req.parallel_tool_calls = Some(!disable);
         }
     }
 
-    if let Some(stop) = opt_arr(o, "stop_sequences", "")? {
+    if let Some(stop) = opt_take(stop_sequences, root, "stop_sequences", "an array")? {
         for s in stop {
-            let s = s.as_str().ok_or_else(|| wrong("", "stop_sequences[]", "a string"))?;
-            req.stop.push(s.to_owned());
+            let F::Val(s) = s else {
+                return Err(wrong_at(root, "stop_sequences[]", "a string"));
+            };
+            req.stop.push(s.into_owned());
         }
     }
 
-    if let Some(thinking) = opt_obj(o, "thinking", "")? {
-        let path = "thinking.";
-        match opt_str(thinking, "type", path)? {
+    if let Some(thinking) = opt_take(thinking, root, "thinking", "an object")? {
+        let at = At::Key(root, "thinking");
+        match opt_text(&thinking.kind, &at, "type")? {
             Some("enabled") => {
                 req.reasoning = Some(Reasoning {
-                    budget_tokens: opt_u64(thinking, "budget_tokens", path)?,
+                    budget_tokens: opt_count(&thinking.budget_tokens, &at, "budget_tokens")?,
                     ..Reasoning::default()
                 })
             }
@@ -286,59 +454,40 @@ fn decode_request(o: &Obj, notes: &mut Notes) -> Result<Request, TranslateError>
             Some(other) => notes.note(format!("thinking.type={other}")),
             None => {}
         }
-        if thinking.contains_key("display") {
+        if thinking.display.exists() {
             notes.note("thinking.display");
         }
     }
 
-    if let Some(oc) = opt_obj(o, "output_config", "")? {
-        let path = "output_config.";
-        for key in oc.keys() {
-            if key != "effort" && key != "format" {
-                notes.note(format!("output_config.{key}"));
-            }
+    if let Some(mut oc) = opt_take(output_config, root, "output_config", "an object")? {
+        let at = At::Key(root, "output_config");
+        for key in lenient::sorted_keys(&mut oc.rest) {
+            notes.note(format!("output_config.{key}"));
         }
-        if let Some(effort) = opt_str(oc, "effort", path)? {
+        if let Some(effort) = opt_text(&oc.effort, &at, "effort")? {
             req.reasoning.get_or_insert_with(Reasoning::default).effort = Some(effort.to_owned());
         }
-        if let Some(format) = opt_obj(oc, "format", path)? {
-            req.response_format = decode_output_format(format, "output_config.format.", notes)?;
+        if let Some(format) = opt_take(oc.format, &at, "format", "an object")? {
+            req.response_format = decode_output_format(format, &At::Key(&at, "format"), notes)?;
         }
     }
     // The structured-outputs beta put the same object at the top level.
     if req.response_format.is_none()
-        && let Some(format) = opt_obj(o, "output_format", "")?
+        && let Some(format) = opt_take(output_format, root, "output_format", "an object")?
     {
-        req.response_format = decode_output_format(format, "output_format.", notes)?;
+        req.response_format = decode_output_format(format, &At::Key(root, "output_format"), notes)?;
     }
 
-    if let Some(meta) = opt_obj(o, "metadata", "")? {
-        req.user = opt_str(meta, "user_id", "metadata.")?.map(str::to_owned);
-        for key in meta.keys().filter(|k| *k != "user_id") {
+    if let Some(mut meta) = opt_take(metadata, root, "metadata", "an object")? {
+        req.user = opt_text(&meta.user_id, &At::Key(root, "metadata"), "user_id")?.map(str::to_owned);
+        for key in lenient::sorted_keys(&mut meta.rest) {
             notes.note(format!("metadata.{key}"));
         }
     }
 
-    const HANDLED: [&str; 15] = [
-        "model",
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "stream",
-        "system",
-        "messages",
-        "tools",
-        "tool_choice",
-        "stop_sequences",
-        "thinking",
-        "output_config",
-        "output_format",
-        "metadata",
-    ];
-    for key in o.keys().filter(|k| !HANDLED.contains(&k.as_str())) {
-        if UNCARRIED_REQUEST_FIELDS.contains(&key.as_str()) {
-            notes.note(key.clone());
+    for key in lenient::sorted_keys(&mut rest) {
+        if UNCARRIED_REQUEST_FIELDS.contains(&key) {
+            notes.note(key);
         } else {
             notes.note(format!("{key} (unknown field)"));
         }
@@ -347,72 +496,84 @@ fn decode_request(o: &Obj, notes: &mut Notes) -> Result<Request, TranslateError>
 }
 
 fn decode_output_format(
-    format: &Obj,
-    path: &str,
+    format: FormatIn<'_>,
+    at: &At<'_>,
     notes: &mut Notes,
 ) -> Result<Option<ResponseFormat>, TranslateError> {
-    match opt_str(format, "type", path)? {
+    match opt_text(&format.kind, at, "type")? {
         Some("json_schema") => Ok(Some(ResponseFormat::JsonSchema {
             name: None,
-            schema: get(format, "schema").cloned().unwrap_or(Value::Null),
+            schema: whole(format.schema).unwrap_or(Value::Null),
             strict: None,
         })),
         Some(other) => {
-            notes.note(format!("{path}type={other}"));
+            notes.note(format!("{at}.type={other}"));
             Ok(None)
         }
         None => Ok(None),
     }
 }
 
-/// System text blocks: only `text` exists in this position.
+/// System text blocks: only `text` exists in this position. `note_path` names the position in
+/// notes.
 fn decode_system_blocks(
-    items: &[Value],
-    path: &str,
+    items: Vec<F<BlockIn<'_>>>,
+    at: &At<'_>,
+    note_path: &str,
     system: &mut Vec<String>,
     notes: &mut Notes,
 ) -> Result<(), TranslateError> {
+    let each = At::Each(at);
     for item in items {
-        let b = as_obj(item, &format!("{path}[]"))?;
-        let bpath = format!("{path}[].");
-        match opt_str(b, "type", &bpath)? {
+        let F::Val(b) = item else {
+            return Err(not_object(&each));
+        };
+        match opt_text(&b.kind, &each, "type")? {
             Some("text") | None => {
-                if b.contains_key("cache_control") {
-                    notes.note(format!("{path}[].cache_control"));
+                if b.cache_control.exists() {
+                    notes.note(format!("{note_path}[].cache_control"));
                 }
-                system.push(req_str(b, "text", &bpath)?.to_owned());
+                system.push(req_text(b.text, &each, "text")?);
             }
-            Some(other) => notes.note(format!("{path}[].type={other}")),
+            Some(other) => notes.note(format!("{note_path}[].type={other}")),
         }
     }
     Ok(())
 }
 
-fn decode_message(m: &Value, path: &str, req: &mut Request, notes: &mut Notes) -> Result<(), TranslateError> {
-    let m = as_obj(m, path)?;
-    let dot = format!("{path}.");
-    let role = match req_str(m, "role", &dot)? {
-        "user" => Role::User,
-        "assistant" => Role::Assistant,
-        "system" | "developer" => {
+fn decode_message(
+    m: F<MessageIn<'_>>,
+    at: &At<'_>,
+    req: &mut Request,
+    notes: &mut Notes,
+) -> Result<(), TranslateError> {
+    let F::Val(m) = m else {
+        return Err(not_object(at));
+    };
+    let role = match opt_text(&m.role, at, "role")? {
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some("system" | "developer") => {
             // The Messages API has no system role in `messages`; Claude Code sends one anyway.
             // Its text is instructions, so it joins the system list (losing only its position).
             notes.note("messages[].role=system (moved into system)");
-            match get(m, "content") {
-                None => {}
-                Some(Value::String(s)) => req.system.push(s.clone()),
-                Some(Value::Array(items)) => {
-                    decode_system_blocks(items, "messages[].content", &mut req.system, notes)?
+            match m.content {
+                F::Absent | F::Null => {}
+                F::Val(ContentIn::Text(s)) => req.system.push(s.into_owned()),
+                F::Val(ContentIn::Blocks(items)) => {
+                    let path = At::Key(&At::Each(&At::Key(&At::Root, "messages")), "content");
+                    decode_system_blocks(items, &path, "messages[].content", &mut req.system, notes)?
                 }
-                Some(_) => return Err(wrong(&dot, "content", "a string or an array")),
+                F::Other => return Err(wrong_at(at, "content", "a string or an array")),
             }
             return Ok(());
         }
-        other => return Err(TranslateError::new(format!("`{path}.role` has unknown value `{other}`"))),
+        Some(other) => return Err(TranslateError::new(format!("`{at}.role` has unknown value `{other}`"))),
+        None => return Err(wrong_at(at, "role", "a string")),
     };
-    let content = match get(m, "content") {
-        None => Vec::new(),
-        Some(v) => decode_blocks(v, &format!("{path}.content"), "messages[].content[]", notes)?,
+    let content = match m.content {
+        F::Absent | F::Null => Vec::new(),
+        content => decode_blocks(content, &At::Key(at, "content"), "messages[].content[]", notes)?,
     };
     req.messages.push(Message { role, content });
     Ok(())
@@ -421,56 +582,58 @@ fn decode_message(m: &Value, path: &str, req: &mut Request, notes: &mut Notes) -
 /// Decodes `content` (a string or an array of blocks). `note_path` names the position in notes,
 /// without indices so that repeated drops produce one note.
 fn decode_blocks(
-    v: &Value,
-    path: &str,
+    v: F<ContentIn<'_>>,
+    at: &At<'_>,
     note_path: &str,
     notes: &mut Notes,
 ) -> Result<Vec<Block>, TranslateError> {
     match v {
-        Value::String(s) => Ok(vec![Block::Text { text: s.clone() }]),
-        Value::Array(items) => {
+        F::Val(ContentIn::Text(s)) => Ok(vec![Block::Text { text: s.into_owned() }]),
+        F::Val(ContentIn::Blocks(items)) => {
             let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let bpath = format!("{path}[{i}]");
-                let b = as_obj(item, &bpath)?;
-                if let Some(block) = decode_block(b, &format!("{bpath}."), note_path, notes)? {
+            for (i, item) in items.into_iter().enumerate() {
+                let bat = At::Index(at, i);
+                let F::Val(b) = item else {
+                    return Err(not_object(&bat));
+                };
+                if let Some(block) = decode_block(b, &bat, note_path, notes)? {
                     out.push(block);
                 }
             }
             Ok(out)
         }
-        _ => Err(TranslateError::new(format!("`{path}` must be a string or an array of blocks"))),
+        _ => Err(TranslateError::new(format!("`{at}` must be a string or an array of blocks"))),
     }
 }
 
 fn decode_block(
-    b: &Obj,
-    path: &str,
+    b: BlockIn<'_>,
+    at: &At<'_>,
     note_path: &str,
     notes: &mut Notes,
 ) -> Result<Option<Block>, TranslateError> {
-    let kind = opt_str(b, "type", path)?.unwrap_or("");
-    if b.contains_key("cache_control") {
+    let kind = opt_text(&b.kind, at, "type")?.unwrap_or("");
+    if b.cache_control.exists() {
         notes.note(format!("{note_path}.cache_control"));
     }
     let block = match kind {
         "text" => {
-            if b.contains_key("citations") {
+            if b.citations.exists() {
                 notes.note(format!("{note_path}.citations"));
             }
-            Block::Text { text: req_str(b, "text", path)?.to_owned() }
+            Block::Text { text: req_text(b.text, at, "text")? }
         }
         "image" => {
-            let spath = format!("{path}source.");
-            let Some(source) = opt_obj(b, "source", path)? else {
-                return Err(wrong(path, "source", "an object"));
+            let Some(source) = opt_take(b.source, at, "source", "an object")? else {
+                return Err(wrong_at(at, "source", "an object"));
             };
-            let source = match opt_str(source, "type", &spath)? {
+            let sat = At::Key(at, "source");
+            let source = match opt_text(&source.kind, &sat, "type")? {
                 Some("base64") => ImageSource::Base64 {
-                    media_type: req_str(source, "media_type", &spath)?.to_owned(),
-                    data: req_str(source, "data", &spath)?.to_owned(),
+                    media_type: req_text(source.media_type, &sat, "media_type")?,
+                    data: req_text(source.data, &sat, "data")?,
                 },
-                Some("url") => ImageSource::Url { url: req_str(source, "url", &spath)?.to_owned() },
+                Some("url") => ImageSource::Url { url: req_text(source.url, &sat, "url")? },
                 other => {
                     notes.note(format!("{note_path}.source.type={}", other.unwrap_or("missing")));
                     return Ok(None);
@@ -479,28 +642,28 @@ fn decode_block(
             Block::Image { source }
         }
         "tool_use" => Block::ToolUse {
-            id: req_str(b, "id", path)?.to_owned(),
-            name: req_str(b, "name", path)?.to_owned(),
-            input: get(b, "input").cloned().unwrap_or_else(|| Value::Object(Map::new())),
+            id: req_text(b.id, at, "id")?,
+            name: req_text(b.name, at, "name")?,
+            input: whole(b.input).unwrap_or_else(|| Value::Object(Map::new())),
         },
         "tool_result" => {
-            let content = match get(b, "content") {
-                None => Vec::new(),
+            let content = match b.content {
+                F::Absent | F::Null => Vec::new(),
                 // An empty string is no content; an empty text block would be rejected upstream.
-                Some(Value::String(s)) if s.is_empty() => Vec::new(),
-                Some(v) => decode_blocks(v, &format!("{path}content"), "tool_result.content[]", notes)?,
+                F::Val(ContentIn::Text(s)) if s.is_empty() => Vec::new(),
+                content => decode_blocks(content, &At::Key(at, "content"), "tool_result.content[]", notes)?,
             };
             Block::ToolResult {
-                tool_use_id: req_str(b, "tool_use_id", path)?.to_owned(),
+                tool_use_id: req_text(b.tool_use_id, at, "tool_use_id")?,
                 content,
-                is_error: opt_bool(b, "is_error", path)?.unwrap_or(false),
+                is_error: opt_flag(&b.is_error, at, "is_error")?.unwrap_or(false),
             }
         }
         "thinking" => Block::Thinking {
-            text: opt_str(b, "thinking", path)?.unwrap_or_default().to_owned(),
-            signature: opt_str(b, "signature", path)?.filter(|s| !s.is_empty()).map(str::to_owned),
+            text: opt_text(&b.thinking, at, "thinking")?.unwrap_or_default().to_owned(),
+            signature: opt_text(&b.signature, at, "signature")?.filter(|s| !s.is_empty()).map(str::to_owned),
         },
-        "redacted_thinking" => Block::RedactedThinking { data: req_str(b, "data", path)?.to_owned() },
+        "redacted_thinking" => Block::RedactedThinking { data: req_text(b.data, at, "data")? },
         other => {
             // document, search_result, server_tool_use, web_search_tool_result, container_upload,
             // mcp_tool_use, ...: no IR block.
@@ -1019,19 +1182,36 @@ impl WireUsage {
     }
 }
 
-fn decode_response(o: &Obj) -> Result<Response, TranslateError> {
-    if o.get("type").and_then(Value::as_str) == Some("error") {
+lenient_object! {
+    struct ResponseIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "error" => error: Value,
+        "content" => content: Vec<F<BlockIn<'de>>>,
+        "usage" => usage: Value,
+        "id" => id: Cow<'de, str>,
+        "model" => model: Cow<'de, str>,
+        "stop_reason" => stop_reason: Cow<'de, str>,
+        "stop_sequence" => stop_sequence: Cow<'de, str>,
+    }
+}
+
+fn decode_response(o: ResponseIn<'_>) -> Result<Response, TranslateError> {
+    if o.kind.str() == Some("error") {
         let message =
-            o.get("error").and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("unknown error");
+            o.error.val().and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("unknown error");
         return Err(TranslateError::new(format!("upstream returned an error body: {message}")));
     }
+    let root = &At::Root;
     let mut content = Vec::new();
-    if let Some(items) = opt_arr(o, "content", "")? {
+    if let Some(items) = opt_take(o.content, root, "content", "an array")? {
+        let list = At::Key(root, "content");
         let mut ignored = Notes::default();
-        for (i, item) in items.iter().enumerate() {
-            let path = format!("content[{i}]");
-            let b = as_obj(item, &path)?;
-            if let Some(block) = decode_block(b, &format!("{path}."), "content[]", &mut ignored)? {
+        for (i, item) in items.into_iter().enumerate() {
+            let at = At::Index(&list, i);
+            let F::Val(b) = item else {
+                return Err(not_object(&at));
+            };
+            if let Some(block) = decode_block(b, &at, "content[]", &mut ignored)? {
                 content.push(block);
             }
         }
@@ -1040,15 +1220,17 @@ fn decode_response(o: &Obj) -> Result<Response, TranslateError> {
         }
     }
     let mut usage = Usage::default();
-    if let Some(u) = opt_obj(o, "usage", "")? {
-        merge_usage(u, &mut usage);
+    match &o.usage {
+        F::Val(Value::Object(u)) => merge_usage(u, &mut usage),
+        F::Val(_) => return Err(wrong_at(root, "usage", "an object")),
+        _ => {}
     }
     Ok(Response {
-        id: opt_str(o, "id", "")?.unwrap_or_default().to_owned(),
-        model: opt_str(o, "model", "")?.unwrap_or_default().to_owned(),
+        id: opt_text(&o.id, root, "id")?.unwrap_or_default().to_owned(),
+        model: opt_text(&o.model, root, "model")?.unwrap_or_default().to_owned(),
         content,
-        stop_reason: parse_stop_reason(opt_str(o, "stop_reason", "")?),
-        stop_sequence: opt_str(o, "stop_sequence", "")?.map(str::to_owned),
+        stop_reason: parse_stop_reason(opt_text(&o.stop_reason, root, "stop_reason")?),
+        stop_sequence: opt_text(&o.stop_sequence, root, "stop_sequence")?.map(str::to_owned),
         usage,
     })
 }

@@ -50,6 +50,11 @@ impl<T> F<T> {
     pub(crate) fn present(&self) -> bool {
         matches!(self, Self::Val(_) | Self::Other)
     }
+
+    /// The key exists, even with `null` (`contains_key(k)`).
+    pub(crate) fn exists(&self) -> bool {
+        !matches!(self, Self::Absent)
+    }
 }
 
 impl<'de> F<Cow<'de, str>> {
@@ -231,6 +236,19 @@ impl<'de> Shape<'de> for u64 {
     }
 }
 
+/// As `Value::as_f64` sees numbers: any number.
+impl<'de> Shape<'de> for f64 {
+    fn from_u64(n: u64) -> Option<Self> {
+        Some(n as f64)
+    }
+    fn from_i64(n: i64) -> Option<Self> {
+        Some(n as f64)
+    }
+    fn from_f64(n: f64) -> Option<Self> {
+        Some(n)
+    }
+}
+
 impl<'de> Shape<'de> for bool {
     fn from_bool(b: bool) -> Option<Self> {
         Some(b)
@@ -301,9 +319,55 @@ pub(crate) fn parse<'de, T: Shape<'de>>(data: &'de str) -> serde_json::Result<F<
     serde_json::from_str(data)
 }
 
+/// [`parse`] for bytes, as `serde_json::from_slice::<Value>` reads them (invalid UTF-8 is an
+/// error where that parse reports it).
+pub(crate) fn parse_slice<'de, T: Shape<'de>>(data: &'de [u8]) -> serde_json::Result<F<T>> {
+    serde_json::from_slice(data)
+}
+
+/// Keys an object had besides its declared fields, in the order a `Value` map lists them
+/// (sorted, each once).
+pub(crate) fn sorted_keys<'a, 'de>(rest: &'a mut [Cow<'de, str>]) -> impl Iterator<Item = &'a str> {
+    rest.sort_unstable();
+    let mut last: Option<&'a str> = None;
+    rest.iter().map(|k| k.as_ref()).filter(move |k| {
+        let new = last != Some(*k);
+        last = Some(k);
+        new
+    })
+}
+
 /// Declares a struct read from a JSON object: each field with the key it comes from, of type
-/// [`F`]; other keys are validated and dropped.
+/// [`F`]; other keys are validated and dropped, or with a trailing `..rest` listed in a
+/// `rest: Vec<Cow<str>>` field (in document order, duplicates included: see [`sorted_keys`]).
 macro_rules! lenient_object {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident<$de:lifetime> { $( $key:literal => $field:ident : $ty:ty ),* , ..$rest:ident $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Default)]
+        struct $name<$de> {
+            $( $field: $crate::translate::lenient::F<$ty>, )*
+            $rest: Vec<::std::borrow::Cow<$de, str>>,
+        }
+
+        impl<$de> $crate::translate::lenient::Shape<$de> for $name<$de> {
+            fn from_map<A: ::serde::de::MapAccess<$de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+                let mut s = Self::default();
+                while let Some(key) = map.next_key::<$crate::translate::lenient::Key<$de>>()? {
+                    match key.0.as_ref() {
+                        $( $key => s.$field = map.next_value()?, )*
+                        _ => {
+                            map.next_value::<$crate::translate::lenient::Any>()?;
+                            s.$rest.push(key.0);
+                        }
+                    }
+                }
+                Ok(Some(s))
+            }
+        }
+    };
     (
         $(#[$meta:meta])*
         struct $name:ident<$de:lifetime> { $( $key:literal => $field:ident : $ty:ty ),* $(,)? }
@@ -375,6 +439,25 @@ mod tests {
         assert!(matches!(&list[0], F::Val(inner) if inner.n == F::Other));
         assert!(matches!(list[1], F::Other));
         assert!(matches!(list[2], F::Null));
+    }
+
+    lenient_object! {
+        struct WithRest<'de> {
+            "known" => known: u64,
+            ..rest
+        }
+    }
+
+    #[test]
+    fn other_keys_are_listed_as_a_map_would() {
+        let json = r#"{"b": 1, "known": 2, "a": {"x": 1}, "b": null, "\u0063": []}"#;
+        let Ok(F::Val(mut w)) = parse::<WithRest<'_>>(json) else { panic!("object") };
+        assert_eq!(w.known.u64(), Some(2));
+        let keys: Vec<&str> = sorted_keys(&mut w.rest).collect();
+        let value: Value = serde_json::from_str(json).expect("json");
+        let expected: Vec<&str> =
+            value.as_object().expect("object").keys().map(String::as_str).filter(|k| *k != "known").collect();
+        assert_eq!(keys, expected);
     }
 
     #[test]

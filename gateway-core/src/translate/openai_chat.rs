@@ -627,10 +627,154 @@ fn note_uncarried_request_fields(root: &Map<String, Value>, notes: &mut Notes) {
     }
 }
 
-fn encode_messages(req: &Request, notes: &mut Notes) -> Vec<Value> {
-    let mut out = Vec::new();
+// Request bodies are written from typed structs borrowing the IR. Their fields are declared in
+// key order: the bodies are byte for byte what serializing a `Value` (sorted keys) gave.
+
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u64>,
+    messages: Vec<MessageOut<'a>>,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<ResponseFormatOut<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptionsOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<ToolChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+}
+
+/// A message of any role; the fields a role does not have are left out.
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    /// `None` is `null` (an assistant turn with only tool calls).
+    content: Option<ContentOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<String>,
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+}
+
+impl<'a> MessageOut<'a> {
+    fn new(role: &'static str, content: ContentOut<'a>) -> Self {
+        Self {
+            content: Some(content),
+            reasoning_content: None,
+            role,
+            tool_call_id: None,
+            tool_calls: Vec::new(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ContentOut<'a> {
+    Text(&'a str),
+    Parts(Vec<PartOut<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PartOut<'a> {
+    Text { text: &'a str, r#type: &'static str },
+    Image { image_url: ImageUrlOut, r#type: &'static str },
+}
+
+impl<'a> PartOut<'a> {
+    fn text(text: &'a str) -> Self {
+        Self::Text { text, r#type: "text" }
+    }
+}
+
+#[derive(Serialize)]
+struct ImageUrlOut {
+    url: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ToolCallOut<'a> {
+    function: FunctionCallOut<'a>,
+    id: &'a str,
+    r#type: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionCallOut<'a> {
+    arguments: String,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct ToolOut<'a> {
+    function: FunctionOut<'a>,
+    r#type: &'static str,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolChoiceOut<'a> {
+    Mode(&'static str),
+    Function { function: NameOut<'a>, r#type: &'static str },
+}
+
+#[derive(Serialize)]
+struct NameOut<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct StreamOptionsOut {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ResponseFormatOut<'a> {
+    JsonObject { r#type: &'static str },
+    JsonSchema { json_schema: JsonSchemaOut<'a>, r#type: &'static str },
+}
+
+#[derive(Serialize)]
+struct JsonSchemaOut<'a> {
+    name: &'a str,
+    schema: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+fn encode_messages<'a>(req: &'a Request, notes: &mut Notes) -> Vec<MessageOut<'a>> {
+    let mut out = Vec::with_capacity(req.system.len() + req.messages.len());
     for s in &req.system {
-        out.push(json!({"role": "system", "content": s}));
+        out.push(MessageOut::new("system", ContentOut::Text(s)));
     }
     for m in &req.messages {
         match m.role {
@@ -641,15 +785,15 @@ fn encode_messages(req: &Request, notes: &mut Notes) -> Vec<Value> {
     out
 }
 
-fn text_content(texts: Vec<&str>) -> Value {
+fn text_content(texts: Vec<&str>) -> ContentOut<'_> {
     match texts.as_slice() {
-        [] => Value::String(String::new()),
-        [one] => Value::String((*one).to_owned()),
-        many => Value::Array(many.iter().map(|t| json!({"type": "text", "text": t})).collect()),
+        [] => ContentOut::Text(""),
+        [one] => ContentOut::Text(one),
+        many => ContentOut::Parts(many.iter().map(|t| PartOut::text(t)).collect()),
     }
 }
 
-fn encode_user_message(blocks: &[Block], out: &mut Vec<Value>, notes: &mut Notes) {
+fn encode_user_message<'a>(blocks: &'a [Block], out: &mut Vec<MessageOut<'a>>, notes: &mut Notes) {
     // Tool messages must directly follow the assistant turn that called them, so they go first.
     let mut parts = Vec::new();
     let mut tool_results = 0;
@@ -667,14 +811,15 @@ fn encode_user_message(blocks: &[Block], out: &mut Vec<Value>, notes: &mut Notes
                         _ => notes.note("tool_result: non-text content"),
                     }
                 }
-                out.push(
-                    json!({"role": "tool", "tool_call_id": tool_use_id, "content": text_content(texts)}),
-                );
+                let mut message = MessageOut::new("tool", text_content(texts));
+                message.tool_call_id = Some(tool_use_id);
+                out.push(message);
             }
-            Block::Text { text } => parts.push(json!({"type": "text", "text": text})),
-            Block::Image { source } => {
-                parts.push(json!({"type": "image_url", "image_url": {"url": image_to_url(source)}}))
-            }
+            Block::Text { text } => parts.push(PartOut::text(text)),
+            Block::Image { source } => parts.push(PartOut::Image {
+                image_url: ImageUrlOut { url: image_to_url(source) },
+                r#type: "image_url",
+            }),
             Block::ToolUse { .. } => notes.note("user message: tool_use block"),
             Block::Thinking { .. } | Block::RedactedThinking { .. } => {
                 notes.note("user message: thinking block")
@@ -685,18 +830,18 @@ fn encode_user_message(blocks: &[Block], out: &mut Vec<Value>, notes: &mut Notes
         return;
     }
     let content = match parts.as_slice() {
-        [] => Value::String(String::new()),
-        [one] if one.get("type").and_then(Value::as_str) == Some("text") => one["text"].clone(),
-        _ => Value::Array(parts),
+        [] => ContentOut::Text(""),
+        [PartOut::Text { text, .. }] => ContentOut::Text(text),
+        _ => ContentOut::Parts(parts),
     };
-    out.push(json!({"role": "user", "content": content}));
+    out.push(MessageOut::new("user", content));
 }
 
 /// Reasoning, text and tool calls of an assistant turn, as chat holds them (in separate fields).
 struct AssistantParts<'a> {
     reasoning: Option<String>,
     texts: Vec<&'a str>,
-    tool_calls: Vec<Value>,
+    tool_calls: Vec<ToolCallOut<'a>>,
 }
 
 fn assistant_parts<'a>(blocks: &'a [Block], notes: &mut Notes) -> AssistantParts<'a> {
@@ -723,11 +868,11 @@ fn assistant_parts<'a>(blocks: &'a [Block], notes: &mut Notes) -> AssistantParts
                 r.push_str(text);
             }
             Block::RedactedThinking { .. } => notes.note("redacted_thinking"),
-            Block::ToolUse { id, name, input } => tool_calls.push(json!({
-                "id": id,
-                "type": "function",
-                "function": {"name": name, "arguments": arguments_to_wire(input)},
-            })),
+            Block::ToolUse { id, name, input } => tool_calls.push(ToolCallOut {
+                function: FunctionCallOut { arguments: arguments_to_wire(input), name },
+                id,
+                r#type: "function",
+            }),
             Block::Image { .. } => notes.note("assistant message: image"),
             Block::ToolResult { .. } => notes.note("assistant message: tool_result block"),
         }
@@ -735,53 +880,45 @@ fn assistant_parts<'a>(blocks: &'a [Block], notes: &mut Notes) -> AssistantParts
     AssistantParts { reasoning, texts, tool_calls }
 }
 
-fn encode_assistant_message(blocks: &[Block], notes: &mut Notes) -> Value {
+fn encode_assistant_message<'a>(blocks: &'a [Block], notes: &mut Notes) -> MessageOut<'a> {
     let parts = assistant_parts(blocks, notes);
-    let mut msg = Map::new();
-    msg.insert("role".into(), "assistant".into());
     let content = if parts.texts.is_empty() && !parts.tool_calls.is_empty() {
         // OpenAI wants null content next to tool calls.
-        Value::Null
+        None
     } else {
-        text_content(parts.texts)
+        Some(text_content(parts.texts))
     };
-    msg.insert("content".into(), content);
-    if let Some(reasoning) = parts.reasoning {
-        msg.insert("reasoning_content".into(), reasoning.into());
+    MessageOut {
+        content,
+        reasoning_content: parts.reasoning,
+        role: "assistant",
+        tool_call_id: None,
+        tool_calls: parts.tool_calls,
     }
-    if !parts.tool_calls.is_empty() {
-        msg.insert("tool_calls".into(), Value::Array(parts.tool_calls));
-    }
-    Value::Object(msg)
 }
 
-fn encode_reasoning(r: &Reasoning, body: &mut Map<String, Value>, notes: &mut Notes) {
+/// `reasoning_effort` for the IR's reasoning settings.
+fn encode_reasoning<'a>(r: &'a Reasoning, notes: &mut Notes) -> Option<&'a str> {
     if r.summary.is_some() {
         notes.note("reasoning.summary");
     }
-    let effort = if r.disabled {
-        Some("none".to_owned())
+    if r.disabled {
+        Some("none")
     } else if let Some(effort) = &r.effort {
         if r.budget_tokens.is_some() {
             notes.note("reasoning.budget_tokens");
         }
-        Some(effort.clone())
+        Some(effort)
     } else if let Some(budget) = r.budget_tokens {
         // Chat has no budget; approximate it by the effort level it roughly corresponds to.
         notes.note("reasoning.budget_tokens (approximated by reasoning_effort)");
-        Some(
-            match budget {
-                0..=2048 => "low",
-                2049..=16384 => "medium",
-                _ => "high",
-            }
-            .to_owned(),
-        )
+        Some(match budget {
+            0..=2048 => "low",
+            2049..=16384 => "medium",
+            _ => "high",
+        })
     } else {
         None
-    };
-    if let Some(effort) = effort {
-        body.insert("reasoning_effort".into(), effort.into());
     }
 }
 
@@ -837,86 +974,64 @@ impl Codec for OpenaiChatCodec {
     }
 
     fn encode_request(&self, req: &Request, notes: &mut Notes) -> Result<Vec<u8>, TranslateError> {
-        let mut body = Map::new();
-        body.insert("model".into(), req.model.clone().into());
-        body.insert("messages".into(), Value::Array(encode_messages(req, notes)));
-        if !req.tools.is_empty() {
-            let tools = req
-                .tools
-                .iter()
-                .map(|t| {
-                    let mut f = Map::new();
-                    f.insert("name".into(), t.name.clone().into());
-                    if let Some(d) = &t.description {
-                        f.insert("description".into(), d.clone().into());
-                    }
-                    if !t.parameters.is_null() {
-                        f.insert("parameters".into(), t.parameters.clone());
-                    }
-                    json!({"type": "function", "function": f})
-                })
-                .collect();
-            body.insert("tools".into(), Value::Array(tools));
-        }
-        if let Some(choice) = &req.tool_choice {
-            let v = match choice {
-                ToolChoice::Auto => json!("auto"),
-                ToolChoice::Required => json!("required"),
-                ToolChoice::None => json!("none"),
-                ToolChoice::Tool { name } => json!({"type": "function", "function": {"name": name}}),
-            };
-            body.insert("tool_choice".into(), v);
-        }
-        if let Some(p) = req.parallel_tool_calls {
-            body.insert("parallel_tool_calls".into(), p.into());
-        }
-        if let Some(n) = req.max_tokens {
-            // `max_tokens` is deprecated and rejected by reasoning models.
-            body.insert("max_completion_tokens".into(), n.into());
-        }
-        if let Some(t) = req.temperature {
-            body.insert("temperature".into(), t.into());
-        }
-        if let Some(p) = req.top_p {
-            body.insert("top_p".into(), p.into());
-        }
+        let messages = encode_messages(req, notes);
+        let tools = req
+            .tools
+            .iter()
+            .map(|t| ToolOut {
+                function: FunctionOut {
+                    description: t.description.as_deref(),
+                    name: &t.name,
+                    parameters: (!t.parameters.is_null()).then_some(&t.parameters),
+                },
+                r#type: "function",
+            })
+            .collect();
+        let tool_choice = req.tool_choice.as_ref().map(|choice| match choice {
+            ToolChoice::Auto => ToolChoiceOut::Mode("auto"),
+            ToolChoice::Required => ToolChoiceOut::Mode("required"),
+            ToolChoice::None => ToolChoiceOut::Mode("none"),
+            ToolChoice::Tool { name } => {
+                ToolChoiceOut::Function { function: NameOut { name }, r#type: "function" }
+            }
+        });
         if req.top_k.is_some() {
             notes.note("top_k");
         }
-        if !req.stop.is_empty() {
-            body.insert("stop".into(), req.stop.clone().into());
-        }
-        if req.stream {
-            body.insert("stream".into(), true.into());
-            // Without it the stream carries no usage at all.
-            body.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        if let Some(r) = &req.reasoning {
-            encode_reasoning(r, &mut body, notes);
-        }
-        match &req.response_format {
-            None => {}
-            Some(ResponseFormat::JsonObject) => {
-                body.insert("response_format".into(), json!({"type": "json_object"}));
-            }
+        let reasoning_effort = req.reasoning.as_ref().and_then(|r| encode_reasoning(r, notes));
+        let response_format = match &req.response_format {
+            None => None,
+            Some(ResponseFormat::JsonObject) => Some(ResponseFormatOut::JsonObject { r#type: "json_object" }),
             Some(ResponseFormat::JsonSchema { name, schema, strict }) => {
-                let mut s = Map::new();
-                let name = name.clone().unwrap_or_else(|| {
+                let name = name.as_deref().unwrap_or_else(|| {
                     notes.note("response_format.json_schema.name (defaulted)");
-                    DEFAULT_SCHEMA_NAME.to_owned()
+                    DEFAULT_SCHEMA_NAME
                 });
-                s.insert("name".into(), name.into());
-                s.insert("schema".into(), schema.clone());
-                if let Some(strict) = strict {
-                    s.insert("strict".into(), (*strict).into());
-                }
-                body.insert("response_format".into(), json!({"type": "json_schema", "json_schema": s}));
+                Some(ResponseFormatOut::JsonSchema {
+                    json_schema: JsonSchemaOut { name, schema, strict: *strict },
+                    r#type: "json_schema",
+                })
             }
-        }
-        if let Some(user) = &req.user {
-            body.insert("user".into(), user.clone().into());
-        }
-        serde_json::to_vec(&Value::Object(body)).map_err(|e| err(e.to_string()))
+        };
+        let body = RequestOut {
+            // `max_tokens` is deprecated and rejected by reasoning models.
+            max_completion_tokens: req.max_tokens,
+            messages,
+            model: &req.model,
+            parallel_tool_calls: req.parallel_tool_calls,
+            reasoning_effort,
+            response_format,
+            stop: &req.stop,
+            stream: req.stream,
+            // Without it the stream carries no usage at all.
+            stream_options: req.stream.then_some(StreamOptionsOut { include_usage: true }),
+            temperature: req.temperature,
+            tool_choice,
+            tools,
+            top_p: req.top_p,
+            user: req.user.as_deref(),
+        };
+        serde_json::to_vec(&body).map_err(|e| err(e.to_string()))
     }
 
     fn request_path(&self, _req: &Request) -> String {
@@ -981,7 +1096,7 @@ impl Codec for OpenaiChatCodec {
             message.insert("reasoning_content".into(), reasoning.into());
         }
         if !parts.tool_calls.is_empty() {
-            message.insert("tool_calls".into(), Value::Array(parts.tool_calls));
+            message.insert("tool_calls".into(), serde_json::to_value(&parts.tool_calls).unwrap_or_default());
         }
         message.insert("refusal".into(), Value::Null);
         if resp.stop_sequence.is_some() {
