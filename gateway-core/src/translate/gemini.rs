@@ -19,6 +19,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 use bytes::BytesMut;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::ir::{
@@ -99,14 +100,13 @@ impl Codec for GeminiCodec {
     }
 
     fn encode_request(&self, req: &ir::Request, notes: &mut Notes) -> Result<Vec<u8>, TranslateError> {
-        let mut root = Obj::new();
-        if !req.system.is_empty() {
-            let parts: Vec<Value> = req.system.iter().map(|text| json!({ "text": text })).collect();
-            root.insert("systemInstruction".into(), json!({ "parts": parts }));
-        }
+        let system_instruction = (!req.system.is_empty()).then(|| ContentOut {
+            parts: req.system.iter().map(|text| PartOut { text: Some(text), ..PartOut::default() }).collect(),
+            role: None,
+        });
 
         let names = tool_names(req.messages.iter().flat_map(|m| &m.content));
-        let mut contents = Vec::new();
+        let mut contents = Vec::with_capacity(req.messages.len());
         for message in &req.messages {
             let parts = encode_parts(&message.content, &names, notes);
             // Gemini rejects contents without parts.
@@ -117,23 +117,22 @@ impl Codec for GeminiCodec {
                 Role::User => "user",
                 Role::Assistant => "model",
             };
-            contents.push(json!({ "role": role, "parts": parts }));
+            contents.push(ContentOut { parts, role: Some(role) });
         }
-        root.insert("contents".into(), Value::Array(contents));
 
-        if !req.tools.is_empty() {
-            let declarations: Vec<Value> = req.tools.iter().map(encode_tool).collect();
-            root.insert("tools".into(), json!([{ "functionDeclarations": declarations }]));
-        }
-        if let Some(choice) = &req.tool_choice {
-            let config = match choice {
-                ToolChoice::Auto => json!({ "mode": "AUTO" }),
-                ToolChoice::Required => json!({ "mode": "ANY" }),
-                ToolChoice::None => json!({ "mode": "NONE" }),
-                ToolChoice::Tool { name } => json!({ "mode": "ANY", "allowedFunctionNames": [name] }),
+        let tools = (!req.tools.is_empty())
+            .then(|| [ToolsOut { function_declarations: req.tools.iter().map(encode_tool).collect() }]);
+        let tool_config = req.tool_choice.as_ref().map(|choice| {
+            let (mode, allowed) = match choice {
+                ToolChoice::Auto => ("AUTO", None),
+                ToolChoice::Required => ("ANY", None),
+                ToolChoice::None => ("NONE", None),
+                ToolChoice::Tool { name } => ("ANY", Some([name.as_str()])),
             };
-            root.insert("toolConfig".into(), json!({ "functionCallingConfig": config }));
-        }
+            ToolConfigOut {
+                function_calling_config: FunctionCallingOut { allowed_function_names: allowed, mode },
+            }
+        });
         if req.parallel_tool_calls == Some(false) {
             notes.note("parallel_tool_calls (Gemini has no switch for it)");
         }
@@ -142,10 +141,14 @@ impl Codec for GeminiCodec {
         }
 
         let config = encode_generation_config(req, notes);
-        if !config.is_empty() {
-            root.insert("generationConfig".into(), Value::Object(config));
-        }
-        serde_json::to_vec(&root).map_err(|e| TranslateError::new(format!("encoding Gemini request: {e}")))
+        let body = RequestOut {
+            contents,
+            generation_config: (!config.is_empty()).then_some(config),
+            system_instruction,
+            tool_config,
+            tools,
+        };
+        serde_json::to_vec(&body).map_err(|e| TranslateError::new(format!("encoding Gemini request: {e}")))
     }
 
     fn request_path(&self, req: &ir::Request) -> String {
@@ -204,7 +207,7 @@ impl Codec for GeminiCodec {
         root.insert(
             "candidates".into(),
             json!([{
-                "content": { "role": "model", "parts": parts },
+                "content": { "role": "model", "parts": serde_json::to_value(&parts).unwrap_or_default() },
                 "finishReason": finish_name(resp.stop_reason),
                 "index": 0,
             }]),
@@ -549,7 +552,176 @@ fn thought_signature_part(signature: &str) -> Value {
     json!({ "text": "", "thought": true, "thoughtSignature": signature })
 }
 
-fn encode_parts(blocks: &[Block], names: &HashMap<&str, &str>, notes: &mut Notes) -> Vec<Value> {
+// Request bodies (and response parts) are written from typed structs borrowing the IR. Their
+// fields are declared in key order: the bodies are byte for byte what serializing a `Value`
+// (sorted keys) gave.
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestOut<'a> {
+    contents: Vec<ContentOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation_config: Option<GenerationConfigOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<ContentOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<ToolConfigOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<[ToolsOut<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ContentOut<'a> {
+    parts: Vec<PartOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+}
+
+/// A part; only the fields of its kind are set.
+#[derive(Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PartOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_data: Option<FileDataOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_call: Option<FunctionCallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_response: Option<FunctionResponseOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inline_data: Option<InlineDataOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thought: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thought_signature: Option<&'a str>,
+}
+
+impl<'a> PartOut<'a> {
+    /// A signature with no part to ride on: an empty text part, as Gemini itself sends it.
+    fn signature(signature: &'a str) -> Self {
+        Self { text: Some(""), thought_signature: Some(signature), ..Self::default() }
+    }
+
+    fn inline(mime_type: &'a str, data: &'a str) -> Self {
+        Self { inline_data: Some(InlineDataOut { data, mime_type }), ..Self::default() }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FileDataOut<'a> {
+    file_uri: &'a str,
+    mime_type: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InlineDataOut<'a> {
+    data: &'a str,
+    mime_type: &'a str,
+}
+
+#[derive(Serialize)]
+struct FunctionCallOut<'a> {
+    args: Cow<'a, Value>,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct FunctionResponseOut<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    parts: Vec<PartOut<'a>>,
+    response: Value,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolsOut<'a> {
+    function_declarations: Vec<FunctionDeclarationOut<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionDeclarationOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters_json_schema: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolConfigOut<'a> {
+    function_calling_config: FunctionCallingOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionCallingOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_function_names: Option<[&'a str; 1]>,
+    mode: &'static str,
+}
+
+#[derive(Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfigOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_json_schema: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<ThinkingConfigOut>,
+    #[serde(rename = "topK", skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
+    #[serde(rename = "topP", skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+}
+
+impl GenerationConfigOut<'_> {
+    fn is_empty(&self) -> bool {
+        self.max_output_tokens.is_none()
+            && self.response_json_schema.is_none()
+            && self.response_mime_type.is_none()
+            && self.stop_sequences.is_none()
+            && self.temperature.is_none()
+            && self.thinking_config.is_none()
+            && self.top_k.is_none()
+            && self.top_p.is_none()
+    }
+}
+
+#[derive(Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ThinkingConfigOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    include_thoughts: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_budget: Option<serde_json::Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_level: Option<&'static str>,
+}
+
+impl ThinkingConfigOut {
+    fn is_empty(&self) -> bool {
+        self.include_thoughts.is_none() && self.thinking_budget.is_none() && self.thinking_level.is_none()
+    }
+}
+
+fn encode_parts<'a>(
+    blocks: &'a [Block],
+    names: &HashMap<&str, &'a str>,
+    notes: &mut Notes,
+) -> Vec<PartOut<'a>> {
     let mut parts = Vec::new();
     let mut pending: Option<&str> = None;
     for (i, block) in blocks.iter().enumerate() {
@@ -557,22 +729,23 @@ fn encode_parts(blocks: &[Block], names: &HashMap<&str, &str>, notes: &mut Notes
             Block::Thinking { text, signature } if text.is_empty() => {
                 let Some(signature) = signature else { continue };
                 if let Some(earlier) = pending.take() {
-                    parts.push(signature_part(earlier));
+                    parts.push(PartOut::signature(earlier));
                 }
                 // An empty signed block stands for the signature of the part after it.
                 if blocks.get(i + 1).is_some_and(carries_signature) {
                     pending = Some(signature);
                 } else {
-                    parts.push(signature_part(signature));
+                    parts.push(PartOut::signature(signature));
                 }
                 continue;
             }
             Block::Thinking { text, signature } => {
-                let mut part = json!({ "text": text, "thought": true });
-                if let (Some(signature), Value::Object(p)) = (signature, &mut part) {
-                    p.insert("thoughtSignature".into(), Value::String(signature.clone()));
-                }
-                parts.push(part);
+                parts.push(PartOut {
+                    text: Some(text),
+                    thought: Some(true),
+                    thought_signature: signature.as_deref(),
+                    ..PartOut::default()
+                });
                 continue;
             }
             Block::RedactedThinking { .. } => {
@@ -583,12 +756,15 @@ fn encode_parts(blocks: &[Block], names: &HashMap<&str, &str>, notes: &mut Notes
                 if text.is_empty() {
                     continue;
                 }
-                json!({ "text": text })
+                PartOut { text: Some(text), ..PartOut::default() }
             }
             Block::Image { source } => image_part(source, notes),
             Block::ToolUse { name, input, .. } => {
                 notes.note("tool_use.id (Gemini pairs calls and results by name and order)");
-                json!({ "functionCall": { "name": name, "args": call_args(input, notes) } })
+                PartOut {
+                    function_call: Some(FunctionCallOut { args: call_args(input, notes), name }),
+                    ..PartOut::default()
+                }
             }
             Block::ToolResult { tool_use_id, content, is_error } => {
                 notes.note("tool_use.id (Gemini pairs calls and results by name and order)");
@@ -602,42 +778,40 @@ fn encode_parts(blocks: &[Block], names: &HashMap<&str, &str>, notes: &mut Notes
                 function_response(name, content, *is_error, notes)
             }
         };
-        if let (Some(signature), Value::Object(p)) = (pending.take(), &mut part) {
-            p.insert("thoughtSignature".into(), Value::String(signature.to_owned()));
+        if let Some(signature) = pending.take() {
+            part.thought_signature = Some(signature);
         }
         parts.push(part);
     }
     if let Some(signature) = pending {
-        parts.push(signature_part(signature));
+        parts.push(PartOut::signature(signature));
     }
     parts
 }
 
-fn call_args(input: &Value, notes: &mut Notes) -> Value {
+fn call_args<'a>(input: &'a Value, notes: &mut Notes) -> Cow<'a, Value> {
     match input {
-        Value::Object(_) => input.clone(),
-        Value::Null => json!({}),
+        Value::Object(_) => Cow::Borrowed(input),
+        Value::Null => Cow::Owned(json!({})),
         other => {
             notes.note("tool_use.input (not a JSON object; wrapped as {\"input\": ...})");
-            json!({ "input": other })
+            Cow::Owned(json!({ "input": other }))
         }
     }
 }
 
-fn image_part(source: &ImageSource, notes: &mut Notes) -> Value {
+fn image_part<'a>(source: &'a ImageSource, notes: &mut Notes) -> PartOut<'a> {
     match source {
-        ImageSource::Base64 { media_type, data } => {
-            json!({ "inlineData": { "mimeType": media_type, "data": data } })
-        }
+        ImageSource::Base64 { media_type, data } => PartOut::inline(media_type, data),
         ImageSource::Url { url } => {
             if let Some((media_type, data)) = parse_data_url(url) {
-                return json!({ "inlineData": { "mimeType": media_type, "data": data } });
+                return PartOut::inline(media_type, data);
             }
-            let mime = guess_mime(url).unwrap_or_else(|| {
+            let mime_type = guess_mime(url).unwrap_or_else(|| {
                 notes.note("image url (mimeType guessed as image/jpeg)");
                 "image/jpeg"
             });
-            json!({ "fileData": { "mimeType": mime, "fileUri": url } })
+            PartOut { file_data: Some(FileDataOut { file_uri: url, mime_type }), ..PartOut::default() }
         }
     }
 }
@@ -650,7 +824,12 @@ fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     Some((media_type, data))
 }
 
-fn function_response(name: &str, content: &[Block], is_error: bool, notes: &mut Notes) -> Value {
+fn function_response<'a>(
+    name: &'a str,
+    content: &'a [Block],
+    is_error: bool,
+    notes: &mut Notes,
+) -> PartOut<'a> {
     let texts: Vec<&str> = content
         .iter()
         .filter_map(|b| match b {
@@ -683,22 +862,19 @@ fn function_response(name: &str, content: &[Block], is_error: bool, notes: &mut 
         match block {
             Block::Text { .. } => {}
             Block::Image { source: ImageSource::Base64 { media_type, data } } => {
-                media.push(json!({ "inlineData": { "mimeType": media_type, "data": data } }));
+                media.push(PartOut::inline(media_type, data));
             }
             Block::Image { source: ImageSource::Url { url } } => match parse_data_url(url) {
-                Some((media_type, data)) => {
-                    media.push(json!({ "inlineData": { "mimeType": media_type, "data": data } }));
-                }
+                Some((media_type, data)) => media.push(PartOut::inline(media_type, data)),
                 None => notes.note("tool_result image url (function responses take inline data only)"),
             },
             _ => notes.note("tool_result.content (non-text, non-image block)"),
         }
     }
-    let mut result = json!({ "name": name, "response": response });
-    if let (false, Value::Object(r)) = (media.is_empty(), &mut result) {
-        r.insert("parts".into(), Value::Array(media));
+    PartOut {
+        function_response: Some(FunctionResponseOut { name, parts: media, response }),
+        ..PartOut::default()
     }
-    json!({ "functionResponse": result })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,17 +916,13 @@ fn decode_tools(root: &Obj, req: &mut ir::Request, notes: &mut Notes) -> Result<
     Ok(())
 }
 
-fn encode_tool(tool: &Tool) -> Value {
-    let mut decl = Obj::new();
-    decl.insert("name".into(), Value::String(tool.name.clone()));
-    if let Some(description) = &tool.description {
-        decl.insert("description".into(), Value::String(description.clone()));
+fn encode_tool(tool: &Tool) -> FunctionDeclarationOut<'_> {
+    FunctionDeclarationOut {
+        description: tool.description.as_deref(),
+        name: &tool.name,
+        // JSON Schema as is: `parameters` takes only an OpenAPI subset that real tool schemas exceed.
+        parameters_json_schema: (!tool.parameters.is_null()).then_some(&tool.parameters),
     }
-    // JSON Schema as is: `parameters` takes only an OpenAPI subset that real tool schemas exceed.
-    if !tool.parameters.is_null() {
-        decl.insert("parametersJsonSchema".into(), tool.parameters.clone());
-    }
-    Value::Object(decl)
 }
 
 fn decode_tool_config(root: &Obj, req: &mut ir::Request, notes: &mut Notes) -> Result<(), TranslateError> {
@@ -876,31 +1048,21 @@ fn decode_generation_config(
     Ok(())
 }
 
-fn encode_generation_config(req: &ir::Request, notes: &mut Notes) -> Obj {
-    let mut gc = Obj::new();
-    if let Some(n) = req.max_tokens {
-        gc.insert("maxOutputTokens".into(), n.into());
-    }
-    if let Some(t) = req.temperature {
-        gc.insert("temperature".into(), t.into());
-    }
-    if let Some(p) = req.top_p {
-        gc.insert("topP".into(), p.into());
-    }
-    if let Some(k) = req.top_k {
-        gc.insert("topK".into(), k.into());
-    }
-    if !req.stop.is_empty() {
-        gc.insert("stopSequences".into(), req.stop.clone().into());
-    }
+fn encode_generation_config<'a>(req: &'a ir::Request, notes: &mut Notes) -> GenerationConfigOut<'a> {
+    let mut gc = GenerationConfigOut {
+        max_output_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        stop_sequences: (!req.stop.is_empty()).then_some(req.stop.as_slice()),
+        ..GenerationConfigOut::default()
+    };
     match &req.response_format {
         None => {}
-        Some(ResponseFormat::JsonObject) => {
-            gc.insert("responseMimeType".into(), "application/json".into());
-        }
+        Some(ResponseFormat::JsonObject) => gc.response_mime_type = Some("application/json"),
         Some(ResponseFormat::JsonSchema { name, schema, strict }) => {
-            gc.insert("responseMimeType".into(), "application/json".into());
-            gc.insert("responseJsonSchema".into(), schema.clone());
+            gc.response_mime_type = Some("application/json");
+            gc.response_json_schema = Some(schema);
             if name.is_some() {
                 notes.note("response_format.json_schema.name");
             }
@@ -912,20 +1074,20 @@ fn encode_generation_config(req: &ir::Request, notes: &mut Notes) -> Obj {
     if let Some(reasoning) = &req.reasoning {
         let tc = encode_thinking(reasoning, &req.model, notes);
         if !tc.is_empty() {
-            gc.insert("thinkingConfig".into(), Value::Object(tc));
+            gc.thinking_config = Some(tc);
         }
     }
     gc
 }
 
-fn encode_thinking(r: &Reasoning, model: &str, notes: &mut Notes) -> Obj {
-    let mut tc = Obj::new();
+fn encode_thinking(r: &Reasoning, model: &str, notes: &mut Notes) -> ThinkingConfigOut {
+    let mut tc = ThinkingConfigOut::default();
     if r.disabled {
-        tc.insert("thinkingBudget".into(), 0.into());
+        tc.thinking_budget = Some(0.into());
         return tc;
     }
     if let Some(budget) = r.budget_tokens {
-        tc.insert("thinkingBudget".into(), budget.into());
+        tc.thinking_budget = Some(budget.into());
         if r.effort.is_some() {
             notes.note("reasoning.effort (thinkingBudget sent instead)");
         }
@@ -934,9 +1096,7 @@ fn encode_thinking(r: &Reasoning, model: &str, notes: &mut Notes) -> Obj {
         // Gemini 2.x knows only budgets; sending thinkingLevel there is a 400.
         let gemini_2 = model.trim_start_matches("models/").starts_with("gemini-2");
         match (effort.as_str(), gemini_2) {
-            ("none", _) => {
-                tc.insert("thinkingBudget".into(), 0.into());
-            }
+            ("none", _) => tc.thinking_budget = Some(0.into()),
             (level, true) => {
                 let budget: i64 = match level {
                     "minimal" => 512,
@@ -945,21 +1105,22 @@ fn encode_thinking(r: &Reasoning, model: &str, notes: &mut Notes) -> Obj {
                     "high" | "xhigh" | "max" => 24576,
                     _ => -1,
                 };
-                tc.insert("thinkingBudget".into(), budget.into());
+                tc.thinking_budget = Some(budget.into());
                 notes.note("reasoning.effort (approximated as thinkingBudget)");
             }
-            (level @ ("minimal" | "low" | "medium" | "high"), false) => {
-                tc.insert("thinkingLevel".into(), level.into());
-            }
+            ("minimal", false) => tc.thinking_level = Some("minimal"),
+            ("low", false) => tc.thinking_level = Some("low"),
+            ("medium", false) => tc.thinking_level = Some("medium"),
+            ("high", false) => tc.thinking_level = Some("high"),
             ("xhigh" | "max", false) => {
-                tc.insert("thinkingLevel".into(), "high".into());
+                tc.thinking_level = Some("high");
                 notes.note("reasoning.effort (capped at thinkingLevel high)");
             }
             (_, false) => notes.note("reasoning.effort (no matching thinkingLevel)"),
         }
     }
     if r.summary.as_deref().is_some_and(|s| s != "none") {
-        tc.insert("includeThoughts".into(), true.into());
+        tc.include_thoughts = Some(true);
     }
     tc
 }

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::BytesMut;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::ir::{
@@ -673,10 +674,6 @@ fn decode_request(body: &[u8], notes: &mut Notes) -> Result<Request, TranslateEr
     Ok(req)
 }
 
-fn image_part(source: &ImageSource) -> Value {
-    json!({"type": "input_image", "image_url": image_url(source), "detail": "auto"})
-}
-
 fn reasoning_item(text: &str, signature: Option<&str>) -> Value {
     let summary = if text.is_empty() { json!([]) } else { json!([{"type": "summary_text", "text": text}]) };
     let mut item = json!({"type": "reasoning", "summary": summary});
@@ -686,41 +683,153 @@ fn reasoning_item(text: &str, signature: Option<&str>) -> Value {
     item
 }
 
-fn encode_tool_output(content: &[Block], notes: &mut Notes) -> Value {
+// Request bodies are written from typed structs borrowing the IR. Their fields are declared in
+// key order: the bodies are byte for byte what serializing a `Value` (sorted keys) gave.
+
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    include: Option<[&'static str; 1]>,
+    input: Vec<ItemOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instructions: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u64>,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning: Option<ReasoningOut<'a>>,
+    store: bool,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<TextOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<ToolChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ItemOut<'a> {
+    Message { content: Vec<PartOut<'a>>, role: &'static str, r#type: &'static str },
+    FunctionCall { arguments: String, call_id: &'a str, name: &'a str, r#type: &'static str },
+    FunctionCallOutput { call_id: &'a str, output: ToolOutputOut<'a>, r#type: &'static str },
+    Reasoning { encrypted_content: &'a str, summary: Vec<PartOut<'a>>, r#type: &'static str },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PartOut<'a> {
+    Text { text: &'a str, r#type: &'static str },
+    Image { detail: &'static str, image_url: String, r#type: &'static str },
+}
+
+fn image_part(source: &ImageSource) -> PartOut<'_> {
+    PartOut::Image { detail: "auto", image_url: image_url(source), r#type: "input_image" }
+}
+
+/// A reasoning input item: its summary text and encrypted content.
+fn reasoning_input<'a>(text: &'a str, signature: &'a str) -> ItemOut<'a> {
+    let summary =
+        if text.is_empty() { Vec::new() } else { vec![PartOut::Text { text, r#type: "summary_text" }] };
+    ItemOut::Reasoning { encrypted_content: signature, summary, r#type: "reasoning" }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolOutputOut<'a> {
+    Text(&'a str),
+    Parts(Vec<PartOut<'a>>),
+}
+
+#[derive(Serialize)]
+struct ToolOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    name: &'a str,
+    parameters: &'a Value,
+    strict: bool,
+    r#type: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolChoiceOut<'a> {
+    Mode(&'static str),
+    Function { name: &'a str, r#type: &'static str },
+}
+
+#[derive(Serialize)]
+struct ReasoningOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    effort: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct TextOut<'a> {
+    format: FormatOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FormatOut<'a> {
+    JsonObject {
+        r#type: &'static str,
+    },
+    JsonSchema {
+        name: &'a str,
+        schema: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        strict: Option<bool>,
+        r#type: &'static str,
+    },
+}
+
+fn encode_tool_output<'a>(content: &'a [Block], notes: &mut Notes) -> ToolOutputOut<'a> {
     if let [Block::Text { text }] = content {
-        return Value::String(text.clone());
+        return ToolOutputOut::Text(text);
     }
     if content.is_empty() {
-        return Value::String(String::new());
+        return ToolOutputOut::Text("");
     }
     let mut parts = Vec::new();
     for block in content {
         match block {
-            Block::Text { text } => parts.push(json!({"type": "input_text", "text": text})),
+            Block::Text { text } => parts.push(PartOut::Text { text, r#type: "input_text" }),
             Block::Image { source } => parts.push(image_part(source)),
             _ => notes.note("non-text, non-image content in a tool result"),
         }
     }
-    Value::Array(parts)
+    ToolOutputOut::Parts(parts)
 }
 
 /// Writes the IR turns as input items, splitting each message at tool calls, tool results and
 /// reasoning (separate items here).
-fn encode_messages(messages: &[Message], input: &mut Vec<Value>, notes: &mut Notes) {
+fn encode_messages<'a>(messages: &'a [Message], input: &mut Vec<ItemOut<'a>>, notes: &mut Notes) {
     for message in messages {
         let (role, text_type) = match message.role {
             Role::User => ("user", "input_text"),
             Role::Assistant => ("assistant", "output_text"),
         };
-        let mut parts: Vec<Value> = Vec::new();
-        let flush = |parts: &mut Vec<Value>, input: &mut Vec<Value>| {
+        let mut parts: Vec<PartOut<'a>> = Vec::new();
+        let flush = |parts: &mut Vec<PartOut<'a>>, input: &mut Vec<ItemOut<'a>>| {
             if !parts.is_empty() {
-                input.push(json!({"type": "message", "role": role, "content": std::mem::take(parts)}));
+                input.push(ItemOut::Message { content: std::mem::take(parts), role, r#type: "message" });
             }
         };
         for block in &message.content {
             match block {
-                Block::Text { text } => parts.push(json!({"type": text_type, "text": text})),
+                Block::Text { text } => parts.push(PartOut::Text { text, r#type: text_type }),
                 Block::Image { source } => {
                     if message.role == Role::User {
                         parts.push(image_part(source));
@@ -730,28 +839,28 @@ fn encode_messages(messages: &[Message], input: &mut Vec<Value>, notes: &mut Not
                 }
                 Block::ToolUse { id, name, input: args } => {
                     flush(&mut parts, input);
-                    input.push(json!({
-                        "type": "function_call",
-                        "call_id": id,
-                        "name": name,
-                        "arguments": encode_arguments(args),
-                    }));
+                    input.push(ItemOut::FunctionCall {
+                        arguments: encode_arguments(args),
+                        call_id: id,
+                        name,
+                        r#type: "function_call",
+                    });
                 }
                 Block::ToolResult { tool_use_id, content, is_error } => {
                     flush(&mut parts, input);
                     if *is_error {
                         notes.note("tool_result.is_error");
                     }
-                    input.push(json!({
-                        "type": "function_call_output",
-                        "call_id": tool_use_id,
-                        "output": encode_tool_output(content, notes),
-                    }));
+                    input.push(ItemOut::FunctionCallOutput {
+                        call_id: tool_use_id,
+                        output: encode_tool_output(content, notes),
+                        r#type: "function_call_output",
+                    });
                 }
                 Block::Thinking { text, signature } => match signature {
                     Some(sig) => {
                         flush(&mut parts, input);
-                        input.push(reasoning_item(text, Some(sig)));
+                        input.push(reasoning_input(text, sig));
                     }
                     // Without `store`, a reasoning item is only usable with its encrypted content.
                     None => {
@@ -760,7 +869,7 @@ fn encode_messages(messages: &[Message], input: &mut Vec<Value>, notes: &mut Not
                 },
                 Block::RedactedThinking { data } => {
                     flush(&mut parts, input);
-                    input.push(reasoning_item("", Some(data)));
+                    input.push(reasoning_input("", data));
                 }
             }
         }
@@ -769,55 +878,35 @@ fn encode_messages(messages: &[Message], input: &mut Vec<Value>, notes: &mut Not
 }
 
 fn encode_request(req: &Request, notes: &mut Notes) -> Result<Vec<u8>, TranslateError> {
-    let mut body = Map::new();
-    body.insert("model".into(), req.model.clone().into());
     let mut input = Vec::new();
     let mut system = req.system.iter().filter(|s| !s.is_empty());
-    if let Some(first) = system.next() {
-        body.insert("instructions".into(), first.clone().into());
-    }
+    let instructions = system.next().map(String::as_str);
     // Further system prompts go first as developer messages, as Codex CLI sends them.
     for text in system {
-        input.push(json!({"type": "message", "role": "developer", "content": [{"type": "input_text", "text": text}]}));
+        input.push(ItemOut::Message {
+            content: vec![PartOut::Text { text, r#type: "input_text" }],
+            role: "developer",
+            r#type: "message",
+        });
     }
     encode_messages(&req.messages, &mut input, notes);
-    body.insert("input".into(), input.into());
-    if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                let mut tool =
-                    json!({"type": "function", "name": t.name, "parameters": t.parameters, "strict": false});
-                if let (Some(desc), Some(obj)) = (&t.description, tool.as_object_mut()) {
-                    obj.insert("description".into(), desc.clone().into());
-                }
-                tool
-            })
-            .collect();
-        body.insert("tools".into(), tools.into());
-    }
-    if let Some(choice) = &req.tool_choice {
-        let v = match choice {
-            ToolChoice::Auto => json!("auto"),
-            ToolChoice::None => json!("none"),
-            ToolChoice::Required => json!("required"),
-            ToolChoice::Tool { name } => json!({"type": "function", "name": name}),
-        };
-        body.insert("tool_choice".into(), v);
-    }
-    if let Some(p) = req.parallel_tool_calls {
-        body.insert("parallel_tool_calls".into(), p.into());
-    }
-    if let Some(m) = req.max_tokens {
-        body.insert("max_output_tokens".into(), m.into());
-    }
-    if let Some(t) = req.temperature {
-        body.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = req.top_p {
-        body.insert("top_p".into(), json!(p));
-    }
+    let tools = req
+        .tools
+        .iter()
+        .map(|t| ToolOut {
+            description: t.description.as_deref(),
+            name: &t.name,
+            parameters: &t.parameters,
+            strict: false,
+            r#type: "function",
+        })
+        .collect();
+    let tool_choice = req.tool_choice.as_ref().map(|choice| match choice {
+        ToolChoice::Auto => ToolChoiceOut::Mode("auto"),
+        ToolChoice::None => ToolChoiceOut::Mode("none"),
+        ToolChoice::Required => ToolChoiceOut::Mode("required"),
+        ToolChoice::Tool { name } => ToolChoiceOut::Function { name, r#type: "function" },
+    });
     if req.top_k.is_some() {
         notes.note("top_k");
     }
@@ -825,63 +914,61 @@ fn encode_request(req: &Request, notes: &mut Notes) -> Result<Vec<u8>, Translate
         notes.note("stop");
     }
     let mut reasoning_on = false;
+    let mut reasoning = None;
     if let Some(r) = &req.reasoning {
-        let mut effort = r.effort.clone();
+        let mut effort = r.effort.as_deref();
         if effort.is_none()
             && let Some(budget) = r.budget_tokens
         {
             notes.note("reasoning.budget_tokens (approximated as reasoning.effort)");
-            effort = Some(
-                match budget {
-                    0..4096 => "low",
-                    4096..16384 => "medium",
-                    _ => "high",
-                }
-                .to_owned(),
-            );
+            effort = Some(match budget {
+                0..4096 => "low",
+                4096..16384 => "medium",
+                _ => "high",
+            });
         }
         if r.disabled && effort.is_none() {
             notes.note("reasoning disabled (left to the model's default)");
         } else {
-            let mut obj = Map::new();
-            if let Some(e) = &effort {
-                obj.insert("effort".into(), e.clone().into());
-            }
-            if let Some(s) = &r.summary {
-                obj.insert("summary".into(), s.clone().into());
-            }
-            reasoning_on = effort.as_deref() != Some("none");
-            body.insert("reasoning".into(), obj.into());
+            reasoning_on = effort != Some("none");
+            reasoning = Some(ReasoningOut { effort, summary: r.summary.as_deref() });
         }
     }
-    match &req.response_format {
+    let text = match &req.response_format {
         Some(ResponseFormat::JsonObject) => {
-            body.insert("text".into(), json!({"format": {"type": "json_object"}}));
+            Some(TextOut { format: FormatOut::JsonObject { r#type: "json_object" } })
         }
         Some(ResponseFormat::JsonSchema { name, schema, strict }) => {
             // OpenAI requires a name.
-            let name = name.clone().unwrap_or_else(|| {
+            let name = name.as_deref().unwrap_or_else(|| {
                 notes.note("response_format.json_schema.name (defaulted)");
-                "response".to_owned()
+                "response"
             });
-            let mut format = json!({"type": "json_schema", "name": name, "schema": schema});
-            if let (Some(s), Some(obj)) = (strict, format.as_object_mut()) {
-                obj.insert("strict".into(), (*s).into());
-            }
-            body.insert("text".into(), json!({"format": format}));
+            Some(TextOut {
+                format: FormatOut::JsonSchema { name, schema, strict: *strict, r#type: "json_schema" },
+            })
         }
-        None => {}
-    }
-    if let Some(user) = &req.user {
-        body.insert("user".into(), user.clone().into());
-    }
-    body.insert("stream".into(), req.stream.into());
-    // Codex CLI's settings: nothing stored upstream; reasoning comes back encrypted instead.
-    body.insert("store".into(), false.into());
-    if reasoning_on {
-        body.insert("include".into(), json!([INCLUDE_ENCRYPTED]));
-    }
-    serde_json::to_vec(&Value::Object(body)).map_err(|e| err(format!("cannot write the request: {e}")))
+        None => None,
+    };
+    let body = RequestOut {
+        include: reasoning_on.then_some([INCLUDE_ENCRYPTED]),
+        input,
+        instructions,
+        max_output_tokens: req.max_tokens,
+        model: &req.model,
+        parallel_tool_calls: req.parallel_tool_calls,
+        reasoning,
+        // Codex CLI's settings: nothing stored upstream; reasoning comes back encrypted instead.
+        store: false,
+        stream: req.stream,
+        temperature: req.temperature,
+        text,
+        tool_choice,
+        tools,
+        top_p: req.top_p,
+        user: req.user.as_deref(),
+    };
+    serde_json::to_vec(&body).map_err(|e| err(format!("cannot write the request: {e}")))
 }
 
 // ---------------------------------------------------------------------------------------------
