@@ -112,6 +112,7 @@ impl MarkerScanner {
 #[derive(Debug)]
 pub struct RequestTemplate {
     body: Bytes,
+    addr: SocketAddr,
     host: HeaderValue,
     marker: &'static str,
     chat: bool,
@@ -122,6 +123,7 @@ impl RequestTemplate {
     pub fn new(addr: SocketAddr, stream: bool, body_bytes: usize) -> anyhow::Result<Self> {
         Ok(Self {
             body: request_body(stream, body_bytes),
+            addr,
             host: HeaderValue::from_str(&addr.to_string())?,
             // A response counts only when complete: the stream's last event, or the usage
             // block at the end of a JSON message.
@@ -136,10 +138,17 @@ impl RequestTemplate {
         Ok(Self {
             // The body is the same JSON: model, max_tokens, stream, messages with a user turn.
             body: request_body(stream, body_bytes),
+            addr,
             host: HeaderValue::from_str(&addr.to_string())?,
             marker: if stream { "[DONE]" } else { "\"completion_tokens\"" },
             chat: true,
         })
+    }
+
+    /// Where the request goes: phases connect here, so a template built for the gateway
+    /// always measures the gateway, whatever the phase is labelled.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Size of the request body.
@@ -653,6 +662,17 @@ mod tests {
         assert!(body.len() > 10);
         let json: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
         assert_eq!(json["messages"][0]["content"], "");
+    }
+
+    #[test]
+    fn templates_carry_their_destination() {
+        let gateway = SocketAddr::from(([127, 0, 0, 1], 4000));
+        let plain = RequestTemplate::new(gateway, false, 1024).expect("template");
+        let chat = RequestTemplate::chat(gateway, false, 1024).expect("template");
+        assert_eq!((plain.addr(), chat.addr()), (gateway, gateway));
+        let request = chat.build().expect("request");
+        assert_eq!(request.uri(), "/v1/chat/completions");
+        assert_eq!(request.headers()[HOST], "127.0.0.1:4000");
     }
 
     #[test]
