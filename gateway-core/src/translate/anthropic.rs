@@ -227,6 +227,16 @@ enum ContentIn<'de> {
 }
 
 impl<'de> lenient::Shape<'de> for ContentIn<'de> {
+    fn read(r: &mut lenient::fast::Reader<'de>) -> Result<F<Self>, lenient::fast::Bail> {
+        match r.peek()? {
+            b'"' => r.str().map(|s| F::Val(Self::Text(s))),
+            b'[' => <Vec<F<BlockIn<'de>>> as lenient::Shape<'de>>::read(r).map(|v| match v {
+                F::Val(blocks) => F::Val(Self::Blocks(blocks)),
+                _ => F::Other,
+            }),
+            _ => r.skip().map(|()| F::Other),
+        }
+    }
     fn from_borrowed_str(s: &'de str) -> Option<Self> {
         Some(Self::Text(Cow::Borrowed(s)))
     }

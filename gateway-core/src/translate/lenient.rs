@@ -14,7 +14,8 @@
 //!   range, escapes valid, the nesting limit) — never skipped with `IgnoredAny`, which accepts
 //!   more than a `Value` does — so a body is rejected exactly when a `Value` parse rejects it.
 //!
-//! Objects are declared with [`lenient_object!`].
+//! Objects are declared with [`lenient_object!`]. Documents go through [`fast`], a reader for
+//! plain JSON, and through `serde_json` only when that reader gives up on them.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -22,6 +23,8 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+
+pub(crate) mod fast;
 
 /// A field as a `Value` map would hold it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -71,9 +74,14 @@ impl F<u64> {
     }
 }
 
-/// A type a JSON value may turn into; every method not overridden means "another type". The
-/// `visit_*` calls are the ones `serde_json` makes for `deserialize_any`, as for a `Value`.
+/// A type a JSON value may turn into; every `from_*` method not overridden means "another
+/// type". The `visit_*` calls are the ones `serde_json` makes for `deserialize_any`, as for a
+/// `Value`. [`Shape::read`] is the same reading on the [`fast`] path, and must agree with them.
 pub(crate) trait Shape<'de>: Sized {
+    /// Reads a value that is not `null` from the fast reader: `F::Val`, or `F::Other` (after
+    /// skipping it) when it has another type.
+    fn read(r: &mut fast::Reader<'de>) -> Result<F<Self>, fast::Bail>;
+
     /// A string without escapes, borrowed from the input.
     fn from_borrowed_str(s: &'de str) -> Option<Self> {
         Self::from_str(s)
@@ -120,6 +128,16 @@ pub(crate) fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Err
         map.next_value::<Any>()?;
     }
     Ok(())
+}
+
+/// Reads a field's value on the fast path: `null`, or what `T` makes of it.
+pub(crate) fn read_field<'de, T: Shape<'de>>(r: &mut fast::Reader<'de>) -> Result<F<T>, fast::Bail> {
+    if r.null()? { Ok(F::Null) } else { T::read(r) }
+}
+
+/// Skips a value of another type than expected.
+fn other<T>(r: &mut fast::Reader<'_>) -> Result<F<T>, fast::Bail> {
+    r.skip().map(|()| F::Other)
 }
 
 struct FVisitor<T>(PhantomData<T>);
@@ -188,6 +206,9 @@ impl<'de, T: Shape<'de>> Deserialize<'de> for F<T> {
 pub(crate) struct Any;
 
 impl<'de> Shape<'de> for Any {
+    fn read(r: &mut fast::Reader<'de>) -> Result<F<Self>, fast::Bail> {
+        r.skip().map(|()| F::Val(Any))
+    }
     fn from_str(_s: &str) -> Option<Self> {
         Some(Any)
     }
@@ -218,6 +239,9 @@ impl<'de> Deserialize<'de> for Any {
 }
 
 impl<'de> Shape<'de> for Cow<'de, str> {
+    fn read(r: &mut fast::Reader<'de>) -> Result<F<Self>, fast::Bail> {
+        if r.peek()? == b'"' { r.str().map(F::Val) } else { other(r) }
+    }
     fn from_borrowed_str(s: &'de str) -> Option<Self> {
         Some(Cow::Borrowed(s))
     }
@@ -228,6 +252,15 @@ impl<'de> Shape<'de> for Cow<'de, str> {
 
 /// As `Value::as_u64` sees numbers: non-negative integers only.
 impl<'de> Shape<'de> for u64 {
+    fn read(r: &mut fast::Reader<'de>) -> Result<F<Self>, fast::Bail> {
+        match r.peek()? {
+            b'-' | b'0'..=b'9' => match r.int()? {
+                fast::Int::Pos(n) => Ok(F::Val(n)),
+                fast::Int::Neg(_) => Ok(F::Other),
+            },
+            _ => other(r),
+        }
+    }
     fn from_u64(n: u64) -> Option<Self> {
         Some(n)
     }
@@ -238,6 +271,15 @@ impl<'de> Shape<'de> for u64 {
 
 /// As `Value::as_f64` sees numbers: any number.
 impl<'de> Shape<'de> for f64 {
+    fn read(r: &mut fast::Reader<'de>) -> Result<F<Self>, fast::Bail> {
+        match r.peek()? {
+            b'-' | b'0'..=b'9' => match r.int()? {
+                fast::Int::Pos(n) => Ok(F::Val(n as f64)),
+                fast::Int::Neg(n) => Ok(F::Val(n as f64)),
+            },
+            _ => other(r),
+        }
+    }
     fn from_u64(n: u64) -> Option<Self> {
         Some(n as f64)
     }
@@ -250,6 +292,12 @@ impl<'de> Shape<'de> for f64 {
 }
 
 impl<'de> Shape<'de> for bool {
+    fn read(r: &mut fast::Reader<'de>) -> Result<F<Self>, fast::Bail> {
+        match r.peek()? {
+            b't' | b'f' => r.bool().map(F::Val),
+            _ => other(r),
+        }
+    }
     fn from_bool(b: bool) -> Option<Self> {
         Some(b)
     }
@@ -257,6 +305,17 @@ impl<'de> Shape<'de> for bool {
 
 /// An array of fields (each element may itself be of another type than expected).
 impl<'de, T: Shape<'de>> Shape<'de> for Vec<F<T>> {
+    fn read(r: &mut fast::Reader<'de>) -> Result<F<Self>, fast::Bail> {
+        if r.peek()? != b'[' {
+            return other(r);
+        }
+        let mut out = Vec::new();
+        r.array(|r| {
+            out.push(read_field(r)?);
+            Ok(())
+        })?;
+        Ok(F::Val(out))
+    }
     fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
         while let Some(item) = seq.next_element::<F<T>>()? {
@@ -268,6 +327,9 @@ impl<'de, T: Shape<'de>> Shape<'de> for Vec<F<T>> {
 
 /// The value itself, for the rare parts kept whole (usage objects, tool arguments).
 impl<'de> Shape<'de> for Value {
+    fn read(r: &mut fast::Reader<'de>) -> Result<F<Self>, fast::Bail> {
+        r.value().map(F::Val)
+    }
     fn from_str(s: &str) -> Option<Self> {
         Some(Value::String(s.to_owned()))
     }
@@ -316,12 +378,28 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// Parses `data` as a JSON document of shape `T`, validating exactly as a `Value` parse would:
 /// `Err` when that parse fails, `F::Other` when the document is not a `T`.
 pub(crate) fn parse<'de, T: Shape<'de>>(data: &'de str) -> serde_json::Result<F<T>> {
-    serde_json::from_str(data)
+    match read_document(data) {
+        Ok(value) => Ok(value),
+        Err(fast::Bail) => serde_json::from_str(data),
+    }
+}
+
+/// The fast path of [`parse`].
+fn read_document<'de, T: Shape<'de>>(data: &'de str) -> Result<F<T>, fast::Bail> {
+    let mut r = fast::Reader::new(data);
+    let value = read_field(&mut r)?;
+    r.end()?;
+    Ok(value)
 }
 
 /// [`parse`] for bytes, as `serde_json::from_slice::<Value>` reads them (invalid UTF-8 is an
 /// error where that parse reports it).
 pub(crate) fn parse_slice<'de, T: Shape<'de>>(data: &'de [u8]) -> serde_json::Result<F<T>> {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(value) = read_document(text)
+    {
+        return Ok(value);
+    }
     serde_json::from_slice(data)
 }
 
@@ -353,6 +431,26 @@ macro_rules! lenient_object {
         }
 
         impl<$de> $crate::translate::lenient::Shape<$de> for $name<$de> {
+            fn read(
+                r: &mut $crate::translate::lenient::fast::Reader<$de>,
+            ) -> Result<$crate::translate::lenient::F<Self>, $crate::translate::lenient::fast::Bail> {
+                if r.peek()? != b'{' {
+                    return r.skip().map(|()| $crate::translate::lenient::F::Other);
+                }
+                let mut s = Self::default();
+                r.object(|r, key| {
+                    match key {
+                        $( $key => s.$field = $crate::translate::lenient::read_field(r)?, )*
+                        _ => {
+                            r.skip()?;
+                            s.$rest.push(::std::borrow::Cow::Borrowed(key));
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok($crate::translate::lenient::F::Val(s))
+            }
+
             fn from_map<A: ::serde::de::MapAccess<$de>>(mut map: A) -> Result<Option<Self>, A::Error> {
                 let mut s = Self::default();
                 while let Some(key) = map.next_key::<$crate::translate::lenient::Key<$de>>()? {
@@ -380,6 +478,23 @@ macro_rules! lenient_object {
         }
 
         impl<$de> $crate::translate::lenient::Shape<$de> for $name<$de> {
+            fn read(
+                r: &mut $crate::translate::lenient::fast::Reader<$de>,
+            ) -> Result<$crate::translate::lenient::F<Self>, $crate::translate::lenient::fast::Bail> {
+                if r.peek()? != b'{' {
+                    return r.skip().map(|()| $crate::translate::lenient::F::Other);
+                }
+                let mut s = Self::default();
+                r.object(|r, key| {
+                    match key {
+                        $( $key => s.$field = $crate::translate::lenient::read_field(r)?, )*
+                        _ => r.skip()?,
+                    }
+                    Ok(())
+                })?;
+                Ok($crate::translate::lenient::F::Val(s))
+            }
+
             fn from_map<A: ::serde::de::MapAccess<$de>>(mut map: A) -> Result<Option<Self>, A::Error> {
                 let mut s = Self::default();
                 while let Some(key) = map.next_key::<$crate::translate::lenient::Key<$de>>()? {
