@@ -125,6 +125,13 @@ pub async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
 
     let app = router(AppState { gateway, db: db.clone() });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and the client's
+    // delayed ACK hold frames back by ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutdown requested: no new connections; letting requests in flight finish");
