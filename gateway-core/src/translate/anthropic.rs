@@ -22,6 +22,7 @@ use super::ir::{
     Block, BlockStart, Delta, ImageSource, Message, Reasoning, Request, Response, ResponseFormat, Role,
     StopReason, StreamEvent, Tool, ToolChoice, Usage,
 };
+use super::jsonw;
 use super::lenient::{self, F, lenient_object};
 use super::{Codec, ErrorInfo, Notes, StreamDecoder, StreamEncoder, TranslateError};
 use crate::dialect::Dialect;
@@ -1638,12 +1639,14 @@ struct AnthropicStreamEncoder {
     next_index: usize,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct WireStart<'a> {
     r#type: &'static str,
     message: WireStartMessage<'a>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct WireStartMessage<'a> {
     id: &'a str,
@@ -1656,6 +1659,7 @@ struct WireStartMessage<'a> {
     usage: WireUsage,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct WireBlockStart<'a> {
     r#type: &'static str,
@@ -1663,6 +1667,7 @@ struct WireBlockStart<'a> {
     content_block: WireStartBlock<'a>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireStartBlock<'a> {
@@ -1671,6 +1676,7 @@ enum WireStartBlock<'a> {
     Thinking { thinking: &'static str, signature: &'static str },
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct WireBlockDelta<'a> {
     r#type: &'static str,
@@ -1678,11 +1684,9 @@ struct WireBlockDelta<'a> {
     delta: WireDelta<'a>,
 }
 
-/// Text, JSON and thinking deltas are written by [`write_block_delta`]; their variants stay as
-/// the reference it is tested against.
+#[cfg(test)]
 #[derive(Serialize)]
 #[serde(tag = "type")]
-#[cfg_attr(not(test), allow(dead_code))]
 enum WireDelta<'a> {
     #[serde(rename = "text_delta")]
     Text { text: &'a str },
@@ -1694,12 +1698,14 @@ enum WireDelta<'a> {
     Signature { signature: &'a str },
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct WireIndexed {
     r#type: &'static str,
     index: usize,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct WireMessageDelta<'a> {
     r#type: &'static str,
@@ -1707,12 +1713,14 @@ struct WireMessageDelta<'a> {
     usage: WireUsage,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct WireStop<'a> {
     stop_reason: &'static str,
     stop_sequence: Option<&'a str>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct WireTyped {
     r#type: &'static str,
@@ -1728,16 +1736,100 @@ fn write_event(out: &mut BytesMut, name: &str, data: &impl Serialize) {
     out.put_slice(b"\n\n");
 }
 
-/// A `content_block_delta` event, the bulk of every stream, written without going through a
-/// serializer: the same bytes as `write_event` with a [`WireBlockDelta`]. `head` is the delta
-/// object up to its value.
+// The stream's events are written by hand (see [`jsonw`]): the same bytes as `write_event` with
+// the `Wire*` structs above, which the tests compare them with.
+
+/// A `content_block_delta` event, the bulk of every stream. `head` is the delta object up to
+/// its value.
 fn write_block_delta(out: &mut BytesMut, index: usize, head: &[u8], value: &str) {
     out.put_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":");
-    // Writing a number or a string cannot fail (see `write_event`).
-    let _ = serde_json::to_writer(out.writer(), &index);
+    jsonw::put_u64(out, index as u64);
     out.put_slice(head);
-    let _ = serde_json::to_writer(out.writer(), value);
+    jsonw::put_str(out, value);
     out.put_slice(b"}}\n\n");
+}
+
+const SIGNATURE_DELTA: &[u8] = b",\"delta\":{\"type\":\"signature_delta\",\"signature\":";
+
+/// `message_start`.
+fn write_message_start(out: &mut BytesMut, id: &str, model: &str, usage: &WireUsage) {
+    out.put_slice(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":");
+    jsonw::put_str(out, id);
+    out.put_slice(b",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+    jsonw::put_str(out, model);
+    out.put_slice(b",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":");
+    put_usage(out, usage);
+    out.put_slice(b"}}\n\n");
+}
+
+/// `content_block_start`.
+fn write_block_start(out: &mut BytesMut, index: usize, block: &BlockStart) {
+    out.put_slice(b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":");
+    jsonw::put_u64(out, index as u64);
+    match block {
+        BlockStart::Text => out.put_slice(b",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"),
+        BlockStart::ToolUse { id, name } => {
+            out.put_slice(b",\"content_block\":{\"type\":\"tool_use\",\"id\":");
+            jsonw::put_str(out, id);
+            out.put_slice(b",\"name\":");
+            jsonw::put_str(out, name);
+            out.put_slice(b",\"input\":{}}}\n\n");
+        }
+        BlockStart::Thinking => out.put_slice(
+            b",\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}\n\n",
+        ),
+    }
+}
+
+/// `content_block_stop`.
+fn write_block_stop(out: &mut BytesMut, index: usize) {
+    out.put_slice(b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":");
+    jsonw::put_u64(out, index as u64);
+    out.put_slice(b"}\n\n");
+}
+
+/// `message_delta`.
+fn write_message_delta(
+    out: &mut BytesMut,
+    stop_reason: &str,
+    stop_sequence: Option<&str>,
+    usage: &WireUsage,
+) {
+    out.put_slice(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":");
+    jsonw::put_str(out, stop_reason);
+    out.put_slice(b",\"stop_sequence\":");
+    match stop_sequence {
+        Some(s) => jsonw::put_str(out, s),
+        None => out.put_slice(b"null"),
+    }
+    out.put_slice(b"},\"usage\":");
+    put_usage(out, usage);
+    out.put_slice(b"}\n\n");
+}
+
+/// A `usage` object, as [`WireUsage`] serializes.
+fn put_usage(out: &mut BytesMut, u: &WireUsage) {
+    out.put_slice(b"{\"input_tokens\":");
+    jsonw::put_u64(out, u.input_tokens);
+    out.put_slice(b",\"cache_creation_input_tokens\":");
+    jsonw::put_u64(out, u.cache_creation_input_tokens);
+    out.put_slice(b",\"cache_read_input_tokens\":");
+    jsonw::put_u64(out, u.cache_read_input_tokens);
+    if let Some(c) = &u.cache_creation {
+        out.put_slice(b",\"cache_creation\":{\"ephemeral_5m_input_tokens\":");
+        jsonw::put_u64(out, c.ephemeral_5m_input_tokens);
+        out.put_slice(b",\"ephemeral_1h_input_tokens\":");
+        jsonw::put_u64(out, c.ephemeral_1h_input_tokens);
+        out.put_u8(b'}');
+    }
+    out.put_slice(b",\"output_tokens\":");
+    jsonw::put_u64(out, u.output_tokens);
+    if let Some(d) = &u.output_tokens_details {
+        out.put_slice(b",\"output_tokens_details\":{\"thinking_tokens\":");
+        jsonw::put_u64(out, d.thinking_tokens);
+        out.put_u8(b'}');
+    }
+    out.put_u8(b'}');
 }
 
 impl AnthropicStreamEncoder {
@@ -1757,20 +1849,7 @@ impl AnthropicStreamEncoder {
         } else {
             id
         };
-        let start = WireStart {
-            r#type: "message_start",
-            message: WireStartMessage {
-                id,
-                r#type: "message",
-                role: "assistant",
-                model,
-                content: [],
-                stop_reason: None,
-                stop_sequence: None,
-                usage: WireUsage::full(usage),
-            },
-        };
-        write_event(out, "message_start", &start);
+        write_message_start(out, id, model, &WireUsage::full(usage));
     }
 
     fn block(&mut self, ir: usize) -> Option<&mut (usize, usize, Option<String>)> {
@@ -1783,14 +1862,9 @@ impl AnthropicStreamEncoder {
         };
         let (_, index, signature) = self.blocks.remove(pos);
         if let Some(signature) = signature {
-            let d = WireBlockDelta {
-                r#type: "content_block_delta",
-                index,
-                delta: WireDelta::Signature { signature: &signature },
-            };
-            write_event(out, "content_block_delta", &d);
+            write_block_delta(out, index, SIGNATURE_DELTA, &signature);
         }
-        write_event(out, "content_block_stop", &WireIndexed { r#type: "content_block_stop", index });
+        write_block_stop(out, index);
     }
 }
 
@@ -1813,15 +1887,7 @@ impl StreamEncoder for AnthropicStreamEncoder {
                 let index = self.next_index;
                 self.next_index += 1;
                 self.blocks.push((*ir, index, None));
-                let content_block = match block {
-                    BlockStart::Text => WireStartBlock::Text { text: "" },
-                    BlockStart::ToolUse { id, name } => {
-                        WireStartBlock::ToolUse { id, name, input: Map::new() }
-                    }
-                    BlockStart::Thinking => WireStartBlock::Thinking { thinking: "", signature: "" },
-                };
-                let start = WireBlockStart { r#type: "content_block_start", index, content_block };
-                write_event(out, "content_block_start", &start);
+                write_block_start(out, index, block);
             }
             StreamEvent::Delta { index: ir, delta } => {
                 let Some(block) = self.block(*ir) else {
@@ -1846,20 +1912,17 @@ impl StreamEncoder for AnthropicStreamEncoder {
                 for ir in open {
                     self.close(ir, out);
                 }
-                let d = WireMessageDelta {
-                    r#type: "message_delta",
-                    delta: WireStop {
-                        stop_reason: stop_reason_str(*stop_reason),
-                        stop_sequence: stop_sequence.as_deref(),
-                    },
-                    usage: WireUsage::delta(usage, &self.start_usage),
-                };
-                write_event(out, "message_delta", &d);
+                write_message_delta(
+                    out,
+                    stop_reason_str(*stop_reason),
+                    stop_sequence.as_deref(),
+                    &WireUsage::delta(usage, &self.start_usage),
+                );
             }
             StreamEvent::Stop => {
                 self.ensure_start(out);
                 self.ended = true;
-                write_event(out, "message_stop", &WireTyped { r#type: "message_stop" });
+                out.put_slice(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
             }
             StreamEvent::Error { kind, message } => {
                 // An error ends an Anthropic stream by itself: no message_stop follows.
@@ -1899,6 +1962,96 @@ mod tests {
     }
 
     #[test]
+    fn stream_events_are_written_as_the_serializer_would() {
+        let texts = ["", "msg_01", "claude-sonnet-4-5", "quote \" backslash \\ nul \u{0} é 🦀"];
+        let usages = [
+            Usage::default(),
+            Usage {
+                tokens: TokenUsage {
+                    input_tokens: 812,
+                    output_tokens: 60,
+                    cache_creation_input_tokens: 7,
+                    cache_creation_5m_input_tokens: 3,
+                    cache_creation_1h_input_tokens: 4,
+                    cache_read_input_tokens: u64::MAX,
+                },
+                reasoning_tokens: 9,
+            },
+        ];
+        for text in texts {
+            for usage in &usages {
+                for wire in [WireUsage::full(usage), WireUsage::delta(usage, &Usage::default())] {
+                    let mut fast = BytesMut::new();
+                    write_message_start(&mut fast, text, text, &wire);
+                    let start = WireStart {
+                        r#type: "message_start",
+                        message: WireStartMessage {
+                            id: text,
+                            r#type: "message",
+                            role: "assistant",
+                            model: text,
+                            content: [],
+                            stop_reason: None,
+                            stop_sequence: None,
+                            usage: wire,
+                        },
+                    };
+                    let mut expected = BytesMut::new();
+                    write_event(&mut expected, "message_start", &start);
+                    assert_eq!(fast, expected);
+                }
+                for sequence in [None, Some(text)] {
+                    let wire = WireUsage::delta(usage, &usages[1]);
+                    let mut fast = BytesMut::new();
+                    write_message_delta(&mut fast, "end_turn", sequence, &wire);
+                    let d = WireMessageDelta {
+                        r#type: "message_delta",
+                        delta: WireStop { stop_reason: "end_turn", stop_sequence: sequence },
+                        usage: WireUsage::delta(usage, &usages[1]),
+                    };
+                    let mut expected = BytesMut::new();
+                    write_event(&mut expected, "message_delta", &d);
+                    assert_eq!(fast, expected);
+                }
+            }
+            for (index, block) in [
+                (0, BlockStart::Text),
+                (3, BlockStart::Thinking),
+                (12, BlockStart::ToolUse { id: text.to_owned(), name: text.to_owned() }),
+            ] {
+                let mut fast = BytesMut::new();
+                write_block_start(&mut fast, index, &block);
+                let content_block = match &block {
+                    BlockStart::Text => WireStartBlock::Text { text: "" },
+                    BlockStart::ToolUse { id, name } => {
+                        WireStartBlock::ToolUse { id, name, input: Map::new() }
+                    }
+                    BlockStart::Thinking => WireStartBlock::Thinking { thinking: "", signature: "" },
+                };
+                let mut expected = BytesMut::new();
+                write_event(
+                    &mut expected,
+                    "content_block_start",
+                    &WireBlockStart { r#type: "content_block_start", index, content_block },
+                );
+                assert_eq!(fast, expected);
+            }
+        }
+        let mut fast = BytesMut::new();
+        write_block_stop(&mut fast, 42);
+        let mut expected = BytesMut::new();
+        write_event(
+            &mut expected,
+            "content_block_stop",
+            &WireIndexed { r#type: "content_block_stop", index: 42 },
+        );
+        assert_eq!(fast, expected);
+        let mut expected = BytesMut::new();
+        write_event(&mut expected, "message_stop", &WireTyped { r#type: "message_stop" });
+        assert_eq!(&expected[..], b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    }
+
+    #[test]
     fn block_deltas_are_written_as_the_serializer_would() {
         for value in ["", "word ", "quote \" backslash \\ newline \n tab \t nul \u{0} é 🦀", "{\"a\": [1]}"]
         {
@@ -1906,13 +2059,15 @@ mod tests {
                 (0, WireDelta::Text { text: value }),
                 (7, WireDelta::InputJson { partial_json: value }),
                 (123_456, WireDelta::Thinking { thinking: value }),
+                (5, WireDelta::Signature { signature: value }),
             ] {
                 let head: &[u8] = match delta {
                     WireDelta::Text { .. } => b",\"delta\":{\"type\":\"text_delta\",\"text\":",
                     WireDelta::InputJson { .. } => {
                         b",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":"
                     }
-                    _ => b",\"delta\":{\"type\":\"thinking_delta\",\"thinking\":",
+                    WireDelta::Thinking { .. } => b",\"delta\":{\"type\":\"thinking_delta\",\"thinking\":",
+                    WireDelta::Signature { .. } => SIGNATURE_DELTA,
                 };
                 let mut expected = BytesMut::new();
                 let d = WireBlockDelta { r#type: "content_block_delta", index, delta };

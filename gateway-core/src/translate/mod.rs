@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod ir;
+mod jsonw;
 mod lenient;
 pub mod normalize;
 pub mod openai_chat;

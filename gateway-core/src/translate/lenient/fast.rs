@@ -338,6 +338,20 @@ impl<'de> Reader<'de> {
     }
 }
 
+/// Whether a JSON string of these bytes needs escapes (a quote, a backslash or a control
+/// character).
+pub(crate) fn needs_escape(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        if let Ok(word) = <[u8; 8]>::try_from(word)
+            && special(u64::from_le_bytes(word)) != 0
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20)
+}
+
 /// The quotes, backslashes and control characters of eight bytes (little-endian): the high bit
 /// of each such byte is set. Bytes above the first one found may be flagged wrongly (a borrow
 /// carries upwards), never bytes below it, so the lowest flag is exact.

@@ -1,0 +1,60 @@
+//! JSON written by hand for the events every stream repeats: byte for byte what `serde_json`
+//! writes for the same values (the writers using this test themselves against it).
+
+use bytes::{BufMut, BytesMut};
+
+use super::lenient::fast::needs_escape;
+
+/// A JSON string, escaped as `serde_json` escapes it.
+pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
+    if needs_escape(s.as_bytes()) {
+        // Writing a string into memory cannot fail.
+        let _ = serde_json::to_writer(out.writer(), s);
+        return;
+    }
+    out.reserve(s.len() + 2);
+    out.put_u8(b'"');
+    out.put_slice(s.as_bytes());
+    out.put_u8(b'"');
+}
+
+/// A non-negative integer.
+pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[at..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_numbers_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "plain",
+            "quote \" backslash \\ slash /",
+            "ctl \u{0} \u{1f} \n \t \u{7f}",
+            "é 🦀 \u{2028}",
+            "12345678\"",
+        ] {
+            let mut out = BytesMut::new();
+            put_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).expect("string").as_bytes(), "{s:?}");
+        }
+        for n in [0, 7, 10, 99, 100, 812, u64::from(u32::MAX), u64::MAX] {
+            let mut out = BytesMut::new();
+            put_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+}
