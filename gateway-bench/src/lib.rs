@@ -132,6 +132,14 @@ impl Scenario {
         self.rounds.iter().map(|r| r.gateway.sent_total).sum()
     }
 
+    /// Highest share of the machine other processes used during any phase (percent).
+    fn max_other_load(&self) -> f64 {
+        self.rounds
+            .iter()
+            .flat_map(|r| [r.direct.cpu.other_load_pct, r.gateway.cpu.other_load_pct])
+            .fold(0.0, f64::max)
+    }
+
     fn all_sent(&self) -> u64 {
         self.rounds.iter().map(|r| r.direct.sent_total + r.gateway.sent_total).sum()
     }
@@ -479,6 +487,9 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
             + streaming.requests()
             + translated.requests(),
         translated_p50_ratio: translated_ratio(&translated),
+        fixed_rate_other_load_pct: fixed_rate.max_other_load(),
+        saturation_other_load_pct: saturation.max_other_load(),
+        translated_other_load_pct: translated.max_other_load(),
     };
     let targets = check_targets(&measured, &Targets::default());
     if config.keep_temp {

@@ -392,13 +392,31 @@ pub fn render(report: &Report, format: Format) -> String {
             let _ = writeln!(out, "- {sample}");
         }
     }
-    let failed = report.targets.iter().filter(|t| t.verdict != Verdict::Pass).count();
-    note(
-        &mut out,
-        format,
-        &if failed == 0 { "All targets met.".to_owned() } else { format!("{failed} target(s) not met.") },
-    );
+    note(&mut out, format, &verdict_summary(&report.targets));
     out
+}
+
+/// One line on the targets: met, missed, disturbed, not measured.
+fn verdict_summary(targets: &[crate::targets::TargetCheck]) -> String {
+    let count = |v: Verdict| targets.iter().filter(|t| t.verdict == v).count();
+    let (missed, disturbed, absent) =
+        (count(Verdict::Fail), count(Verdict::Disturbed), count(Verdict::NotMeasured));
+    if missed + disturbed + absent == 0 {
+        return "All targets met.".to_owned();
+    }
+    let mut parts = Vec::new();
+    if missed > 0 {
+        parts.push(format!("{missed} target(s) missed"));
+    }
+    if disturbed > 0 {
+        parts.push(format!(
+            "{disturbed} target(s) not judged: other processes used the CPUs during their phases (rerun on an idle machine)"
+        ));
+    }
+    if absent > 0 {
+        parts.push(format!("{absent} target(s) not measured"));
+    }
+    format!("{}.", parts.join("; "))
 }
 
 #[cfg(test)]
@@ -444,6 +462,21 @@ mod tests {
         let text = render(&crate::fixtures::report(), Format::Text);
         assert!(text.contains("p50 +0.110 ms, p99 +0.220 ms"), "{text}");
         assert!(text.contains("45.0% of direct"), "{text}");
+    }
+
+    #[test]
+    fn verdict_summary_separates_misses_from_disturbed_figures() {
+        use crate::targets::TargetCheck;
+        let check = |verdict| TargetCheck {
+            name: String::new(),
+            target: String::new(),
+            measured: String::new(),
+            verdict,
+        };
+        assert_eq!(verdict_summary(&[check(Verdict::Pass)]), "All targets met.");
+        let summary =
+            verdict_summary(&[check(Verdict::Fail), check(Verdict::Disturbed), check(Verdict::Pass)]);
+        assert!(summary.starts_with("1 target(s) missed; 1 target(s) not judged"), "{summary}");
     }
 
     #[test]
