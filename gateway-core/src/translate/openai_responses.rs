@@ -1222,7 +1222,8 @@ struct ItemState {
 struct DecodeState {
     started: bool,
     terminated: bool,
-    items: HashMap<usize, ItemState>,
+    /// By output index (few per response: a B-tree beats hashing them).
+    items: std::collections::BTreeMap<usize, ItemState>,
     ids: HashMap<String, usize>,
     tool_call: bool,
     refusal: bool,
