@@ -28,6 +28,25 @@ use crate::schedule::RatePlan;
 use crate::stats::Added;
 use crate::targets::{Measured, TargetCheck, Targets, all_pass, check_targets};
 
+/// The scenarios a run can include.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScenarioKind {
+    /// Non-streaming requests at a fixed rate, direct and through the gateway.
+    FixedRate,
+    /// OpenAI chat (translated) against Anthropic passthrough, both through the gateway.
+    Translated,
+    /// Closed loop at saturation, direct and through the gateway.
+    Saturation,
+    /// Streaming requests at a fixed rate, direct and through the gateway.
+    Streaming,
+}
+
+impl ScenarioKind {
+    /// Every scenario, in run order.
+    pub const ALL: [Self; 4] = [Self::FixedRate, Self::Translated, Self::Saturation, Self::Streaming];
+}
+
 /// Everything a run needs, resolved from the command line.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchConfig {
@@ -65,6 +84,8 @@ pub struct BenchConfig {
     pub idle_settle_secs: f64,
     /// Keep the temporary directory (database, logs) for inspection.
     pub keep_temp: bool,
+    /// Scenarios to run (the others are reported as not measured).
+    pub scenarios: Vec<ScenarioKind>,
 }
 
 /// Memory of gateway-server over the run (bytes).
@@ -395,64 +416,77 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         };
         let total = |d: &PhaseStats, g: &PhaseStats| Added::between(&d.latency, &g.latency);
         let first_byte = |d: &PhaseStats, g: &PhaseStats| Added::between(&d.ttfb, &g.ttfb);
+        let wants = |kind: ScenarioKind| config.scenarios.contains(&kind);
 
-        eprintln!(
-            "fixed rate: {} req/s, {} B body, {} s x {} round(s)",
-            config.rate,
-            plain_direct.body_len(),
-            config.fixed_secs,
-            config.rounds
-        );
-        let fixed = rounds(
-            &mut servers,
-            config,
-            &plain_direct,
-            &plain_gateway,
-            open(config.rate, config.fixed_secs),
-            total,
-        )
-        .await?;
+        let mut fixed = Vec::new();
+        if wants(ScenarioKind::FixedRate) {
+            eprintln!(
+                "fixed rate: {} req/s, {} B body, {} s x {} round(s)",
+                config.rate,
+                plain_direct.body_len(),
+                config.fixed_secs,
+                config.rounds
+            );
+            fixed = rounds(
+                &mut servers,
+                config,
+                &plain_direct,
+                &plain_gateway,
+                open(config.rate, config.fixed_secs),
+                total,
+            )
+            .await?;
+        }
         rss.after_fixed_rate = servers.gateway.rss_bytes()?;
 
         // Translated against passthrough, both through the gateway: the "direct" side of each
         // round is the Anthropic request, the other the same request as OpenAI chat, which the
         // gateway translates to Anthropic and back.
-        eprintln!("translated: OpenAI chat vs Anthropic through the gateway, {} req/s", config.rate);
-        let translated = rounds(
-            &mut servers,
-            config,
-            &plain_gateway,
-            &chat_gateway,
-            open(config.rate, config.fixed_secs),
-            total,
-        )
-        .await?;
+        let mut translated = Vec::new();
+        if wants(ScenarioKind::Translated) {
+            eprintln!("translated: OpenAI chat vs Anthropic through the gateway, {} req/s", config.rate);
+            translated = rounds(
+                &mut servers,
+                config,
+                &plain_gateway,
+                &chat_gateway,
+                open(config.rate, config.fixed_secs),
+                total,
+            )
+            .await?;
+        }
 
-        eprintln!(
-            "saturation: {} connections, {} s x {} round(s)",
-            config.connections, config.saturation_secs, config.rounds
-        );
-        let closed = Shape::Closed(ClosedLoop {
-            connections: config.connections,
-            warmup,
-            measure: secs(config.saturation_secs),
-        });
-        let saturation = rounds(&mut servers, config, &plain_direct, &plain_gateway, closed, total).await?;
+        let mut saturation = Vec::new();
+        if wants(ScenarioKind::Saturation) {
+            eprintln!(
+                "saturation: {} connections, {} s x {} round(s)",
+                config.connections, config.saturation_secs, config.rounds
+            );
+            let closed = Shape::Closed(ClosedLoop {
+                connections: config.connections,
+                warmup,
+                measure: secs(config.saturation_secs),
+            });
+            saturation = rounds(&mut servers, config, &plain_direct, &plain_gateway, closed, total).await?;
+        }
         rss.after_saturation = servers.gateway.rss_bytes()?;
 
-        eprintln!(
-            "streaming: {} chunks, {} req/s, {} s x {} round(s)",
-            config.chunks, config.stream_rate, config.stream_secs, config.rounds
-        );
-        let streaming = rounds(
-            &mut servers,
-            config,
-            &stream_direct,
-            &stream_gateway,
-            open(config.stream_rate, config.stream_secs),
-            first_byte,
-        )
-        .await?;
+        let mut streaming = Vec::new();
+        if wants(ScenarioKind::Streaming) {
+            eprintln!(
+                "streaming: {} chunks, {} req/s, {} s x {} round(s)",
+                config.chunks, config.stream_rate, config.stream_secs, config.rounds
+            );
+            streaming = rounds(
+                &mut servers,
+                config,
+                &stream_direct,
+                &stream_gateway,
+                open(config.stream_rate, config.stream_secs),
+                first_byte,
+            )
+            .await?;
+        }
         rss.after_streaming = servers.gateway.rss_bytes()?;
         rss.peak = servers.gateway.peak_rss_bytes()?;
         rss.mock_after = servers.mock.rss_bytes()?;
@@ -634,6 +668,7 @@ pub(crate) mod fixtures {
             max_connections: 256,
             idle_settle_secs: 1.0,
             keep_temp: false,
+            scenarios: ScenarioKind::ALL.to_vec(),
         };
         let measured = Measured { rate: 1000, failed_requests: 1, total_requests: 120, ..Default::default() };
         let targets = check_targets(&measured, &Targets::default());

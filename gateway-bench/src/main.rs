@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use gateway_bench::procs::default_release_dir;
 use gateway_bench::report::{Format, render};
-use gateway_bench::{BenchConfig, run};
+use gateway_bench::{BenchConfig, ScenarioKind, run};
 
 /// Loopback load benchmark: the gateway against the mock upstream it fronts.
 #[derive(Debug, Parser)]
@@ -77,6 +77,10 @@ struct Cli {
     /// Keep the temporary directory (gateway database, logs) and print its path.
     #[arg(long)]
     keep_temp: bool,
+    /// Scenarios to run, comma-separated [default: all]; the targets of the others are
+    /// reported as not measured.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenarios: Vec<ScenarioKind>,
 }
 
 impl Cli {
@@ -101,6 +105,11 @@ impl Cli {
             max_connections: self.max_connections.max(1),
             idle_settle_secs: quick(1.0, 0.3),
             keep_temp: self.keep_temp,
+            scenarios: if self.scenarios.is_empty() {
+                ScenarioKind::ALL.to_vec()
+            } else {
+                self.scenarios.clone()
+            },
         }
     }
 }

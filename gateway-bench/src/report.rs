@@ -142,209 +142,223 @@ pub fn render(report: &Report, format: Format) -> String {
         }
     }
 
-    heading(
-        &mut out,
-        format,
-        &format!(
-            "Fixed rate: {} req/s, {} B non-streaming request, {} s per phase, {} s warm-up",
-            c.rate, c.body_bytes, c.fixed_secs, c.warmup_secs
-        ),
-    );
-    let rows: Vec<Vec<String>> = phases(&report.fixed_rate)
-        .map(|(pair, p)| {
-            let mut row =
-                vec![pair.round.to_string(), p.target.clone(), order(pair, p.target == "gateway").to_owned()];
-            row.push(format!("{:.1}", p.rps));
-            row.extend(latency_cells(&p.latency));
-            row.push(p.failed.to_string());
-            row.push(p.send_lag.map_or("-".to_owned(), |l| ms(l.p99_us)));
-            row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
-            row.push(cpu_per_request(p.cpu.mock_ms, p.ok));
-            row.push(fmt_mib(p.gateway_rss_after));
-            row.push(machine(p));
-            row
-        })
-        .collect();
-    out.push_str(&table(
-        format,
-        &[
-            "round",
-            "target",
-            "order",
-            "req/s",
-            "p50",
-            "p90",
-            "p99",
-            "max",
-            "failed",
-            "send lag p99",
-            "gw CPU/req",
-            "mock CPU/req",
-            "gw RSS after",
-            "other load",
-        ],
-        &rows,
-    ));
-    if let Some(added) = report.fixed_rate.added {
-        note(
+    if !report.fixed_rate.rounds.is_empty() {
+        heading(
             &mut out,
             format,
             &format!(
-                "Added by the gateway (median over rounds of gateway − direct in the same round): p50 {}, p99 {}",
-                fmt_ms_signed(added.p50_us),
-                fmt_ms_signed(added.p99_us)
+                "Fixed rate: {} req/s, {} B non-streaming request, {} s per phase, {} s warm-up",
+                c.rate, c.body_bytes, c.fixed_secs, c.warmup_secs
             ),
         );
+        let rows: Vec<Vec<String>> = phases(&report.fixed_rate)
+            .map(|(pair, p)| {
+                let mut row = vec![
+                    pair.round.to_string(),
+                    p.target.clone(),
+                    order(pair, p.target == "gateway").to_owned(),
+                ];
+                row.push(format!("{:.1}", p.rps));
+                row.extend(latency_cells(&p.latency));
+                row.push(p.failed.to_string());
+                row.push(p.send_lag.map_or("-".to_owned(), |l| ms(l.p99_us)));
+                row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
+                row.push(cpu_per_request(p.cpu.mock_ms, p.ok));
+                row.push(fmt_mib(p.gateway_rss_after));
+                row.push(machine(p));
+                row
+            })
+            .collect();
+        out.push_str(&table(
+            format,
+            &[
+                "round",
+                "target",
+                "order",
+                "req/s",
+                "p50",
+                "p90",
+                "p99",
+                "max",
+                "failed",
+                "send lag p99",
+                "gw CPU/req",
+                "mock CPU/req",
+                "gw RSS after",
+                "other load",
+            ],
+            &rows,
+        ));
+        if let Some(added) = report.fixed_rate.added {
+            note(
+                &mut out,
+                format,
+                &format!(
+                    "Added by the gateway (median over rounds of gateway − direct in the same round): p50 {}, p99 {}",
+                    fmt_ms_signed(added.p50_us),
+                    fmt_ms_signed(added.p99_us)
+                ),
+            );
+        }
     }
 
-    heading(
-        &mut out,
-        format,
-        &format!(
-            "Translated: the same request as OpenAI chat (translated to the Anthropic provider and back) vs Anthropic passthrough, both through the gateway, {} req/s",
-            c.rate
-        ),
-    );
-    let rows: Vec<Vec<String>> = phases(&report.translated)
-        .map(|(pair, p)| {
-            let label = if p.target == "gateway" { "translated" } else { "passthrough" };
-            let mut row = vec![pair.round.to_string(), label.to_owned()];
-            row.push(format!("{:.1}", p.rps));
-            row.extend(latency_cells(&p.latency));
-            row.push(p.failed.to_string());
-            row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
-            row
-        })
-        .collect();
-    out.push_str(&table(
-        format,
-        &["round", "traffic", "req/s", "p50", "p90", "p99", "max", "failed", "gw CPU/req"],
-        &rows,
-    ));
-    if let Some(added) = report.translated.added {
-        note(
+    if !report.translated.rounds.is_empty() {
+        heading(
             &mut out,
             format,
             &format!(
-                "Added by translation (median over rounds of translated − passthrough): p50 {}, p99 {}",
-                fmt_ms_signed(added.p50_us),
-                fmt_ms_signed(added.p99_us)
+                "Translated: the same request as OpenAI chat (translated to the Anthropic provider and back) vs Anthropic passthrough, both through the gateway, {} req/s",
+                c.rate
             ),
         );
+        let rows: Vec<Vec<String>> = phases(&report.translated)
+            .map(|(pair, p)| {
+                let label = if p.target == "gateway" { "translated" } else { "passthrough" };
+                let mut row = vec![pair.round.to_string(), label.to_owned()];
+                row.push(format!("{:.1}", p.rps));
+                row.extend(latency_cells(&p.latency));
+                row.push(p.failed.to_string());
+                row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
+                row
+            })
+            .collect();
+        out.push_str(&table(
+            format,
+            &["round", "traffic", "req/s", "p50", "p90", "p99", "max", "failed", "gw CPU/req"],
+            &rows,
+        ));
+        if let Some(added) = report.translated.added {
+            note(
+                &mut out,
+                format,
+                &format!(
+                    "Added by translation (median over rounds of translated − passthrough): p50 {}, p99 {}",
+                    fmt_ms_signed(added.p50_us),
+                    fmt_ms_signed(added.p99_us)
+                ),
+            );
+        }
     }
 
-    heading(
-        &mut out,
-        format,
-        &format!(
-            "Saturation: closed loop, {} connections, {} s per phase, {} s warm-up",
-            c.connections, c.saturation_secs, c.warmup_secs
-        ),
-    );
-    let rows: Vec<Vec<String>> = phases(&report.saturation)
-        .map(|(pair, p)| {
-            let mut row =
-                vec![pair.round.to_string(), p.target.clone(), order(pair, p.target == "gateway").to_owned()];
-            row.push(format!("{:.0}", p.rps));
-            row.push(ms(p.latency.p50_us));
-            row.push(ms(p.latency.p99_us));
-            row.push(p.failed.to_string());
-            row.push(if p.target == "gateway" {
-                format!("{:.1}%", pair.rps_ratio * 100.0)
-            } else {
-                String::new()
-            });
-            row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
-            row.push(cpu_per_request(p.cpu.mock_ms, p.ok));
-            row.push(cpu_per_request(p.cpu.client_ms, p.ok));
-            row.push(fmt_mib(p.gateway_rss_after));
-            row.push(machine(p));
-            row
-        })
-        .collect();
-    out.push_str(&table(
-        format,
-        &[
-            "round",
-            "target",
-            "order",
-            "req/s",
-            "p50",
-            "p99",
-            "failed",
-            "gateway/direct",
-            "gw CPU/req",
-            "mock CPU/req",
-            "client CPU/req",
-            "gw RSS after",
-            "other load",
-        ],
-        &rows,
-    ));
-    if let Some(ratio) = report.saturation.rps_ratio {
-        note(
+    if !report.saturation.rounds.is_empty() {
+        heading(
             &mut out,
             format,
             &format!(
-                "Gateway throughput at saturation: {:.1}% of direct (median over rounds)",
-                ratio * 100.0
+                "Saturation: closed loop, {} connections, {} s per phase, {} s warm-up",
+                c.connections, c.saturation_secs, c.warmup_secs
             ),
         );
+        let rows: Vec<Vec<String>> = phases(&report.saturation)
+            .map(|(pair, p)| {
+                let mut row = vec![
+                    pair.round.to_string(),
+                    p.target.clone(),
+                    order(pair, p.target == "gateway").to_owned(),
+                ];
+                row.push(format!("{:.0}", p.rps));
+                row.push(ms(p.latency.p50_us));
+                row.push(ms(p.latency.p99_us));
+                row.push(p.failed.to_string());
+                row.push(if p.target == "gateway" {
+                    format!("{:.1}%", pair.rps_ratio * 100.0)
+                } else {
+                    String::new()
+                });
+                row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
+                row.push(cpu_per_request(p.cpu.mock_ms, p.ok));
+                row.push(cpu_per_request(p.cpu.client_ms, p.ok));
+                row.push(fmt_mib(p.gateway_rss_after));
+                row.push(machine(p));
+                row
+            })
+            .collect();
+        out.push_str(&table(
+            format,
+            &[
+                "round",
+                "target",
+                "order",
+                "req/s",
+                "p50",
+                "p99",
+                "failed",
+                "gateway/direct",
+                "gw CPU/req",
+                "mock CPU/req",
+                "client CPU/req",
+                "gw RSS after",
+                "other load",
+            ],
+            &rows,
+        ));
+        if let Some(ratio) = report.saturation.rps_ratio {
+            note(
+                &mut out,
+                format,
+                &format!(
+                    "Gateway throughput at saturation: {:.1}% of direct (median over rounds)",
+                    ratio * 100.0
+                ),
+            );
+        }
     }
 
-    heading(
-        &mut out,
-        format,
-        &format!(
-            "Streaming: {} chunks ({} ms apart), {} req/s, {} s per phase",
-            c.chunks, c.chunk_delay_ms, c.stream_rate, c.stream_secs
-        ),
-    );
-    let rows: Vec<Vec<String>> = phases(&report.streaming)
-        .map(|(pair, p)| {
-            vec![
-                pair.round.to_string(),
-                p.target.clone(),
-                order(pair, p.target == "gateway").to_owned(),
-                format!("{:.1}", p.rps),
-                ms(p.ttfb.p50_us),
-                ms(p.ttfb.p99_us),
-                ms(p.latency.p50_us),
-                ms(p.latency.p99_us),
-                p.failed.to_string(),
-                machine(p),
-            ]
-        })
-        .collect();
-    out.push_str(&table(
-        format,
-        &[
-            "round",
-            "target",
-            "order",
-            "req/s",
-            "TTFB p50",
-            "TTFB p99",
-            "last byte p50",
-            "last byte p99",
-            "failed",
-            "other load",
-        ],
-        &rows,
-    ));
-    if let Some(added) = report.streaming.added {
-        let last = report.streaming.added_last_byte.unwrap_or_default();
-        note(
+    if !report.streaming.rounds.is_empty() {
+        heading(
             &mut out,
             format,
             &format!(
-                "Added time to first byte: p50 {}, p99 {}; added time to last byte: p50 {}, p99 {}",
-                fmt_ms_signed(added.p50_us),
-                fmt_ms_signed(added.p99_us),
-                fmt_ms_signed(last.p50_us),
-                fmt_ms_signed(last.p99_us)
+                "Streaming: {} chunks ({} ms apart), {} req/s, {} s per phase",
+                c.chunks, c.chunk_delay_ms, c.stream_rate, c.stream_secs
             ),
         );
+        let rows: Vec<Vec<String>> = phases(&report.streaming)
+            .map(|(pair, p)| {
+                vec![
+                    pair.round.to_string(),
+                    p.target.clone(),
+                    order(pair, p.target == "gateway").to_owned(),
+                    format!("{:.1}", p.rps),
+                    ms(p.ttfb.p50_us),
+                    ms(p.ttfb.p99_us),
+                    ms(p.latency.p50_us),
+                    ms(p.latency.p99_us),
+                    p.failed.to_string(),
+                    machine(p),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            format,
+            &[
+                "round",
+                "target",
+                "order",
+                "req/s",
+                "TTFB p50",
+                "TTFB p99",
+                "last byte p50",
+                "last byte p99",
+                "failed",
+                "other load",
+            ],
+            &rows,
+        ));
+        if let Some(added) = report.streaming.added {
+            let last = report.streaming.added_last_byte.unwrap_or_default();
+            note(
+                &mut out,
+                format,
+                &format!(
+                    "Added time to first byte: p50 {}, p99 {}; added time to last byte: p50 {}, p99 {}",
+                    fmt_ms_signed(added.p50_us),
+                    fmt_ms_signed(added.p99_us),
+                    fmt_ms_signed(last.p50_us),
+                    fmt_ms_signed(last.p99_us)
+                ),
+            );
+        }
     }
 
     heading(&mut out, format, "gateway-server memory (RSS)");
@@ -477,6 +491,15 @@ mod tests {
         let summary =
             verdict_summary(&[check(Verdict::Fail), check(Verdict::Disturbed), check(Verdict::Pass)]);
         assert!(summary.starts_with("1 target(s) missed; 1 target(s) not judged"), "{summary}");
+    }
+
+    #[test]
+    fn skipped_scenarios_have_no_section() {
+        let mut report = crate::fixtures::report();
+        report.saturation.rounds.clear();
+        let text = render(&report, Format::Text);
+        assert!(!text.contains("== Saturation"), "{text}");
+        assert!(text.contains("== Fixed rate"), "{text}");
     }
 
     #[test]
