@@ -46,7 +46,9 @@ impl AnthropicUsage {
         match self.cache_creation_input_tokens {
             Some(v) => into.cache_creation_input_tokens = v,
             None => {
-                let split = into.cache_creation_5m_input_tokens + into.cache_creation_1h_input_tokens;
+                // Upstream numbers are untrusted: saturate instead of overflowing.
+                let split =
+                    into.cache_creation_5m_input_tokens.saturating_add(into.cache_creation_1h_input_tokens);
                 into.cache_creation_input_tokens = into.cache_creation_input_tokens.max(split);
             }
         }
@@ -315,6 +317,16 @@ mod tests {
         );
         assert!(usage_from_json(b"not json").is_none());
         assert!(usage_from_json(b"{\"id\":1}").is_none());
+    }
+
+    #[test]
+    fn huge_cache_splits_saturate_instead_of_overflowing() {
+        let body = format!(
+            r#"{{"usage":{{"cache_creation":{{"ephemeral_5m_input_tokens":{m},"ephemeral_1h_input_tokens":{m}}}}}}}"#,
+            m = u64::MAX
+        );
+        let usage = usage_from_json(body.as_bytes()).expect("usage");
+        assert_eq!(usage.cache_creation_input_tokens, u64::MAX);
     }
 
     #[test]
