@@ -30,6 +30,7 @@ impl Catalog {
     /// A snapshot straight from a TOML config, with ids assigned in file order (1-based). For
     /// embedders without a database; the server assigns ids through its database instead.
     pub fn from_config(file: &ConfigFile) -> Result<Self, ConfigError> {
+        file.validate()?;
         let mut providers = Vec::with_capacity(file.providers.len());
         for (i, p) in file.providers.iter().enumerate() {
             providers.push(Provider::from_config(i as Id + 1, p)?);
@@ -45,6 +46,7 @@ impl Catalog {
                 enabled: u.enabled,
                 expires_at: u.expires_at,
                 allowed_models: u.allowed_models.clone(),
+                limits: u.limits.clone(),
             });
             for k in &u.keys {
                 keys.push(ApiKey {
@@ -56,6 +58,7 @@ impl Catalog {
                     expires_at: k.expires_at,
                     groups: k.groups.clone(),
                     allowed_models: k.allowed_models.clone(),
+                    limits: k.limits.clone(),
                 });
             }
         }

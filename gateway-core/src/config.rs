@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::dialect::Dialect;
+pub use crate::limit::spec::Limits;
+use crate::limit::spec::{SPEND_LIMIT_KEYS, take_limits};
 
 /// Database or in-memory identifier of a provider, user or key.
 pub type Id = i64;
@@ -287,6 +289,8 @@ pub struct Provider {
     pub options: ProviderOptions,
     /// `active_from`/`active_to` parsed.
     pub active_window: Option<ActiveWindow>,
+    /// Spend limits: a provider over one is left out of selection.
+    pub limits: Limits,
 }
 
 impl Provider {
@@ -315,6 +319,7 @@ impl Provider {
                 cfg.options.active_to.as_deref(),
             )?,
             options: cfg.options.clone(),
+            limits: cfg.limits.clone(),
         })
     }
 
@@ -362,6 +367,9 @@ pub struct User {
     /// Models this user may request (empty = all).
     #[serde(default)]
     pub allowed_models: Vec<ModelPattern>,
+    /// Rate and spend limits; all keys of the user add up to them.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// An API key of the gateway. Only its SHA-256 is kept.
@@ -385,6 +393,9 @@ pub struct ApiKey {
     /// Models this key may request (empty = all); applies on top of the user's list.
     #[serde(default)]
     pub allowed_models: Vec<ModelPattern>,
+    /// Rate and spend limits of this key, on top of its user's.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// Hashes a plain API key for storage and lookup. Keys are long random strings, so a fast hash
@@ -482,6 +493,9 @@ pub struct ProviderConfig {
     /// Everything else, flat in the same TOML table.
     #[serde(flatten)]
     pub options: ProviderOptions,
+    /// Spend limits, flat in the same table.
+    #[serde(flatten)]
+    pub limits: Limits,
 }
 
 /// The basic provider fields, deserialized apart from the options (serde cannot combine
@@ -531,6 +545,8 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for ProviderConfig {
             }
         }
         let name = base.get("name").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+        let limits: Limits =
+            take_limits(&mut table, &[SPEND_LIMIT_KEYS]).map_err(|e| format!("provider {name:?}: {e}"))?;
         let base: ProviderBase = serde_json::from_value(serde_json::Value::Object(base))
             .map_err(|e| format!("provider {name:?}: {e}"))?;
         // What is left must be options; their deny_unknown_fields reports typos.
@@ -550,6 +566,7 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for ProviderConfig {
             model_redirects: base.model_redirects,
             enabled: base.enabled,
             options,
+            limits,
         })
     }
 }
@@ -682,6 +699,7 @@ impl ProviderConfig {
             model_redirects: Vec::new(),
             enabled: true,
             options: ProviderOptions::default(),
+            limits: Limits::default(),
         }
     }
 
@@ -689,6 +707,9 @@ impl ProviderConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |what: String| ConfigError::Invalid(format!("provider {:?}: {what}", self.name));
         crate::forward::url::validate_base_url(&self.base_url).map_err(|e| bad(format!("base_url: {e}")))?;
+        if self.limits.rpm_limit > 0 || self.limits.limit_concurrent_sessions > 0 {
+            return Err(bad("providers take spend limits only (rpm_limit is not a provider limit)".into()));
+        }
         if self.cost_multiplier.is_sign_negative() {
             return Err(bad("cost_multiplier must not be negative".into()));
         }
@@ -788,7 +809,6 @@ fn parse_hhmm(text: &str) -> Result<u16, ConfigError> {
 
 /// `[[users]]` in the TOML import.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// Unique name; the import upserts by it.
     pub name: String,
@@ -807,11 +827,17 @@ pub struct UserConfig {
     /// `[[users.keys]]`.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Rate and spend limits, flat in the same table.
+    #[serde(flatten)]
+    pub limits: Limits,
+    /// Keys that are neither fields nor limits: reported by validation (serde cannot deny
+    /// unknown fields next to a flattened struct).
+    #[serde(flatten, skip_serializing)]
+    pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 /// `[[users.keys]]` in the TOML import.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Name, unique per user; the import upserts by it.
     pub name: String,
@@ -829,6 +855,12 @@ pub struct KeyConfig {
     /// Models the key may request, on top of the user's list; default all.
     #[serde(default)]
     pub allowed_models: Vec<ModelPattern>,
+    /// Rate and spend limits of this key, flat in the same table.
+    #[serde(flatten)]
+    pub limits: Limits,
+    /// Unknown keys, reported by validation.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 impl fmt::Debug for KeyConfig {
@@ -902,7 +934,9 @@ impl ConfigFile {
         Ok(file)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks names, keys, limits and prices; [`ConfigFile::from_toml_str`] calls it, and
+    /// so does building a catalog from a config value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let mut names = std::collections::HashSet::new();
         for p in &self.providers {
             if !names.insert(p.name.as_str()) {
@@ -916,7 +950,16 @@ impl ConfigFile {
             if !users.insert(u.name.as_str()) {
                 return Err(ConfigError::Invalid(format!("duplicate user name {:?}", u.name)));
             }
+            if let Some(field) = u.unknown.keys().next() {
+                return Err(ConfigError::Invalid(format!("user {:?}: unknown field `{field}`", u.name)));
+            }
             for k in &u.keys {
+                if let Some(field) = k.unknown.keys().next() {
+                    return Err(ConfigError::Invalid(format!(
+                        "key {:?} of user {:?}: unknown field `{field}`",
+                        k.name, u.name
+                    )));
+                }
                 if k.key.len() < 8 {
                     return Err(ConfigError::Invalid(format!(
                         "key {:?} of user {:?} is shorter than 8 characters",

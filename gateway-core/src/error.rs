@@ -21,6 +21,8 @@ pub enum ErrorKind {
     RequestTooLarge,
     /// A rate or concurrency limit was hit.
     RateLimited,
+    /// A spend limit was reached (402).
+    QuotaExceeded,
     /// No provider can serve the request.
     NoProvider,
     /// The upstream could not be reached or answered unusably.
@@ -41,6 +43,7 @@ impl ErrorKind {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaExceeded => StatusCode::PAYMENT_REQUIRED,
             Self::NoProvider => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -56,7 +59,7 @@ impl ErrorKind {
             Self::Permission => "permission_error",
             Self::NotFound => "not_found_error",
             Self::RequestTooLarge => "request_too_large",
-            Self::RateLimited => "rate_limit_error",
+            Self::RateLimited | Self::QuotaExceeded => "rate_limit_error",
             Self::NoProvider => "overloaded_error",
             Self::Upstream | Self::UpstreamTimeout | Self::Internal => "api_error",
         }
@@ -69,6 +72,7 @@ impl ErrorKind {
             Self::Authentication => "authentication_error",
             Self::Permission => "permission_error",
             Self::RateLimited => "rate_limit_error",
+            Self::QuotaExceeded => "insufficient_quota",
             Self::NoProvider | Self::Upstream | Self::UpstreamTimeout | Self::Internal => "server_error",
         }
     }
@@ -80,7 +84,7 @@ impl ErrorKind {
             Self::Authentication => "UNAUTHENTICATED",
             Self::Permission => "PERMISSION_DENIED",
             Self::NotFound => "NOT_FOUND",
-            Self::RateLimited => "RESOURCE_EXHAUSTED",
+            Self::RateLimited | Self::QuotaExceeded => "RESOURCE_EXHAUSTED",
             Self::NoProvider => "UNAVAILABLE",
             Self::UpstreamTimeout => "DEADLINE_EXCEEDED",
             Self::Upstream | Self::Internal => "INTERNAL",
@@ -101,12 +105,41 @@ pub struct GatewayError {
     pub message: String,
     /// Operator-only detail (provider names, upstream URLs, OS errors): logged, never rendered.
     pub detail: Option<String>,
+    /// The limit that refused the request, rendered into the body and headers.
+    pub limit: Option<Box<LimitInfo>>,
+}
+
+/// A hit limit as clients see it: body fields (`limit_type`, `current`, `limit`, `reset_time`)
+/// and the `Retry-After` / `X-RateLimit-*` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitInfo {
+    /// `rpm`, `concurrent_sessions`, `usd_5h`, `daily_quota`, `usd_weekly`, `usd_monthly`,
+    /// `usd_total`.
+    pub limit_type: &'static str,
+    /// Current value (a count, or dollars as a decimal string).
+    pub current: String,
+    /// The limit, in the same unit.
+    pub limit: String,
+    /// What is left (`X-RateLimit-Remaining`).
+    pub remaining: String,
+    /// When the request would be admitted again, if known.
+    pub reset_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `Retry-After` seconds.
+    pub retry_after_secs: Option<u64>,
+    /// `X-RateLimit-Reset`, Unix seconds.
+    pub reset_epoch_secs: Option<i64>,
 }
 
 impl GatewayError {
     /// A new error.
     pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Self { kind, code, message: message.into(), detail: None }
+        Self { kind, code, message: message.into(), detail: None, limit: None }
+    }
+
+    /// Attaches the limit that refused the request.
+    pub fn with_limit(mut self, limit: LimitInfo) -> Self {
+        self.limit = Some(Box::new(limit));
+        self
     }
 
     /// Adds operator-only detail.
@@ -131,10 +164,20 @@ impl GatewayError {
     /// The JSON error body in `dialect`'s shape, with the request id appended to the message so
     /// operators can find the log row from a user's report.
     pub fn body(&self, dialect: Dialect, request_id: &str) -> Bytes {
+        /// Limit fields, flat in the vendor's error object (clients ignore unknown fields).
+        #[derive(serde::Serialize)]
+        struct LimitFields<'a> {
+            limit_type: &'a str,
+            current: &'a str,
+            limit: &'a str,
+            reset_time: Option<String>,
+        }
         #[derive(serde::Serialize)]
         struct Detail<'a> {
             r#type: &'a str,
             message: &'a str,
+            #[serde(flatten, skip_serializing_if = "Option::is_none")]
+            limit: Option<LimitFields<'a>>,
         }
         #[derive(serde::Serialize)]
         struct AnthropicError<'a> {
@@ -148,6 +191,8 @@ impl GatewayError {
             r#type: &'a str,
             param: Option<&'a str>,
             code: &'a str,
+            #[serde(flatten, skip_serializing_if = "Option::is_none")]
+            limit: Option<LimitFields<'a>>,
         }
         #[derive(serde::Serialize)]
         struct OpenaiError<'a> {
@@ -158,6 +203,8 @@ impl GatewayError {
             code: u16,
             message: &'a str,
             status: &'a str,
+            #[serde(flatten, skip_serializing_if = "Option::is_none")]
+            limit: Option<LimitFields<'a>>,
         }
         #[derive(serde::Serialize)]
         struct GeminiError<'a> {
@@ -165,11 +212,19 @@ impl GatewayError {
         }
         let message = format!("{} (request id: {request_id})", self.message);
         let message = message.as_str();
+        let limit = || {
+            self.limit.as_deref().map(|l| LimitFields {
+                limit_type: l.limit_type,
+                current: &l.current,
+                limit: &l.limit,
+                reset_time: l.reset_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            })
+        };
         // Structs rather than `json!` so fields keep the vendors' documented order.
         let rendered = match dialect {
             Dialect::Anthropic => serde_json::to_vec(&AnthropicError {
                 r#type: "error",
-                error: Detail { r#type: self.kind.anthropic_type(), message },
+                error: Detail { r#type: self.kind.anthropic_type(), message, limit: limit() },
                 request_id,
             }),
             Dialect::OpenaiChat | Dialect::OpenaiResponses => serde_json::to_vec(&OpenaiError {
@@ -178,6 +233,7 @@ impl GatewayError {
                     r#type: self.kind.openai_type(),
                     param: None,
                     code: self.code,
+                    limit: limit(),
                 },
             }),
             Dialect::Gemini => serde_json::to_vec(&GeminiError {
@@ -185,6 +241,7 @@ impl GatewayError {
                     code: self.status().as_u16(),
                     message,
                     status: self.kind.gemini_status(),
+                    limit: limit(),
                 },
             }),
         };
@@ -195,7 +252,23 @@ impl GatewayError {
     pub fn to_response<B: From<Bytes>>(&self, dialect: Dialect, request_id: &str) -> http::Response<B> {
         let mut resp = http::Response::new(B::from(self.body(dialect, request_id)));
         *resp.status_mut() = self.status();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(l) = self.limit.as_deref() {
+            let mut put = |name: &'static str, value: String| {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(name, v);
+                }
+            };
+            put("x-ratelimit-limit", l.limit.clone());
+            put("x-ratelimit-remaining", l.remaining.clone());
+            if let Some(reset) = l.reset_epoch_secs {
+                put("x-ratelimit-reset", reset.to_string());
+            }
+            if let Some(secs) = l.retry_after_secs {
+                put("retry-after", secs.to_string());
+            }
+        }
         resp
     }
 

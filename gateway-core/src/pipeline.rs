@@ -33,6 +33,7 @@ use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
 use crate::forward::{ClientOptions, ClientPool, ForwardService};
 use crate::ingress;
+use crate::limit::{LimitEngine, LimitSettings, SpendHistory};
 use crate::models::ModelsService;
 use crate::policy::PolicyLayer;
 use crate::request::{BoxError, GatewayBody, GatewayRequest, GatewayResponse, RequestContext, full_body};
@@ -149,6 +150,9 @@ pub struct GatewaySettings {
     pub client: ClientOptions,
     /// Sessions, failover, breakers, timezone.
     pub routing: RoutingSettings,
+    /// Rate and spend limits (`ENABLE_RATE_LIMIT`, `RATE_LIMIT_FAIL_MODE`); their timezone and
+    /// session TTL are taken from `routing`.
+    pub limits: LimitSettings,
 }
 
 impl Default for GatewaySettings {
@@ -157,6 +161,7 @@ impl Default for GatewaySettings {
             max_body_bytes: ingress::DEFAULT_MAX_BODY_BYTES,
             client: ClientOptions::default(),
             routing: RoutingSettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -168,6 +173,7 @@ pub struct GatewayBuilder {
     settings: GatewaySettings,
     config_error: Option<crate::config::ConfigError>,
     state: Option<Arc<dyn StateStore>>,
+    history: Option<Arc<dyn SpendHistory>>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -184,6 +190,7 @@ impl Default for GatewayBuilder {
             settings: GatewaySettings::default(),
             config_error: None,
             state: None,
+            history: None,
         }
     }
 }
@@ -234,6 +241,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Where spend windows are rebuilt from after a restart or an emptied Redis (the request
+    /// log); without one, they start from zero.
+    pub fn spend_history(mut self, history: Arc<dyn SpendHistory>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
     /// Assembles the stack.
     pub fn build(self) -> Result<Gateway, GatewayError> {
         if let Some(e) = self.config_error {
@@ -243,15 +257,26 @@ impl GatewayBuilder {
         let clients = ClientPool::new(self.settings.client.clone());
         // Building the first client surfaces a broken TLS setup at build time, not per request.
         clients.default_client()?;
-        let recorder = Recorder::new(catalog.clone(), self.sink);
         let state: Arc<dyn StateStore> = self.state.unwrap_or_else(|| Arc::new(MemoryStateStore::new()));
+        let limit_settings = LimitSettings {
+            timezone: self.settings.routing.timezone,
+            session_ttl: self.settings.routing.session_ttl,
+            ..self.settings.limits.clone()
+        };
+        let limits = Arc::new(LimitEngine::new(state.clone(), self.history, limit_settings));
+        let recorder = Recorder::new(catalog.clone(), self.sink).with_limits(limits.clone());
         let proxy: Inner = BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .layer(AuthLayer::new(catalog.clone()))
                 .layer(ingress::ParseLayer)
                 .layer(PolicyLayer)
                 .layer(SessionLayer)
-                .layer(RouterLayer::new(catalog.clone(), state.clone(), self.settings.routing.clone()))
+                .layer(RouterLayer::new(
+                    catalog.clone(),
+                    state.clone(),
+                    self.settings.routing.clone(),
+                    limits.clone(),
+                ))
                 .service(ForwardService::new(clients.clone())),
         );
         let models: Inner = BoxCloneSyncService::new(
@@ -265,6 +290,7 @@ impl GatewayBuilder {
             recorder,
             catalog,
             state,
+            limits,
             settings: self.settings,
         })))
     }
@@ -276,6 +302,7 @@ struct GatewayInner {
     recorder: Recorder,
     catalog: CatalogHandle,
     state: Arc<dyn StateStore>,
+    limits: Arc<LimitEngine>,
     settings: GatewaySettings,
 }
 
@@ -325,6 +352,11 @@ impl Gateway {
     /// A builder.
     pub fn builder() -> GatewayBuilder {
         GatewayBuilder::new()
+    }
+
+    /// Limit enforcement (its failure counter, its settings).
+    pub fn limits(&self) -> &LimitEngine {
+        &self.0.limits
     }
 
     /// The live catalog.

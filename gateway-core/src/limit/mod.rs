@@ -12,4 +12,12 @@
 //! [`UsdNanos`]: crate::usage::UsdNanos
 //! [`Clock`]: crate::store::Clock
 
+pub mod engine;
+pub(crate) mod memory;
+pub mod spec;
+pub mod state;
 pub mod window;
+
+pub use engine::{LimitEngine, LimitSettings, RateLimitFailMode, SpendHistory};
+pub use spec::{Limits, SpendWindow, Subject, SubjectKind};
+pub use state::{Admission, AdmissionCheck, LimitHit, LimitKind, SpendRecord, SpendSnapshot, SubjectCheck};

@@ -25,6 +25,8 @@ pub enum SkipReason {
     ConcurrencyLimit,
     /// It already failed for this request.
     FailedEarlier,
+    /// It reached one of its spend limits.
+    SpendLimit,
 }
 
 /// How the provider of an attempt was chosen.

@@ -32,6 +32,8 @@ use crate::config::{Id, Provider, redirect_model};
 use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
 use crate::ingress::set_top_level_field;
+use crate::limit::LimitEngine;
+use crate::limit::engine::AdmitDecision;
 use crate::request::{GatewayRequest, GatewayResponse, Target};
 use crate::store::state::{AttemptResult, RoutingView, StateStore};
 use breaker::BreakerConfig;
@@ -91,12 +93,19 @@ struct RouterShared {
     catalog: CatalogHandle,
     state: Arc<dyn StateStore>,
     settings: RoutingSettings,
+    limits: Arc<LimitEngine>,
 }
 
 impl RouterLayer {
-    /// Routes among the providers of `catalog`, keeping shared state in `state`.
-    pub fn new(catalog: CatalogHandle, state: Arc<dyn StateStore>, settings: RoutingSettings) -> Self {
-        Self { shared: Arc::new(RouterShared { catalog, state, settings }) }
+    /// Routes among the providers of `catalog`, keeping shared state in `state`; admission
+    /// against user, key and provider limits (`limits`) rides on the same state read.
+    pub fn new(
+        catalog: CatalogHandle,
+        state: Arc<dyn StateStore>,
+        settings: RoutingSettings,
+        limits: Arc<LimitEngine>,
+    ) -> Self {
+        Self { shared: Arc::new(RouterShared { catalog, state, settings, limits }) }
     }
 }
 
@@ -281,7 +290,40 @@ impl RouterShared {
             return Ok(resp);
         }
         let ids: Vec<Id> = candidates.iter().map(|&i| providers[i].id).collect();
-        let view = match self.state.routing_view(session.as_deref(), &ids).await {
+        let mut excluded: Vec<Id> = Vec::new();
+        let limit_check = {
+            let refs: Vec<&Provider> = candidates.iter().map(|&i| &*providers[i]).collect();
+            self.limits.check_for(
+                key.as_deref(),
+                user.as_deref(),
+                &refs,
+                session.as_deref(),
+                req.ctx.request_id(),
+                now_local,
+            )
+        };
+        let view = match &limit_check {
+            None => self.state.routing_view(session.as_deref(), &ids).await,
+            Some(check) => {
+                let (decision, view) = self.limits.admit_and_view(check, session.as_deref(), &ids).await;
+                match decision {
+                    AdmitDecision::Rejected(e) => {
+                        req.ctx.update(|s| s.chain = chain);
+                        return Err(e);
+                    }
+                    AdmitDecision::Admitted { providers_over } => {
+                        for &i in &candidates {
+                            if providers_over.contains(&providers[i].id) {
+                                select::skip(&mut chain, &providers[i], SkipReason::SpendLimit);
+                            }
+                        }
+                        excluded = providers_over;
+                    }
+                }
+                view
+            }
+        };
+        let view = match view {
             Ok(v) => v,
             Err(e) => {
                 // Fail open: route as if every provider were healthy and nothing bound.
@@ -290,7 +332,6 @@ impl RouterShared {
             }
         };
 
-        let mut excluded: Vec<Id> = Vec::new();
         let mut tried = 0u32;
         let mut last_error: Option<String> = None;
         let mut last_public: Option<String> = None;

@@ -34,7 +34,7 @@ pub struct StaticFilter<'a> {
     pub translatable: bool,
 }
 
-fn skip(chain: &mut Vec<ChainEntry>, p: &Provider, reason: SkipReason) {
+pub(crate) fn skip(chain: &mut Vec<ChainEntry>, p: &Provider, reason: SkipReason) {
     chain.push(ChainEntry {
         provider_id: p.id,
         provider: p.name.clone(),

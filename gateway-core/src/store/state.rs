@@ -12,6 +12,9 @@ use futures_util::future::{BoxFuture, ready};
 use parking_lot::Mutex;
 
 use crate::config::Id;
+use crate::limit::memory::LimitBook;
+use crate::limit::spec::Subject;
+use crate::limit::state::{Admission, AdmissionCheck, SpendRecord, SpendSnapshot};
 use crate::route::breaker::{BreakerConfig, BreakerRecord, BreakerStatus};
 
 /// Milliseconds since the Unix epoch.
@@ -142,6 +145,35 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Closes a provider's breaker and clears its cooldown.
     fn reset_breaker(&self, provider: Id) -> BoxFuture<'_, Result<(), StateError>>;
+
+    /// One atomic admission against the limits in `check` (see [`crate::limit::state`]): checks
+    /// every window, and only when all pass counts the request (RPM) and its session
+    /// (concurrency).
+    fn admit<'a>(&'a self, check: &'a AdmissionCheck) -> BoxFuture<'a, Result<Admission, StateError>>;
+
+    /// [`Self::admit`] and [`Self::routing_view`] together; stores with round trips answer both
+    /// with one.
+    fn admit_and_view<'a>(
+        &'a self,
+        check: &'a AdmissionCheck,
+        session: Option<&'a str>,
+        providers: &'a [Id],
+    ) -> BoxFuture<'a, (Result<Admission, StateError>, Result<RoutingView, StateError>)> {
+        Box::pin(async move {
+            let admission = self.admit(check).await;
+            (admission, self.routing_view(session, providers).await)
+        })
+    }
+
+    /// Adds finished requests' spend to their subjects' windows.
+    fn add_spend<'a>(&'a self, records: &'a [SpendRecord]) -> BoxFuture<'a, Result<(), StateError>>;
+
+    /// Replaces subjects' windows with ones rebuilt from the request log, marking them loaded.
+    fn warm_spend<'a>(&'a self, snapshots: &'a [SpendSnapshot]) -> BoxFuture<'a, Result<(), StateError>>;
+
+    /// Marks subjects' windows as unknown, so the next admission rebuilds them (after spend
+    /// could not be added, or a manual reset).
+    fn invalidate_spend<'a>(&'a self, subjects: &'a [Subject]) -> BoxFuture<'a, Result<(), StateError>>;
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +183,7 @@ struct MemoryState {
     cooldowns: HashMap<Id, EpochMs>,
     /// provider → session → last seen.
     active_sessions: HashMap<Id, HashMap<String, EpochMs>>,
+    limits: LimitBook,
 }
 
 /// In-process state for a single gateway.
@@ -281,6 +314,38 @@ impl StateStore for MemoryStateStore {
         let mut state = self.state.lock();
         state.breakers.remove(&provider);
         state.cooldowns.remove(&provider);
+        Box::pin(ready(Ok(())))
+    }
+
+    fn admit<'a>(&'a self, check: &'a AdmissionCheck) -> BoxFuture<'a, Result<Admission, StateError>> {
+        let now = self.clock.now_ms();
+        let admission = self.state.lock().limits.admit(check, now);
+        Box::pin(ready(Ok(admission)))
+    }
+
+    fn add_spend<'a>(&'a self, records: &'a [SpendRecord]) -> BoxFuture<'a, Result<(), StateError>> {
+        let now = self.clock.now_ms();
+        let mut state = self.state.lock();
+        for record in records {
+            state.limits.add_spend(record, now);
+        }
+        Box::pin(ready(Ok(())))
+    }
+
+    fn warm_spend<'a>(&'a self, snapshots: &'a [SpendSnapshot]) -> BoxFuture<'a, Result<(), StateError>> {
+        let now = self.clock.now_ms();
+        let mut state = self.state.lock();
+        for snapshot in snapshots {
+            state.limits.warm(snapshot, now);
+        }
+        Box::pin(ready(Ok(())))
+    }
+
+    fn invalidate_spend<'a>(&'a self, subjects: &'a [Subject]) -> BoxFuture<'a, Result<(), StateError>> {
+        let mut state = self.state.lock();
+        for subject in subjects {
+            state.limits.invalidate(*subject);
+        }
         Box::pin(ready(Ok(())))
     }
 }

@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::{Outcome, SseUsageTap, TokenUsage, UsageRecord, compute_cost};
 use crate::catalog::CatalogHandle;
 use crate::error::{ErrorKind, GatewayError};
+use crate::limit::LimitEngine;
 use crate::request::{BoxError, Completion, GatewayBody, RequestContext};
 use crate::store::UsageSink;
 
@@ -22,6 +23,7 @@ use crate::store::UsageSink;
 pub struct Recorder {
     catalog: CatalogHandle,
     sink: Arc<dyn UsageSink>,
+    limits: Option<Arc<LimitEngine>>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -33,7 +35,13 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     /// Prices with `catalog` and delivers to `sink`.
     pub fn new(catalog: CatalogHandle, sink: Arc<dyn UsageSink>) -> Self {
-        Self { catalog, sink }
+        Self { catalog, sink, limits: None }
+    }
+
+    /// Also adds each request's cost to the spend windows of `limits`.
+    pub fn with_limits(mut self, limits: Arc<LimitEngine>) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// Builds the record of a request and delivers it.
@@ -53,6 +61,16 @@ impl Recorder {
         } else {
             None
         };
+        if let (Some(limits), Some(cost)) = (&self.limits, cost) {
+            limits.record_spend(
+                state.key.as_deref(),
+                state.user.as_deref(),
+                provider.map(|p| &**p),
+                ctx.request_id(),
+                ctx.created_at().timestamp_millis(),
+                cost,
+            );
+        }
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let record = UsageRecord {
             request_id: ctx.request_id().to_owned(),
