@@ -19,6 +19,9 @@ use crate::settings::{CommonArgs, ServeArgs};
 /// Settings key of the SHA-256 of the admin token.
 pub const ADMIN_TOKEN_HASH_KEY: &str = "admin_token_sha256";
 
+/// Settings key that changes whenever the configuration does; replicas watch it.
+pub const CONFIG_VERSION_KEY: &str = "config_version";
+
 /// Opens the database and applies migrations when asked to.
 pub async fn open_database(common: &CommonArgs) -> anyhow::Result<Database> {
     let url = common.database_url();
@@ -34,7 +37,48 @@ pub async fn import_file(db: &Database, path: &std::path::Path) -> anyhow::Resul
     let file = ConfigFile::from_path(path)?;
     let summary = db.import_config(&file).await.context("config import failed")?;
     tracing::info!(path = %path.display(), ?summary, "config imported");
+    if summary.changed() {
+        mark_config_changed(db).await?;
+    }
     Ok(())
+}
+
+/// Tells every replica that the configuration changed: each reloads it within `CONFIG_POLL_MS`.
+pub async fn mark_config_changed(db: &Database) -> anyhow::Result<()> {
+    db.set_setting(CONFIG_VERSION_KEY, &uuid::Uuid::now_v7().to_string()).await?;
+    Ok(())
+}
+
+/// Reloads the catalog whenever the configuration version in the database changes. Polling a
+/// one-row read keeps working across database reconnects and on SQLite, where no notification
+/// channel exists, and cannot miss a change the way a dropped notification can.
+pub fn watch_config(db: Database, catalog: CatalogHandle, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = db.get_setting(CONFIG_VERSION_KEY).await.ok().flatten();
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let current = match db.get_setting(CONFIG_VERSION_KEY).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::debug!("cannot read the configuration version: {e}");
+                    continue;
+                }
+            };
+            if current == seen {
+                continue;
+            }
+            match db.load_catalog().await {
+                Ok(fresh) => {
+                    catalog.store(fresh);
+                    seen = current;
+                    tracing::info!("configuration changed elsewhere: reloaded");
+                }
+                Err(e) => tracing::warn!("configuration changed but cannot be loaded: {e}"),
+            }
+        }
+    })
 }
 
 /// Makes sure an admin token exists. `ADMIN_TOKEN` wins; else one is generated on first start
@@ -107,14 +151,17 @@ pub async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         builder = builder.state_store(Arc::new(store));
     }
     let gateway = builder
-        .catalog_handle(catalog)
+        .catalog_handle(catalog.clone())
         .usage_sink(Arc::new(writer.clone()))
+        .spend_history(Arc::new(db.clone()))
         .settings(GatewaySettings {
             max_body_bytes: args.max_body_bytes,
             routing: args.routing(),
+            limits: args.limits(),
             ..Default::default()
         })
         .build()?;
+    let config_watch = watch_config(db.clone(), catalog, Duration::from_millis(args.config_poll_ms));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -148,6 +195,7 @@ pub async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("grace period of {}s over; closing remaining connections", grace.as_secs());
         }
     }
+    config_watch.abort();
     // Dropping the server ended every remaining response body, so their records are queued.
     writer.shutdown().await;
     db.close().await;

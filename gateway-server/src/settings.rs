@@ -100,6 +100,16 @@ pub struct ServeArgs {
     /// Prefix of every Redis key, to share one Redis between deployments.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "gw:")]
     pub redis_key_prefix: String,
+    /// Enforce user, key and provider limits (RPM, concurrent sessions, spend windows).
+    #[arg(long, env = "ENABLE_RATE_LIMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_rate_limit: bool,
+    /// When limits cannot be checked (Redis unreachable): `open` admits, `closed` refuses with 503.
+    #[arg(long, env = "RATE_LIMIT_FAIL_MODE", default_value = "open")]
+    pub rate_limit_fail_mode: gateway_core::limit::RateLimitFailMode,
+    /// How often the configuration in the database is checked for changes made by another
+    /// replica or an import, in milliseconds.
+    #[arg(long, env = "CONFIG_POLL_MS", default_value_t = 500)]
+    pub config_poll_ms: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -114,6 +124,15 @@ fn parse_timezone(value: &str) -> Result<chrono_tz::Tz, String> {
 }
 
 impl ServeArgs {
+    /// The core gateway's limit settings (timezone and session TTL come from [`Self::routing`]).
+    pub fn limits(&self) -> gateway_core::limit::LimitSettings {
+        gateway_core::limit::LimitSettings {
+            enabled: self.enable_rate_limit,
+            fail_mode: self.rate_limit_fail_mode,
+            ..Default::default()
+        }
+    }
+
     /// The core gateway's routing settings.
     pub fn routing(&self) -> gateway_core::route::RoutingSettings {
         gateway_core::route::RoutingSettings {
@@ -144,5 +163,17 @@ mod tests {
         assert_eq!(routing.session_ttl, std::time::Duration::from_secs(300));
         assert_eq!(routing.max_provider_switches, 3);
         assert!(!routing.breaker_on_network_errors);
+        let limits = cli.serve.limits();
+        assert!(limits.enabled);
+        assert_eq!(limits.fail_mode, gateway_core::limit::RateLimitFailMode::Open);
+        let cli = Cli::parse_from([
+            "gateway-server",
+            "--enable-rate-limit",
+            "false",
+            "--rate-limit-fail-mode",
+            "closed",
+        ]);
+        assert!(!cli.serve.limits().enabled);
+        assert_eq!(cli.serve.limits().fail_mode, gateway_core::limit::RateLimitFailMode::Closed);
     }
 }

@@ -287,15 +287,14 @@ impl LimitBook {
     }
 }
 
-/// A `UsdNanos` view for tests.
-#[cfg(test)]
-fn usd(n: i64) -> crate::usage::UsdNanos {
-    crate::usage::UsdNanos(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::UsdNanos;
+
+    fn usd(n: i64) -> UsdNanos {
+        UsdNanos(n)
+    }
 
     fn check(subject: Subject, spend: Vec<(SpendWindow, UsdNanos)>) -> SubjectCheck {
         SubjectCheck {

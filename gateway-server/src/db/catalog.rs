@@ -6,8 +6,8 @@ use std::str::FromStr;
 use chrono::{DateTime, SubsecRound, Utc};
 use gateway_core::catalog::Catalog;
 use gateway_core::config::{
-    ApiKey, ConfigFile, Id, KeyConfig, ModelRedirect, Price, Provider, ProviderConfig, ProviderOptions,
-    ProviderType, User, UserConfig, hash_api_key,
+    ApiKey, ConfigFile, Id, KeyConfig, Limits, ModelRedirect, Price, Provider, ProviderConfig,
+    ProviderOptions, ProviderType, User, UserConfig, hash_api_key,
 };
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -54,6 +54,13 @@ pub struct ImportSummary {
     pub prices: ImportCounts,
 }
 
+impl ImportSummary {
+    /// Whether the import wrote anything.
+    pub fn changed(&self) -> bool {
+        [&self.providers, &self.users, &self.keys, &self.prices].iter().any(|c| c.created + c.updated > 0)
+    }
+}
+
 impl fmt::Display for ImportSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -85,6 +92,7 @@ struct ProviderValues {
     model_redirects: String,
     enabled: bool,
     options: String,
+    limits: String,
 }
 
 impl ProviderValues {
@@ -100,6 +108,7 @@ impl ProviderValues {
             model_redirects: serde_json::to_string(&p.model_redirects)?,
             enabled: p.enabled,
             options: serde_json::to_string(&p.options)?,
+            limits: serde_json::to_string(&p.limits)?,
         })
     }
 }
@@ -118,6 +127,7 @@ struct UserValues {
     enabled: bool,
     expires_at: Option<DateTime<Utc>>,
     allowed_models: String,
+    limits: String,
 }
 
 impl UserValues {
@@ -127,6 +137,7 @@ impl UserValues {
             enabled: u.enabled,
             expires_at: u.expires_at.map(storable_instant),
             allowed_models: serde_json::to_string(&u.allowed_models)?,
+            limits: serde_json::to_string(&u.limits)?,
         })
     }
 }
@@ -147,6 +158,7 @@ struct KeyValues {
     expires_at: Option<DateTime<Utc>>,
     groups: Option<String>,
     allowed_models: String,
+    limits: String,
 }
 
 impl KeyValues {
@@ -158,6 +170,7 @@ impl KeyValues {
             expires_at: k.expires_at.map(storable_instant),
             groups: k.groups.as_ref().map(serde_json::to_string).transpose()?,
             allowed_models: serde_json::to_string(&k.allowed_models)?,
+            limits: serde_json::to_string(&k.limits)?,
         })
     }
 }
@@ -227,6 +240,10 @@ fn parse_opt_decimal(
     text.map(|t| parse_decimal(table, column, t)).transpose()
 }
 
+fn parse_limits(table: &'static str, text: &str) -> Result<Limits> {
+    serde_json::from_str(text).map_err(|e| DbError::invalid(table, "limits", e.to_string()))
+}
+
 fn parse_groups(table: &'static str, text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text)
         .map_err(|e| DbError::invalid(table, "groups", format!("not a JSON string array: {e}")))
@@ -257,6 +274,7 @@ impl ProviderRow {
             model_redirects,
             enabled: v.enabled,
             options,
+            limits: parse_limits(T, &v.limits)?,
         };
         Provider::from_config(self.id, &config).map_err(|e| DbError::invalid(T, "options", e.to_string()))
     }
@@ -272,6 +290,7 @@ impl UserRow {
             expires_at: self.values.expires_at,
             allowed_models: serde_json::from_str(&self.values.allowed_models)
                 .map_err(|e| DbError::invalid("users", "allowed_models", e.to_string()))?,
+            limits: parse_limits("users", &self.values.limits)?,
         })
     }
 }
@@ -289,6 +308,7 @@ impl KeyRow {
             groups: self.values.groups.as_deref().map(|g| parse_groups(T, g)).transpose()?,
             allowed_models: serde_json::from_str(&self.values.allowed_models)
                 .map_err(|e| DbError::invalid(T, "allowed_models", e.to_string()))?,
+            limits: parse_limits(T, &self.values.limits)?,
         })
     }
 }
@@ -356,7 +376,7 @@ impl Database {
             for (name, new) in &providers {
                 let existing = sqlx::query_as::<_, ProviderRow>(
                     "SELECT id, name, type, base_url, api_key, weight, priority, groups, \
-                     cost_multiplier, model_redirects, enabled, options FROM providers WHERE name = $1",
+                     cost_multiplier, model_redirects, enabled, options, limits FROM providers WHERE name = $1",
                 )
                 .bind(*name)
                 .fetch_optional(&mut *tx)
@@ -367,8 +387,8 @@ impl Database {
                         sqlx::query(
                             "UPDATE providers SET type = $2, base_url = $3, api_key = $4, \
                              weight = $5, priority = $6, groups = $7, cost_multiplier = $8, \
-                             model_redirects = $9, enabled = $10, updated_at = $11, options = $12 \
-                             WHERE id = $1",
+                             model_redirects = $9, enabled = $10, updated_at = $11, options = $12, \
+                             limits = $13 WHERE id = $1",
                         )
                         .bind(row.id)
                         .bind(&new.provider_type)
@@ -382,6 +402,7 @@ impl Database {
                         .bind(new.enabled)
                         .bind(now)
                         .bind(&new.options)
+                        .bind(&new.limits)
                         .execute(&mut *tx)
                         .await?;
                         Change::Updated
@@ -390,8 +411,8 @@ impl Database {
                         sqlx::query(
                             "INSERT INTO providers (name, type, base_url, api_key, weight, \
                              priority, groups, cost_multiplier, model_redirects, enabled, \
-                             created_at, updated_at, options) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
+                             created_at, updated_at, options, limits) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)",
                         )
                         .bind(*name)
                         .bind(&new.provider_type)
@@ -405,6 +426,7 @@ impl Database {
                         .bind(new.enabled)
                         .bind(now)
                         .bind(&new.options)
+                        .bind(&new.limits)
                         .execute(&mut *tx)
                         .await?;
                         Change::Created
@@ -415,7 +437,7 @@ impl Database {
 
             for (name, new, keys) in &users {
                 let existing = sqlx::query_as::<_, UserRow>(
-                    "SELECT id, name, groups, enabled, expires_at, allowed_models FROM users WHERE name = $1",
+                    "SELECT id, name, groups, enabled, expires_at, allowed_models, limits FROM users WHERE name = $1",
                 )
                 .bind(*name)
                 .fetch_optional(&mut *tx)
@@ -425,7 +447,7 @@ impl Database {
                     Some(row) => {
                         sqlx::query(
                             "UPDATE users SET groups = $2, enabled = $3, expires_at = $4, \
-                             updated_at = $5, allowed_models = $6 WHERE id = $1",
+                             updated_at = $5, allowed_models = $6, limits = $7 WHERE id = $1",
                         )
                         .bind(row.id)
                         .bind(&new.groups)
@@ -433,6 +455,7 @@ impl Database {
                         .bind(new.expires_at)
                         .bind(now)
                         .bind(&new.allowed_models)
+                        .bind(&new.limits)
                         .execute(&mut *tx)
                         .await?;
                         (row.id, Change::Updated)
@@ -440,7 +463,8 @@ impl Database {
                     None => {
                         let id = sqlx::query_scalar::<_, i64>(
                             "INSERT INTO users (name, groups, enabled, expires_at, created_at, \
-                             updated_at, allowed_models) VALUES ($1, $2, $3, $4, $5, $5, $6) RETURNING id",
+                             updated_at, allowed_models, limits) VALUES ($1, $2, $3, $4, $5, $5, $6, $7) \
+                             RETURNING id",
                         )
                         .bind(*name)
                         .bind(&new.groups)
@@ -448,6 +472,7 @@ impl Database {
                         .bind(new.expires_at)
                         .bind(now)
                         .bind(&new.allowed_models)
+                        .bind(&new.limits)
                         .fetch_one(&mut *tx)
                         .await?;
                         (id, Change::Created)
@@ -458,7 +483,7 @@ impl Database {
                 for (key_name, new) in keys {
                     let existing = sqlx::query_as::<_, KeyRow>(
                         "SELECT id, user_id, name, key_hash, key_prefix, enabled, expires_at, groups, \
-                         allowed_models FROM api_keys WHERE user_id = $1 AND name = $2",
+                         allowed_models, limits FROM api_keys WHERE user_id = $1 AND name = $2",
                     )
                     .bind(user_id)
                     .bind(*key_name)
@@ -470,7 +495,7 @@ impl Database {
                             sqlx::query(
                                 "UPDATE api_keys SET key_hash = $2, key_prefix = $3, \
                                  enabled = $4, expires_at = $5, updated_at = $6, groups = $7, \
-                                 allowed_models = $8 WHERE id = $1",
+                                 allowed_models = $8, limits = $9 WHERE id = $1",
                             )
                             .bind(row.id)
                             .bind(&new.key_hash)
@@ -480,6 +505,7 @@ impl Database {
                             .bind(now)
                             .bind(&new.groups)
                             .bind(&new.allowed_models)
+                            .bind(&new.limits)
                             .execute(&mut *tx)
                             .await?;
                             Change::Updated
@@ -487,8 +513,8 @@ impl Database {
                         None => {
                             sqlx::query(
                                 "INSERT INTO api_keys (user_id, name, key_hash, key_prefix, \
-                                 enabled, expires_at, created_at, updated_at, groups, allowed_models) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
+                                 enabled, expires_at, created_at, updated_at, groups, allowed_models, \
+                                 limits) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
                             )
                             .bind(user_id)
                             .bind(*key_name)
@@ -499,6 +525,7 @@ impl Database {
                             .bind(now)
                             .bind(&new.groups)
                             .bind(&new.allowed_models)
+                            .bind(&new.limits)
                             .execute(&mut *tx)
                             .await?;
                             Change::Created
@@ -562,18 +589,18 @@ impl Database {
             let mut tx = pool.begin().await?;
             let providers = sqlx::query_as::<_, ProviderRow>(
                 "SELECT id, name, type, base_url, api_key, weight, priority, groups, \
-                 cost_multiplier, model_redirects, enabled, options FROM providers ORDER BY id",
+                 cost_multiplier, model_redirects, enabled, options, limits FROM providers ORDER BY id",
             )
             .fetch_all(&mut *tx)
             .await?;
             let users = sqlx::query_as::<_, UserRow>(
-                "SELECT id, name, groups, enabled, expires_at, allowed_models FROM users ORDER BY id",
+                "SELECT id, name, groups, enabled, expires_at, allowed_models, limits FROM users ORDER BY id",
             )
             .fetch_all(&mut *tx)
             .await?;
             let keys = sqlx::query_as::<_, KeyRow>(
                 "SELECT id, user_id, name, key_hash, key_prefix, enabled, expires_at, groups, \
-                 allowed_models FROM api_keys ORDER BY id",
+                 allowed_models, limits FROM api_keys ORDER BY id",
             )
             .fetch_all(&mut *tx)
             .await?;

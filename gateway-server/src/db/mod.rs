@@ -20,6 +20,7 @@
 //! binary.
 
 mod catalog;
+mod spend;
 mod usage;
 pub mod writer;
 
