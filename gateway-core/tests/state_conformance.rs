@@ -17,6 +17,8 @@ use gateway_core::route::breaker::{BreakerConfig, BreakerRecord, CircuitState};
 use gateway_core::store::MemoryStateStore;
 use gateway_core::store::state::{AttemptResult, RoutingView, StateStore};
 
+mod common;
+
 /// Two handles on one shared state, as two gateway replicas see it. For the memory store both
 /// are the same store; for Redis they are two stores with their own connections.
 pub struct Replicas {
@@ -382,84 +384,39 @@ conformance!(
 #[cfg(feature = "redis")]
 mod redis_fixture {
     use super::*;
-    use gateway_core::store::{RedisStateOptions, RedisStateStore};
-    use redis::AsyncCommands;
-
-    /// Where the suite expects Redis.
-    pub const URL: &str = "redis://127.0.0.1:6379";
-
-    /// A direct connection for checks and cleanup, if Redis answers; else skips (or fails on CI).
-    pub async fn raw(test: &str) -> Option<redis::aio::MultiplexedConnection> {
-        let connect = async {
-            let client = redis::Client::open(URL)?;
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await?;
-            Ok::<_, redis::RedisError>(conn)
-        };
-        let error = match tokio::time::timeout(Duration::from_secs(3), connect).await {
-            Ok(Ok(conn)) => return Some(conn),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer within 3 s".to_owned(),
-        };
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "CI=true but Redis at {URL} is unreachable ({error}): the Redis state store goes untested"
-            );
-        }
-        eprintln!("skipping redis test {test}: Redis at {URL} is unreachable ({error})");
-        None
-    }
+    use crate::common::redis_fixture::{RedisPrefix, URL};
+    use gateway_core::store::RedisStateStore;
 
     /// Two replicas on one fresh key prefix.
     pub struct Fixture {
         pub replicas: Replicas,
-        pub prefix: String,
-        raw: redis::aio::MultiplexedConnection,
+        redis: RedisPrefix,
+    }
+
+    impl std::ops::Deref for Fixture {
+        type Target = RedisPrefix;
+        fn deref(&self) -> &RedisPrefix {
+            &self.redis
+        }
+    }
+
+    impl std::ops::DerefMut for Fixture {
+        fn deref_mut(&mut self) -> &mut RedisPrefix {
+            &mut self.redis
+        }
     }
 
     impl Fixture {
         pub async fn new(test: &str) -> Option<Self> {
-            let raw = raw(test).await?;
-            let prefix = format!("gwtest:{:016x}:", rand::random::<u64>());
-            // Generous: the machine may be busy compiling; the timeout itself has its own tests.
-            let options = RedisStateOptions { prefix: prefix.clone(), timeout: Duration::from_secs(3) };
-            let a = RedisStateStore::connect(URL, options.clone()).await.expect("connect a");
-            let b = RedisStateStore::connect(URL, options).await.expect("connect b");
-            Some(Self { replicas: Replicas { a: Arc::new(a), b: Arc::new(b) }, prefix, raw })
-        }
-
-        /// The keys under this fixture's prefix.
-        pub async fn keys(&mut self) -> Vec<String> {
-            let mut keys: Vec<String> = Vec::new();
-            let mut iter: redis::AsyncIter<'_, String> =
-                self.raw.scan_match(format!("{}*", self.prefix)).await.expect("scan");
-            while let Some(key) = iter.next_item().await {
-                keys.push(key.expect("scan item"));
-            }
-            keys
-        }
-
-        /// Drops every cached script of the server, as a restart does.
-        pub async fn flush_scripts(&mut self) {
-            redis::cmd("SCRIPT").arg("FLUSH").exec_async(&mut self.raw).await.expect("SCRIPT FLUSH");
-        }
-
-        /// A key's remaining TTL in ms (-1 none, -2 no key).
-        pub async fn pttl(&mut self, key: &str) -> i64 {
-            self.raw.pttl(key).await.expect("pttl")
+            let redis = RedisPrefix::new(test).await?;
+            let a = RedisStateStore::connect(URL, redis.options()).await.expect("connect a");
+            let b = RedisStateStore::connect(URL, redis.options()).await.expect("connect b");
+            Some(Self { replicas: Replicas { a: Arc::new(a), b: Arc::new(b) }, redis })
         }
 
         /// Checks that every key left has a TTL, then deletes them.
-        pub async fn finish(mut self) {
-            let keys = self.keys().await;
-            for key in &keys {
-                let ttl: i64 = self.raw.pttl(key).await.expect("pttl");
-                // -2: expired since the scan, fine; -1: no TTL, a leak.
-                assert!(ttl > 0 || ttl == -2, "key {key} has no TTL ({ttl})");
-            }
-            if !keys.is_empty() {
-                let _: i64 = self.raw.del(&keys).await.expect("cleanup");
-            }
+        pub async fn finish(self) {
+            self.redis.finish().await;
         }
     }
 }
@@ -469,6 +426,7 @@ mod redis_only {
     use std::time::Instant;
 
     use super::*;
+    use crate::common::redis_fixture::PrivateRedis;
     use gateway_core::store::{RedisStateOptions, RedisStateStore};
 
     /// Every kind of key gets a TTL matching what it holds.
@@ -517,53 +475,6 @@ mod redis_only {
         fixture.finish().await;
     }
 
-    /// A private `redis-server` on a free port, stopped on drop (for the restart test only).
-    struct PrivateRedis {
-        port: u16,
-        child: Option<std::process::Child>,
-    }
-
-    impl PrivateRedis {
-        fn start(port: u16) -> Option<Self> {
-            let child = std::process::Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .ok()?;
-            let server = Self { port, child: Some(child) };
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(server);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            None
-        }
-
-        fn stop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Drop for PrivateRedis {
-        fn drop(&mut self) {
-            self.stop();
-        }
-    }
-
     /// Redis goes away and comes back: calls fail meanwhile, then work again by themselves.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reconnects_after_a_restart() {
@@ -576,7 +487,7 @@ mod redis_only {
             return;
         };
         let timeout = Duration::from_secs(1);
-        let options = RedisStateOptions { prefix: "gwtest:restart:".to_owned(), timeout };
+        let options = RedisStateOptions { prefix: "gwtest:restart:".to_owned(), timeout, clock: None };
         let store = RedisStateStore::connect(&format!("redis://127.0.0.1:{}", server.port), options)
             .await
             .expect("store");
@@ -630,7 +541,7 @@ mod redis_only {
         };
         let timeout = Duration::from_millis(200);
         let started = Instant::now();
-        let options = RedisStateOptions { prefix: "gw:".to_owned(), timeout };
+        let options = RedisStateOptions { prefix: "gw:".to_owned(), timeout, clock: None };
         let store = RedisStateStore::connect(&format!("redis://127.0.0.1:{port}"), options)
             .await
             .expect("an unreachable Redis does not stop the store from being built");
@@ -658,7 +569,7 @@ mod redis_only {
             }
         });
         let timeout = Duration::from_millis(200);
-        let options = RedisStateOptions { prefix: "gw:".to_owned(), timeout };
+        let options = RedisStateOptions { prefix: "gw:".to_owned(), timeout, clock: None };
         let store =
             RedisStateStore::connect(&format!("redis://127.0.0.1:{port}"), options).await.expect("store");
         every_call_fails_quickly(&store, timeout).await;

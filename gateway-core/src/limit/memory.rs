@@ -1,7 +1,7 @@
 //! The limit book of [`MemoryStateStore`](crate::store::MemoryStateStore): the semantics of
 //! [`super::state`] in plain data structures, one process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::spec::{SpendFrame, SpendWindow, Subject};
 use super::state::{
@@ -13,8 +13,10 @@ use super::window::{DAY_MS, EpochMs, FIVE_HOURS_MS, RPM_WINDOW_MS};
 /// leaves once, so keeping the sum costs O(log n) per event, whatever the window's size.
 #[derive(Debug, Default, Clone)]
 struct Rolling {
-    /// (arrival, sequence) → amount; the sequence keeps simultaneous events apart.
-    events: BTreeMap<(EpochMs, u64), i64>,
+    /// (arrival, sequence) → (amount, request id); the sequence keeps simultaneous events apart.
+    events: BTreeMap<(EpochMs, u64), (i64, String)>,
+    /// The request ids in `events`, so that a request is counted once.
+    ids: HashSet<String>,
     sum: i128,
 }
 
@@ -24,22 +26,31 @@ impl Rolling {
             if entry.key().0 > now - length {
                 break;
             }
-            self.sum -= i128::from(entry.remove());
+            let (amount, id) = entry.remove();
+            self.sum -= i128::from(amount);
+            self.ids.remove(&id);
         }
     }
 
-    fn add(&mut self, at: EpochMs, seq: u64, amount: i64, now: EpochMs, length: i64) {
+    fn add(&mut self, at: EpochMs, seq: u64, id: &str, amount: i64, now: EpochMs, length: i64) {
         if at > now - length {
-            self.events.insert((at, seq), amount);
+            self.events.insert((at, seq), (amount, id.to_owned()));
+            self.ids.insert(id.to_owned());
             self.sum += i128::from(amount);
         }
     }
 
-    /// When enough of the oldest events have left for the sum to drop below `limit`.
+    /// When enough of the oldest events have left for the sum to drop below `limit`. Events of
+    /// one instant leave together (as in [`super::window::rolling_release_ms`]): a charge and its
+    /// refund at the same instant must not be taken apart.
     fn release_at(&self, length: i64, limit: i64) -> Option<EpochMs> {
         let mut sum = self.sum;
-        for (&(at, _), &amount) in &self.events {
-            sum -= i128::from(amount);
+        let mut events = self.events.iter().peekable();
+        while let Some((&(at, _), (amount, _))) = events.next() {
+            sum -= i128::from(*amount);
+            if events.peek().is_some_and(|&(&(next, _), _)| next == at) {
+                continue;
+            }
             if sum < i128::from(limit) {
                 return Some(at + length);
             }
@@ -93,6 +104,20 @@ struct SpendBook {
 }
 
 impl SpendBook {
+    /// Adds a billed request to the rolling windows, unless the last 24 h already hold its request
+    /// id: then it was counted before (a retried record, or a rebuild that read it from the log)
+    /// and `false` says the whole record must be skipped.
+    fn add_event(&mut self, at: EpochMs, seq: u64, id: &str, amount: i64, now: EpochMs) -> bool {
+        self.five.expire(now, FIVE_HOURS_MS);
+        self.day.expire(now, DAY_MS);
+        if self.day.ids.contains(id) {
+            return false;
+        }
+        self.five.add(at, seq, id, amount, now, FIVE_HOURS_MS);
+        self.day.add(at, seq, id, amount, now, DAY_MS);
+        true
+    }
+
     fn value(
         &mut self,
         window: SpendWindow,
@@ -245,8 +270,9 @@ impl LimitBook {
             *book = SpendBook { shape: record.shape.clone(), ..SpendBook::default() };
         }
         let (at, amount) = (record.at_ms, record.amount.0);
-        book.five.add(at, seq, amount, now, FIVE_HOURS_MS);
-        book.day.add(at, seq, amount, now, DAY_MS);
+        if !book.add_event(at, seq, &record.request_id, amount, now) {
+            return;
+        }
         book.fixed_5h = match book.fixed_5h {
             Some((opened, spent)) if opened + FIVE_HOURS_MS > at => {
                 Some((opened, spent.saturating_add(amount)))
@@ -263,10 +289,10 @@ impl LimitBook {
 
     pub(crate) fn warm(&mut self, snapshot: &SpendSnapshot, now: EpochMs) {
         let mut book = SpendBook { shape: snapshot.shape.clone(), loaded: true, ..SpendBook::default() };
-        for (at, _, amount) in &snapshot.events {
+        for (at, id, amount) in &snapshot.events {
             self.seq = self.seq.wrapping_add(1);
-            book.five.add(*at, self.seq, amount.0, now, FIVE_HOURS_MS);
-            book.day.add(*at, self.seq, amount.0, now, DAY_MS);
+            // A request listed twice counts once (its first listing).
+            book.add_event(*at, self.seq, id, amount.0, now);
         }
         book.fixed_5h = snapshot.fixed_5h.map(|(opened, spent)| (opened, spent.0));
         let frame = &snapshot.frame;
@@ -320,8 +346,8 @@ mod tests {
     #[test]
     fn rolling_release_is_when_enough_old_spend_left() {
         let mut r = Rolling::default();
-        r.add(1_000, 1, 5, 1_000, FIVE_HOURS_MS);
-        r.add(2_000, 2, 5, 2_000, FIVE_HOURS_MS);
+        r.add(1_000, 1, "a", 5, 1_000, FIVE_HOURS_MS);
+        r.add(2_000, 2, "b", 5, 2_000, FIVE_HOURS_MS);
         assert_eq!(r.release_at(FIVE_HOURS_MS, 10), Some(1_000 + FIVE_HOURS_MS));
         assert_eq!(r.release_at(FIVE_HOURS_MS, 5), Some(2_000 + FIVE_HOURS_MS));
         r.expire(1_000 + FIVE_HOURS_MS, FIVE_HOURS_MS);
