@@ -40,9 +40,13 @@ struct Cluster<'a> {
 
 impl Cluster<'_> {
     fn start(&self, name: &str) -> Replica {
+        self.start_with(self.config, name)
+    }
+
+    fn start_with(&self, config: &Path, name: &str) -> Replica {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-server"))
             .args(["--listen", "127.0.0.1:0", "--config"])
-            .arg(self.config)
+            .arg(config)
             .env("DATABASE_URL", self.db_url)
             .env("ADMIN_TOKEN", "adm-test")
             .env("REDIS_URL", &self.redis_url)
@@ -158,9 +162,10 @@ async fn one_rpm_limit_config_changes_and_spend_across_replicas() {
     assert_eq!((admitted, limited), (10, 20), "{statuses:?}");
 
     // A config change imported once reaches both replicas within a second: p1 disabled, the
-    // RPM limit replaced by a daily spend limit of $0.08 (two requests at $0.04).
+    // RPM limit replaced by a daily spend limit of $0.48. The 10 requests so far spent $0.40
+    // (at $0.04 each) before spend was tracked: the new window starts from the request log.
     let changed = dir.path().join("changed.toml");
-    std::fs::write(&changed, config(&[("p1", &p1, false), ("p2", &p2, true)], "limit_daily_usd = '0.08'"))
+    std::fs::write(&changed, config(&[("p1", &p1, false), ("p2", &p2, true)], "limit_daily_usd = '0.48'"))
         .expect("config");
     cluster.import(&changed);
     tokio::time::sleep(Duration::from_millis(1_000)).await;
@@ -171,20 +176,22 @@ async fn one_rpm_limit_config_changes_and_spend_across_replicas() {
     assert!(p1.received().is_empty(), "disabled provider still used");
     assert_eq!(p2.received().len(), 2);
 
-    // $0.08 spent: refused on both replicas (spend is added when the record is made).
+    // $0.48 spent: refused on both replicas (spend is added when the record is made).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(send(&client, &a.url).await, 402);
     assert_eq!(send(&client, &b.url).await, 402);
 
     // Redis emptied of everything of this deployment and both replicas restarted: the windows
-    // are rebuilt from the request log, so the user is still at the limit.
+    // are rebuilt from the request log, so the user is still at the limit. (The replicas are
+    // killed, not stopped: first let their writers flush the last rows.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
     drop(a);
     drop(b);
     let keys = redis_keys(&cluster.redis_url, &format!("{}*", cluster.prefix));
     assert!(!keys.is_empty(), "the replicas kept state in Redis");
     redis_del(&cluster.redis_url, &keys);
     assert!(redis_keys(&cluster.redis_url, &format!("{}*", cluster.prefix)).is_empty());
-    let a = cluster.start("a2");
+    let a = cluster.start_with(&changed, "a2");
     assert_eq!(send(&client, &a.url).await, 402, "spend forgotten after a Redis flush and a restart");
     let rows = pg_rows_with_status(&pg.url, 402).await;
     assert!(rows >= 3, "refused requests leave log rows ({rows})");
