@@ -3,12 +3,12 @@
 //! | stage | reads | adds |
 //! |---|---|---|
 //! | ingress ([`Gateway::handle`]) | raw HTTP request | [`GatewayRequest`] (body read once within the size limit, `content-encoding` undone, dialect from the path), context (`dialect`, `billable`) |
-//! | [`RecordService`] | the whole context, the response | one usage record per request via the [`Recorder`]; errors rendered in the caller's dialect; `x-request-id` |
+//! | [`RecordService`] | the whole context, the response | one usage record per request via the [`Recorder`] (which also adds the cost to the limit windows); errors rendered in the caller's dialect; `x-request-id` |
 //! | [`AuthLayer`] | API key headers | context `user`, `key` |
 //! | [`ingress::ParseLayer`] | body | request `hints` (model, stream, session hints); context `original_model`, `stream` |
 //! | [`PolicyLayer`] | `user`/`key` `allowed_models`, `hints.model` | 403 for a model the caller may not use |
 //! | [`SessionLayer`] | session headers, `metadata.user_id`, conversation fingerprint | context `session_id` |
-//! | [`RouterLayer`] | `key`/`user` groups, `dialect`, `model`, `session_id`, the state store | request `target` per attempt (provider, redirected model and body); context `provider`, `forwarded_model`, decision `chain`; state: session binding, breaker outcomes, cooldowns; retries and failover around the forwarder |
+//! | [`RouterLayer`] | `key`/`user` groups and limits, `dialect`, `model`, `session_id`, the state store | admission against the key's, user's and candidate providers' limits (429/402), in the same state call as the routing view; request `target` per attempt (provider, redirected model and body); context `provider`, `forwarded_model`, decision `chain`; state: session binding, breaker outcomes, cooldowns; retries and failover around the forwarder |
 //! | [`ForwardService`] | `target` | the upstream response, body streaming; context `ttfb` |
 //!
 //! The recorder wraps the response body in a [`MeteredBody`], which reads usage as frames pass
