@@ -280,7 +280,7 @@ impl SpendHistory for RecordsAsHistory {
         &self,
         subject: Subject,
         from_ms: EpochMs,
-    ) -> BoxFuture<'_, Result<Vec<(EpochMs, String, UsdNanos)>, StateError>> {
+    ) -> BoxFuture<'_, Result<Vec<SpendEvent>, StateError>> {
         let events = self
             .matching(subject)
             .into_iter()

@@ -20,4 +20,6 @@ pub mod window;
 
 pub use engine::{LimitEngine, LimitSettings, RateLimitFailMode, SpendHistory};
 pub use spec::{Limits, SpendWindow, Subject, SubjectKind};
-pub use state::{Admission, AdmissionCheck, LimitHit, LimitKind, SpendRecord, SpendSnapshot, SubjectCheck};
+pub use state::{
+    Admission, AdmissionCheck, LimitHit, LimitKind, SpendEvent, SpendRecord, SpendSnapshot, SubjectCheck,
+};

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use gateway_core::limit::window::EpochMs;
-use gateway_core::limit::{SpendHistory, Subject, SubjectKind};
+use gateway_core::limit::{SpendEvent, SpendHistory, Subject, SubjectKind};
 use gateway_core::store::state::StateError;
 use gateway_core::usage::UsdNanos;
 
@@ -27,11 +27,7 @@ fn instant(ms: EpochMs) -> DateTime<Utc> {
 
 impl Database {
     /// Billed requests of `subject` that arrived at or after `from_ms`, oldest first.
-    pub async fn spend_events(
-        &self,
-        subject: Subject,
-        from_ms: EpochMs,
-    ) -> Result<Vec<(EpochMs, String, UsdNanos)>> {
+    pub async fn spend_events(&self, subject: Subject, from_ms: EpochMs) -> Result<Vec<SpendEvent>> {
         let sql = per_subject!(
             subject.kind,
             "SELECT created_at, request_id, cost_nanousd FROM request_log WHERE ",
@@ -87,7 +83,7 @@ impl SpendHistory for Database {
         &self,
         subject: Subject,
         from_ms: EpochMs,
-    ) -> BoxFuture<'_, std::result::Result<Vec<(EpochMs, String, UsdNanos)>, StateError>> {
+    ) -> BoxFuture<'_, std::result::Result<Vec<SpendEvent>, StateError>> {
         Box::pin(async move {
             self.spend_events(subject, from_ms).await.map_err(|e| StateError(format!("request log: {e}")))
         })
