@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use super::spec::{Limits, SpendWindow, Subject, SubjectKind};
 use super::state::{
-    Admission, AdmissionCheck, LimitHit, LimitKind, SpendRecord, SpendSnapshot, SubjectCheck,
+    Admission, AdmissionCheck, LimitHit, LimitKind, SpendEvent, SpendRecord, SpendSnapshot, SubjectCheck,
 };
 use super::window::{
     DAY_MS, EpochMs, FIVE_HOURS_MS, fixed_window_opened_at, reset_epoch_secs, seconds_until,
@@ -84,7 +84,7 @@ pub trait SpendHistory: Send + Sync + 'static {
         &self,
         subject: Subject,
         from_ms: EpochMs,
-    ) -> BoxFuture<'_, Result<Vec<(EpochMs, String, UsdNanos)>, StateError>>;
+    ) -> BoxFuture<'_, Result<Vec<SpendEvent>, StateError>>;
 
     /// Spend of `subject` on requests that arrived in `[from_ms, to_ms)` (`None`: no end).
     fn sum(

@@ -136,6 +136,9 @@ pub struct SpendRecord {
     pub amount: UsdNanos,
 }
 
+/// A billed request as the request log has it: (arrival, request id, cost).
+pub type SpendEvent = (EpochMs, String, UsdNanos);
+
 /// A subject's windows rebuilt from the request log.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SpendSnapshot {
@@ -146,7 +149,7 @@ pub struct SpendSnapshot {
     /// The fixed windows the sums below belong to.
     pub frame: SpendFrame,
     /// Billed requests of the last 24 h: (arrival, request id, cost), oldest first.
-    pub events: Vec<(EpochMs, String, UsdNanos)>,
+    pub events: Vec<SpendEvent>,
     /// The open fixed 5 h window: (opened at, spend in it).
     pub fixed_5h: Option<(EpochMs, UsdNanos)>,
     /// Spend in the fixed day of `frame`.

@@ -9,6 +9,7 @@ use gateway_core::config::{
     ApiKey, ConfigFile, Id, KeyConfig, ModelRedirect, Price, Provider, ProviderConfig, ProviderOptions,
     ProviderType, User, UserConfig, hash_api_key,
 };
+use gateway_core::limit::Limits;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -257,6 +258,8 @@ impl ProviderRow {
             model_redirects,
             enabled: v.enabled,
             options,
+            // The database schema has no limit columns yet: providers from it have no limits.
+            limits: Limits::default(),
         };
         Provider::from_config(self.id, &config).map_err(|e| DbError::invalid(T, "options", e.to_string()))
     }
@@ -272,6 +275,8 @@ impl UserRow {
             expires_at: self.values.expires_at,
             allowed_models: serde_json::from_str(&self.values.allowed_models)
                 .map_err(|e| DbError::invalid("users", "allowed_models", e.to_string()))?,
+            // No limit columns in the schema yet (see providers).
+            limits: Limits::default(),
         })
     }
 }
@@ -289,6 +294,8 @@ impl KeyRow {
             groups: self.values.groups.as_deref().map(|g| parse_groups(T, g)).transpose()?,
             allowed_models: serde_json::from_str(&self.values.allowed_models)
                 .map_err(|e| DbError::invalid(T, "allowed_models", e.to_string()))?,
+            // No limit columns in the schema yet (see providers).
+            limits: Limits::default(),
         })
     }
 }
