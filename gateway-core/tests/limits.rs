@@ -10,8 +10,8 @@ use futures_util::future::{BoxFuture, join_all};
 use gateway_core::config::ConfigFile;
 use gateway_core::limit::window::EpochMs;
 use gateway_core::limit::{
-    Admission, AdmissionCheck, LimitSettings, RateLimitFailMode, SpendHistory, SpendRecord, SpendSnapshot,
-    Subject, SubjectKind,
+    Admission, AdmissionCheck, LimitSettings, RateLimitFailMode, SpendEvent, SpendHistory, SpendRecord,
+    SpendSnapshot, Subject, SubjectKind,
 };
 use gateway_core::route::breaker::{BreakerConfig, BreakerStatus};
 use gateway_core::route::chain::{ChainStep, SkipReason};

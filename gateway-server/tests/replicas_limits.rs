@@ -202,7 +202,7 @@ async fn pg_rows_with_status(url: &str, status: i32) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let rows = db.recent_request_logs(1_000).await.expect("rows");
-        let n = rows.iter().filter(|r| i32::from(r.status_code) == status).count() as i64;
+        let n = rows.iter().filter(|r| r.status_code == status).count() as i64;
         if n >= 3 || Instant::now() > deadline {
             return n;
         }

@@ -133,7 +133,8 @@ pub struct SpendRecord {
     pub frame: SpendFrame,
     /// When the request arrived (the request log's `created_at`): the instant it counts at.
     pub at_ms: EpochMs,
-    /// Request id; the rolling windows count each request once.
+    /// Request id. A record whose id is already among the subject's events of the last 24 h
+    /// was counted before (retried, or read from the log by a rebuild) and is skipped whole.
     pub request_id: String,
     /// The cost.
     pub amount: UsdNanos,

@@ -24,7 +24,7 @@
 //! | `gw:{lim}:<tag>:rpm` | sorted set | `<ms>:<request id>` → admitted at | 60 s after the last admission |
 //! | `gw:{lim}:<tag>:ses` | sorted set | session → last seen | session TTL after the last admission |
 //! | `gw:{lim}:<tag>:loaded` | string | the shape the spend windows were rebuilt for | 24 h, refreshed by added spend |
-//! | `gw:{lim}:<tag>:ev` | hash | request id → cost, billed requests of the last 24 h | with `r5`, `r24`, `sum`: 48 h after the newest event |
+//! | `gw:{lim}:<tag>:ev` | hash | request id → cost, billed requests of the last 24 h | with `r5`, `r24`, `sum`: 48 h after the last event added |
 //! | `gw:{lim}:<tag>:r5`, `:r24` | sorted set | request id → arrival, the last 5 h / 24 h | as `ev` |
 //! | `gw:{lim}:<tag>:sum` | hash | `r5`, `r24`: running sums of those sets | as `ev` |
 //! | `gw:{lim}:<tag>:f5` | hash | `opened`, `sum` of the fixed 5 h window | 24 h after the window closes |
@@ -42,9 +42,11 @@
 //! The hash tag (`{…}`) names the logical entity, so every key a script or a multi-key command
 //! touches (a provider's breaker and cooldown in [`StateStore::reset_breaker`]) lives in one
 //! Redis Cluster slot. Limit keys all share `{lim}`: one admission checks the key, the user and
-//! the candidate providers in one script, which a cluster allows only within one slot. Reads across entities ([`StateStore::routing_view`]) are one pipeline
-//! instead of one script, so they need no common slot. Every key expires: Redis never fills up
-//! with the state of sessions and providers long gone.
+//! the candidate providers in one script, which a cluster allows only within one slot (so on a
+//! cluster, one node carries all limit traffic). Reads across entities
+//! ([`StateStore::routing_view`]) are one pipeline instead of one script, so they need no common
+//! slot. Every key expires: Redis never fills up with the state of sessions and providers long
+//! gone.
 //!
 //! # Writes
 //! Each write is one Lua script run with `EVALSHA` (reloaded by the client on `NOSCRIPT`) or one
