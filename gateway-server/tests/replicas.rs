@@ -1,6 +1,9 @@
-//! Two gateway-server processes sharing one database and one Redis act as one for routing: a
-//! session keeps its provider across replicas, and a circuit opened by failures seen on one
-//! replica keeps the other away from that provider.
+//! Two gateway-server processes sharing one database (PostgreSQL; SQLite when no PostgreSQL is
+//! reachable outside CI) and one Redis act as one for routing: a session keeps its provider
+//! across replicas, and a circuit opened by failures seen on one replica keeps the other away
+//! from that provider.
+
+mod db_support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -73,7 +76,11 @@ async fn replicas_share_sessions_and_breakers_through_redis() {
         ),
     )
     .expect("config");
-    let db_url = format!("sqlite://{}", dir.path().join("gw.db").display());
+    let pg = db_support::postgres().await;
+    let db_url = match &pg {
+        Some(t) => t.url.clone(),
+        None => format!("sqlite://{}", dir.path().join("gw.db").display()),
+    };
     let prefix = format!("gwtest-{:016x}:", rand::random::<u64>());
     let a = start(&config, &db_url, dir.path(), &prefix, "a");
     let b = start(&config, &db_url, dir.path(), &prefix, "b");
