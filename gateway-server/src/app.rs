@@ -41,10 +41,15 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    // Limit-store failures (Redis unreachable) do not make the gateway unready, since limits
+    // fail open by default, but operators see them here and in the log.
+    let limit_failures = state.gateway.limits().failures();
     match state.db.ping().await {
-        Ok(()) => {
-            (StatusCode::OK, [("content-type", "application/json")], r#"{"status":"ready"}"#.to_owned())
-        }
+        Ok(()) => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            serde_json::json!({"status": "ready", "limit_store_failures": limit_failures}).to_string(),
+        ),
         Err(e) => {
             tracing::warn!("readiness check failed: {e}");
             (

@@ -281,6 +281,9 @@ async fn redis_stopping_mid_run_fails_open_and_limits_resume_when_it_is_back() {
         assert_eq!(send(&client, &a.url).await, 200, "fail-open while Redis is down");
     }
     assert!(started.elapsed() < Duration::from_secs(5), "requests must not hang on a dead Redis");
+    let ready = client.get(format!("{}/readyz", a.url)).send().await.expect("readyz");
+    let ready: serde_json::Value = serde_json::from_slice(&ready.bytes().await.expect("body")).expect("json");
+    assert!(ready["limit_store_failures"].as_u64().is_some_and(|n| n >= 5), "failures counted: {ready}");
 
     let Some(_back) = PrivateRedis::start(port) else { return };
     redis.child = None;
