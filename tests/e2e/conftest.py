@@ -204,6 +204,7 @@ class Gateway:
         upstream_url: str,
         provider_type: str = "claude",
         translate_from: tuple[str, ...] = (),
+        user_limits: str = "",
     ):
         self.name = name
         self.dir = workdir
@@ -228,6 +229,7 @@ translate_from = [{translate}]
 
 [[users]]
 name = "alice"
+{user_limits}
 [[users.keys]]
 name = "laptop"
 key = "{API_KEY}"
@@ -472,8 +474,9 @@ def _gateway(
     tmp: pytest.TempPathFactory,
     provider_type: str = "claude",
     translate_from: tuple[str, ...] = (),
+    user_limits: str = "",
 ) -> Iterator[Gateway]:
-    gw = Gateway(name, gateway_bin, tmp.mktemp(name), upstream.url, provider_type, translate_from)
+    gw = Gateway(name, gateway_bin, tmp.mktemp(name), upstream.url, provider_type, translate_from, user_limits)
     try:
         yield gw
     finally:
@@ -518,6 +521,26 @@ def openai_compatible_gateway(
 def codex_gateway(gateway_bin: Path, mock: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """Only a `codex` provider, translating from anthropic, openai-chat and gemini."""
     yield from _translating("codex", gateway_bin, mock, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def rpm_gateway(gateway_bin: Path, mock: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A Claude gateway whose user may send 2 requests per minute."""
+    yield from _gateway("rpm-gateway", gateway_bin, mock, tmp_path_factory, user_limits="rpm_limit = 2")
+
+
+@pytest.fixture(scope="session")
+def budget_gateway(gateway_bin: Path, mock: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A Claude gateway (also serving chat clients) whose user may spend $0.0001 in total: one
+    request ($0.0003) exhausts it."""
+    yield from _gateway(
+        "budget-gateway",
+        gateway_bin,
+        mock,
+        tmp_path_factory,
+        translate_from=("openai-chat",),
+        user_limits='limit_total_usd = "0.0001"',
+    )
 
 
 @pytest.fixture(scope="session")
