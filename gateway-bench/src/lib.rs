@@ -6,6 +6,7 @@
 
 pub mod load;
 pub mod procs;
+pub mod redis_keys;
 pub mod report;
 pub mod schedule;
 pub mod stats;
@@ -24,6 +25,7 @@ use crate::load::{
     open_loop, probe,
 };
 use crate::procs::{ChildGuard, MachineInfo, cpu_time_of};
+use crate::redis_keys::RedisRun;
 use crate::schedule::RatePlan;
 use crate::stats::Added;
 use crate::targets::{Measured, TargetCheck, Targets, all_pass, check_targets};
@@ -86,6 +88,12 @@ pub struct BenchConfig {
     pub keep_temp: bool,
     /// Scenarios to run (the others are reported as not measured).
     pub scenarios: Vec<ScenarioKind>,
+    /// Configure [`BENCH_USER_LIMITS`] on the bench user: every request goes through admission
+    /// and spend tracking, none is refused.
+    pub limits: bool,
+    /// Run gateway-server with this `REDIS_URL` (and a `REDIS_KEY_PREFIX` of its own) instead of
+    /// its in-process state store.
+    pub redis_url: Option<String>,
 }
 
 /// Memory of gateway-server over the run (bytes).
@@ -170,6 +178,15 @@ impl Scenario {
     }
 }
 
+/// The Redis the gateway used (`--redis-url`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisReport {
+    /// `REDIS_KEY_PREFIX` of the run.
+    pub prefix: String,
+    /// Keys under it deleted at the end; `None` when the deletion failed (they expire anyway).
+    pub keys_deleted: Option<usize>,
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -177,6 +194,8 @@ pub struct Report {
     pub machine: MachineInfo,
     /// Settings of the run.
     pub config: BenchConfig,
+    /// The Redis state store, when the gateway used one.
+    pub redis: Option<RedisReport>,
     /// Fixed-rate non-streaming requests.
     pub fixed_rate: Scenario,
     /// Closed-loop saturation.
@@ -196,9 +215,22 @@ pub struct Report {
     pub all_pass: bool,
 }
 
+/// Limits of the bench user with `--limits`: one of each kind the admission checks (RPM,
+/// concurrent sessions, two spend windows), set far above anything a run reaches (a request
+/// costs $0.0003; a 10-minute run at 20,000 req/s would spend $3,600 and count 1.2 million
+/// requests a minute), so every request pays for admission and spend tracking and none is
+/// refused.
+pub const BENCH_USER_LIMITS: &str = r#"rpm_limit = 1000000000
+limit_concurrent_sessions = 1000000
+limit_5h_usd = "1000000"
+limit_daily_usd = "1000000"
+"#;
+
 /// The gateway config the benchmark imports: one Claude provider (the mock), one user with one
-/// key, and a price so usage is costed as in production.
-pub fn gateway_config(mock_port: u16) -> String {
+/// key, and a price so usage is costed as in production; with `limits`, the user has
+/// [`BENCH_USER_LIMITS`].
+pub fn gateway_config(mock_port: u16, limits: bool) -> String {
+    let user_limits = if limits { BENCH_USER_LIMITS } else { "" };
     format!(
         r#"[[providers]]
 name = "mock"
@@ -210,7 +242,7 @@ translate_from = ["openai-chat"]
 
 [[users]]
 name = "bench"
-[[users.keys]]
+{user_limits}[[users.keys]]
 name = "k"
 key = "{BENCH_API_KEY}"
 
@@ -231,14 +263,14 @@ struct Servers {
 }
 
 impl Servers {
-    fn start(config: &BenchConfig, dir: &std::path::Path) -> anyhow::Result<Self> {
+    fn start(config: &BenchConfig, redis: Option<&RedisRun>, dir: &std::path::Path) -> anyhow::Result<Self> {
         let mut mock_cmd = Command::new(&config.mock_bin);
         mock_cmd.args(["--listen", "127.0.0.1:0", "--chunks", &config.chunks.to_string()]);
         mock_cmd.args(["--chunk-delay-ms", &config.chunk_delay_ms.to_string()]);
         let mock = ChildGuard::start("mock-upstream", mock_cmd, dir)?;
 
         let config_path = dir.join("gateway.toml");
-        std::fs::write(&config_path, gateway_config(mock.addr().port()))
+        std::fs::write(&config_path, gateway_config(mock.addr().port(), config.limits))
             .with_context(|| format!("cannot write {}", config_path.display()))?;
         let mut gw_cmd = Command::new(&config.gateway_bin);
         gw_cmd.arg("--listen").arg("127.0.0.1:0").arg("--config").arg(&config_path);
@@ -251,6 +283,14 @@ impl Servers {
             // a debug filter would measure logging, not the gateway.
             .env("RUST_LOG", "info")
             .env("SHUTDOWN_GRACE_SECONDS", "2");
+        // Limits as configured, and a limit check that fails (Redis) is a failed request rather
+        // than an admission skipped unseen, whatever the caller's environment says.
+        gw_cmd.env("ENABLE_RATE_LIMIT", "true").env("RATE_LIMIT_FAIL_MODE", "closed");
+        // Redis only with --redis-url.
+        match redis {
+            Some(redis) => gw_cmd.env("REDIS_URL", redis.url()).env("REDIS_KEY_PREFIX", redis.prefix()),
+            None => gw_cmd.env_remove("REDIS_URL"),
+        };
         let gateway = ChildGuard::start("gateway-server", gw_cmd, dir)?;
         let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
         Ok(Self { mock, gateway, cpus })
@@ -363,6 +403,32 @@ async fn rounds(
 /// Starts the servers, runs every scenario and checks the targets.
 pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
     procs::stop_children_on_signal()?;
+    let redis = config.redis_url.as_deref().map(RedisRun::connect).transpose()?;
+    if let Some(redis) = &redis {
+        eprintln!("state store: Redis at {}, key prefix {}", redis.url(), redis.prefix());
+    }
+    let temp = tempfile::Builder::new().prefix("gateway-bench-").tempdir()?;
+    let report = measure(config, redis.as_ref(), temp.path());
+    // The keys of a failed run too (they would expire, but not for a day or two).
+    let redis = redis.map(|redis| {
+        let keys_deleted = redis
+            .delete_keys()
+            .inspect(|n| eprintln!("deleted {n} Redis key(s) under {}", redis.prefix()))
+            .inspect_err(|e| eprintln!("warning: could not delete the keys under {}: {e:#}", redis.prefix()))
+            .ok();
+        RedisReport { prefix: redis.prefix().to_owned(), keys_deleted }
+    });
+    let mut report = report?;
+    report.redis = redis;
+    if config.keep_temp {
+        let kept = temp.keep();
+        eprintln!("kept the work dir {}", kept.display());
+    }
+    Ok(report)
+}
+
+/// Runs every scenario against servers started in `dir`, stops them, and checks the targets.
+fn measure(config: &BenchConfig, redis: Option<&RedisRun>, dir: &std::path::Path) -> anyhow::Result<Report> {
     let mut machine = MachineInfo::probe();
     if !machine.competing_builds_start.is_empty() {
         eprintln!(
@@ -370,15 +436,14 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
             machine.competing_builds_start.join(", ")
         );
     }
-    let temp = tempfile::Builder::new().prefix("gateway-bench-").tempdir()?;
-    let mut servers = Servers::start(config, temp.path())?;
+    let mut servers = Servers::start(config, redis, dir)?;
     eprintln!(
         "mock-upstream on {} (pid {}), gateway-server on {} (pid {}), work dir {}",
         servers.mock.addr(),
         servers.mock.pid().unwrap_or(0),
         servers.gateway.addr(),
         servers.gateway.pid().unwrap_or(0),
-        temp.path().display()
+        dir.display()
     );
 
     // Idle memory first, before any request allocates pools and buffers.
@@ -526,10 +591,6 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         translated_other_load_pct: translated.max_other_load(),
     };
     let targets = check_targets(&measured, &Targets::default());
-    if config.keep_temp {
-        let kept = temp.keep();
-        eprintln!("kept the work dir {}", kept.display());
-    }
     // The start-up probe is one more request.
     // Both sides of the translated scenario go through the gateway.
     let gateway_requests_sent = 1
@@ -542,6 +603,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         all_pass: all_pass(&targets),
         machine,
         config: config.clone(),
+        redis: None,
         fixed_rate,
         saturation,
         streaming,
@@ -570,11 +632,39 @@ mod tests {
 
     #[test]
     fn gateway_config_parses_as_toml_with_the_mock_port() {
-        let doc: toml::Table = toml::from_str(&gateway_config(4567)).expect("valid TOML");
+        let doc: toml::Table = toml::from_str(&gateway_config(4567, false)).expect("valid TOML");
         assert_eq!(doc["providers"][0]["base_url"].as_str(), Some("http://127.0.0.1:4567"));
         assert_eq!(doc["providers"][0]["type"].as_str(), Some("claude"));
         assert_eq!(doc["users"][0]["keys"][0]["key"].as_str(), Some(BENCH_API_KEY));
         assert_eq!(doc["prices"][0]["model"].as_str(), Some(BENCH_MODEL));
+        let user = doc["users"][0].as_table().expect("user table");
+        assert!(!user.keys().any(|k| k.starts_with("rpm_") || k.starts_with("limit_")), "{user:?}");
+    }
+
+    #[test]
+    fn limits_go_on_the_bench_user_and_stay_out_of_reach() {
+        use gateway_core::config::ConfigFile;
+        use gateway_core::usage::cost::UsdNanos;
+
+        // The gateway's own import parser: unknown keys and malformed limits are errors there.
+        let file = ConfigFile::from_toml_str(&gateway_config(4567, true)).expect("a valid gateway config");
+        let [user] = file.users.as_slice() else { panic!("one user: {:?}", file.users) };
+        assert_eq!(user.name, "bench");
+        let [key] = user.keys.as_slice() else { panic!("one key: {:?}", user.keys) };
+        assert_eq!(key.key, BENCH_API_KEY);
+        assert_eq!(key.limits, Default::default(), "limits on the user only");
+
+        // Far above a long saturation run: 1.2 million requests a minute, 10 minutes of them at
+        // $0.0003 each (25 input and 15 output tokens at $3 / $15 per million).
+        let limits = &user.limits;
+        assert!(limits.rpm_limit >= 100_000_000, "{limits:?}");
+        assert!(limits.limit_concurrent_sessions >= 1_000, "{limits:?}");
+        let plenty = Some(UsdNanos(10_000 * UsdNanos::PER_USD));
+        assert!(limits.limit_5h_usd >= plenty && limits.limit_daily_usd >= plenty, "{limits:?}");
+
+        let without =
+            ConfigFile::from_toml_str(&gateway_config(4567, false)).expect("a valid gateway config");
+        assert_eq!(without.users[0].limits, Default::default());
     }
 
     #[test]
@@ -669,12 +759,15 @@ pub(crate) mod fixtures {
             idle_settle_secs: 1.0,
             keep_temp: false,
             scenarios: ScenarioKind::ALL.to_vec(),
+            limits: false,
+            redis_url: None,
         };
         let measured = Measured { rate: 1000, failed_requests: 1, total_requests: 120, ..Default::default() };
         let targets = check_targets(&measured, &Targets::default());
         Report {
             machine: MachineInfo::default(),
             config,
+            redis: None,
             fixed_rate: scenario("fixed-rate"),
             saturation: scenario("saturation"),
             streaming,

@@ -81,6 +81,14 @@ struct Cli {
     /// reported as not measured.
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<ScenarioKind>,
+    /// Give the bench user limits far above what the run reaches (RPM, concurrent sessions,
+    /// 5-hour and daily spend): every request is admitted and its spend tracked, none refused.
+    #[arg(long)]
+    limits: bool,
+    /// Run gateway-server with this REDIS_URL and a REDIS_KEY_PREFIX of its own, whose keys are
+    /// deleted at the end (default: the in-process state store).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
 }
 
 impl Cli {
@@ -110,6 +118,8 @@ impl Cli {
             } else {
                 self.scenarios.clone()
             },
+            limits: self.limits,
+            redis_url: self.redis_url.clone(),
         }
     }
 }

@@ -136,6 +136,7 @@ pub fn render(report: &Report, format: Format) -> String {
          processes other than the gateway, the mock and this benchmark during the phase, as a share \
          of all CPUs; more than a few percent means the figures are disturbed."
     );
+    let _ = writeln!(out, "{}", gateway_setup(report));
     for (when, list) in [("start", &m.competing_builds_start), ("end", &m.competing_builds_end)] {
         if !list.is_empty() {
             let _ = writeln!(out, "WARNING: compiler processes running at {when}: {}", list.join(", "));
@@ -410,6 +411,25 @@ pub fn render(report: &Report, format: Format) -> String {
     out
 }
 
+/// How the gateway ran: its limits and its state store.
+fn gateway_setup(report: &Report) -> String {
+    let limits = if report.config.limits {
+        "limits on the bench user (never reached: every request is admitted and its spend tracked)"
+    } else {
+        "no limits"
+    };
+    let store = match &report.redis {
+        None => "state in memory".to_owned(),
+        Some(redis) => {
+            let deleted = redis
+                .keys_deleted
+                .map_or_else(|| "not deleted".to_owned(), |n| format!("{n} key(s) deleted at the end"));
+            format!("state in Redis (key prefix {}, {deleted})", redis.prefix)
+        }
+    };
+    format!("Gateway: {limits}; {store}.")
+}
+
 /// One line on the targets: met, missed, disturbed, not measured.
 fn verdict_summary(targets: &[crate::targets::TargetCheck]) -> String {
     let count = |v: Verdict| targets.iter().filter(|t| t.verdict == v).count();
@@ -491,6 +511,23 @@ mod tests {
         let summary =
             verdict_summary(&[check(Verdict::Fail), check(Verdict::Disturbed), check(Verdict::Pass)]);
         assert!(summary.starts_with("1 target(s) missed; 1 target(s) not judged"), "{summary}");
+    }
+
+    #[test]
+    fn header_names_the_limits_and_the_state_store() {
+        let mut report = crate::fixtures::report();
+        let text = render(&report, Format::Text);
+        assert!(text.contains("Gateway: no limits; state in memory."), "{text}");
+
+        report.config.limits = true;
+        report.redis =
+            Some(crate::RedisReport { prefix: "gateway-bench-1-a:".to_owned(), keys_deleted: Some(7) });
+        let text = render(&report, Format::Markdown);
+        assert!(text.contains("Gateway: limits on the bench user"), "{text}");
+        assert!(
+            text.contains("state in Redis (key prefix gateway-bench-1-a:, 7 key(s) deleted at the end)"),
+            "{text}"
+        );
     }
 
     #[test]
