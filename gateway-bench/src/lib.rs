@@ -183,6 +183,8 @@ impl Scenario {
 pub struct RedisReport {
     /// `REDIS_KEY_PREFIX` of the run.
     pub prefix: String,
+    /// Whether the server runs on this machine: its CPU time is then reported per phase.
+    pub local: bool,
     /// Keys under it deleted at the end; `None` when the deletion failed (they expire anyway).
     pub keys_deleted: Option<usize>,
 }
@@ -258,6 +260,9 @@ output_per_mtok = "15"
 struct Servers {
     mock: ChildGuard,
     gateway: ChildGuard,
+    /// The local Redis server the gateway uses, if any: its CPU time is part of the gateway's
+    /// cost, not another process's load.
+    redis_pid: Option<u32>,
     /// CPUs of the machine, to express other processes' CPU use as a load.
     cpus: usize,
 }
@@ -293,13 +298,18 @@ impl Servers {
         };
         let gateway = ChildGuard::start("gateway-server", gw_cmd, dir)?;
         let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-        Ok(Self { mock, gateway, cpus })
+        Ok(Self { mock, gateway, redis_pid: redis.and_then(RedisRun::local_pid), cpus })
     }
 
     fn cpu_snapshot(&self) -> anyhow::Result<CpuSnapshot> {
         Ok(CpuSnapshot {
             at: Instant::now(),
-            own: [self.gateway.cpu_time()?, self.mock.cpu_time()?, cpu_time_of("self")?],
+            own: [
+                self.gateway.cpu_time()?,
+                self.mock.cpu_time()?,
+                cpu_time_of("self")?,
+                self.redis_pid.map_or(Ok(Duration::ZERO), |pid| cpu_time_of(&pid.to_string()))?,
+            ],
             system: procs::system_busy_time()?,
         })
     }
@@ -314,8 +324,8 @@ impl Servers {
 #[derive(Debug, Clone, Copy)]
 struct CpuSnapshot {
     at: Instant,
-    /// gateway, mock, this process.
-    own: [Duration; 3],
+    /// gateway, mock, this process, the local Redis server (zero without one).
+    own: [Duration; 4],
     /// All CPUs of the machine.
     system: Duration,
 }
@@ -327,13 +337,14 @@ fn millis(d: Duration) -> u64 {
 /// CPU used between two snapshots on a machine with `cpus` CPUs.
 fn cpu_delta(before: &CpuSnapshot, after: &CpuSnapshot, cpus: usize) -> CpuUse {
     let own = |i: usize| after.own[i].saturating_sub(before.own[i]);
-    let own_total = own(0) + own(1) + own(2);
+    let own_total = own(0) + own(1) + own(2) + own(3);
     let other = after.system.saturating_sub(before.system).saturating_sub(own_total);
     let capacity = after.at.saturating_duration_since(before.at).as_secs_f64() * cpus.max(1) as f64;
     CpuUse {
         gateway_ms: millis(own(0)),
         mock_ms: millis(own(1)),
         client_ms: millis(own(2)),
+        redis_ms: millis(own(3)),
         other_ms: millis(other),
         other_load_pct: if capacity > 0.0 { other.as_secs_f64() / capacity * 100.0 } else { 0.0 },
     }
@@ -405,7 +416,9 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
     procs::stop_children_on_signal()?;
     let redis = config.redis_url.as_deref().map(RedisRun::connect).transpose()?;
     if let Some(redis) = &redis {
-        eprintln!("state store: Redis at {}, key prefix {}", redis.url(), redis.prefix());
+        let server =
+            redis.local_pid().map_or_else(|| "not on this machine".to_owned(), |pid| format!("pid {pid}"));
+        eprintln!("state store: Redis at {} ({server}), key prefix {}", redis.url(), redis.prefix());
     }
     let temp = tempfile::Builder::new().prefix("gateway-bench-").tempdir()?;
     let report = measure(config, redis.as_ref(), temp.path());
@@ -416,7 +429,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Report> {
             .inspect(|n| eprintln!("deleted {n} Redis key(s) under {}", redis.prefix()))
             .inspect_err(|e| eprintln!("warning: could not delete the keys under {}: {e:#}", redis.prefix()))
             .ok();
-        RedisReport { prefix: redis.prefix().to_owned(), keys_deleted }
+        RedisReport { prefix: redis.prefix().to_owned(), local: redis.local_pid().is_some(), keys_deleted }
     });
     let mut report = report?;
     report.redis = redis;
@@ -671,12 +684,14 @@ mod tests {
     fn cpu_delta_attributes_the_rest_of_the_machine_to_others() {
         let ms = Duration::from_millis;
         let t0 = Instant::now();
-        let before = CpuSnapshot { at: t0, own: [ms(100), ms(50), ms(10)], system: ms(1_000) };
-        // 1 s on 2 CPUs: 250 + 0 + 20 ms by our processes, 500 ms busy in total.
-        let after = CpuSnapshot { at: t0 + ms(1_000), own: [ms(350), ms(40), ms(30)], system: ms(1_500) };
+        let before = CpuSnapshot { at: t0, own: [ms(100), ms(50), ms(10), ms(5)], system: ms(1_000) };
+        // 1 s on 2 CPUs: 250 + 0 + 20 + 30 ms by our processes and Redis, 500 ms busy in total.
+        let after =
+            CpuSnapshot { at: t0 + ms(1_000), own: [ms(350), ms(40), ms(30), ms(35)], system: ms(1_500) };
         let cpu = cpu_delta(&before, &after, 2);
-        assert_eq!((cpu.gateway_ms, cpu.mock_ms, cpu.client_ms, cpu.other_ms), (250, 0, 20, 230));
-        assert!((cpu.other_load_pct - 11.5).abs() < 1e-9, "{}", cpu.other_load_pct);
+        assert_eq!((cpu.gateway_ms, cpu.mock_ms, cpu.client_ms, cpu.redis_ms), (250, 0, 20, 30));
+        assert_eq!(cpu.other_ms, 200);
+        assert!((cpu.other_load_pct - 10.0).abs() < 1e-9, "{}", cpu.other_load_pct);
     }
 
     #[test]

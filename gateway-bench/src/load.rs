@@ -368,8 +368,11 @@ pub struct CpuUse {
     pub mock_ms: u64,
     /// The benchmark itself (load generator, ticker).
     pub client_ms: u64,
+    /// The Redis server with `--redis-url`, when it runs on this machine (0 otherwise). It
+    /// serves all its clients: another program using it during the phase counts here too.
+    pub redis_ms: u64,
     /// Every other process on the machine (builds, test runs): busy CPU time of the whole
-    /// machine minus the three above.
+    /// machine minus the four above.
     pub other_ms: u64,
     /// `other_ms` as a share of the machine's capacity over the phase (percent of all CPUs):
     /// a few percent is background noise, much more means the figures are disturbed.

@@ -1,6 +1,7 @@
 //! The Redis the gateway shares its state through when the benchmark runs with `--redis-url`:
-//! a key prefix of its own for the run, so that it never touches another user's keys, and the
-//! deletion of that prefix's keys at the end.
+//! a key prefix of its own for the run, so that it never touches another user's keys, the
+//! deletion of that prefix's keys at the end, and the server's process when it runs on this
+//! machine (its CPU time is the benchmark's, not another process's).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,16 +20,31 @@ const DELETE_BATCH: usize = 500;
 pub struct RedisRun {
     url: String,
     prefix: String,
+    local_pid: Option<u32>,
 }
 
 impl RedisRun {
-    /// Checks that `url` answers a `PING` (so a wrong URL fails before any process starts) and
-    /// picks a prefix no other run uses.
+    /// Checks that `url` answers (so a wrong URL fails before any process starts), picks a
+    /// prefix no other run uses and looks for the server among this machine's processes.
     pub fn connect(url: &str) -> anyhow::Result<Self> {
-        let run = Self { url: url.to_owned(), prefix: unique_prefix() };
+        let mut run = Self { url: url.to_owned(), prefix: unique_prefix(), local_pid: None };
         let mut conn = run.connection()?;
-        redis::cmd("PING").query::<String>(&mut conn).with_context(|| format!("PING {url} failed"))?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut conn)
+            .with_context(|| format!("INFO {url} failed"))?;
+        // The pid is the server's own: on another machine (or in a container) it names nothing
+        // here, or another program.
+        run.local_pid = server_pid(&info).filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.starts_with("redis-server"))
+        });
         Ok(run)
+    }
+
+    /// The Redis server's pid when it runs on this machine.
+    pub fn local_pid(&self) -> Option<u32> {
+        self.local_pid
     }
 
     /// `REDIS_URL` of gateway-server.
@@ -66,6 +82,11 @@ impl RedisRun {
     }
 }
 
+/// `process_id` from the reply to `INFO server`.
+fn server_pid(info: &str) -> Option<u32> {
+    info.lines().find_map(|line| line.strip_prefix("process_id:")).and_then(|pid| pid.trim().parse().ok())
+}
+
 /// `gateway-bench-<pid>-<nanoseconds>:`: unique per run, no `{` (which would move the gateway's
 /// hash tags) and no glob character (it is matched with `SCAN MATCH <prefix>*`).
 fn unique_prefix() -> String {
@@ -89,6 +110,13 @@ mod tests {
         }
     }
 
+    #[test]
+    fn server_pid_comes_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nprocess_id:4242\r\ntcp_port:6379\r\n";
+        assert_eq!(server_pid(info), Some(4242));
+        assert_eq!(server_pid("# Server\r\nredis_version:7.0.15\r\n"), None);
+    }
+
     /// Runs against the local Redis when one answers (required in CI, as the gateway's Redis
     /// tests do).
     #[test]
@@ -110,5 +138,6 @@ mod tests {
         assert_eq!(run.delete_keys().expect("delete"), 2);
         assert_eq!(run.delete_keys().expect("delete"), 0);
         assert_eq!(other.delete_keys().expect("delete"), 1, "another run's key was left alone");
+        assert!(run.local_pid().is_some(), "the server on 127.0.0.1 is a local process");
     }
 }

@@ -52,7 +52,7 @@ pub fn phase_line(stats: &PhaseStats) -> String {
     let busy = if stats.competing_builds > 0 { "  BUSY (cargo/rustc running)" } else { "" };
     let other = stats.cpu.other_load_pct;
     format!(
-        "{:<8} {:>9.1} req/s  p50 {}  p99 {}  ttfb p50 {}  failed {}  cpu gw/mock/client {}/{}/{} ms  other load {other:.0}%  gw rss {}{busy}",
+        "{:<8} {:>9.1} req/s  p50 {}  p99 {}  ttfb p50 {}  failed {}  cpu gw/mock/client/redis {}/{}/{}/{} ms  other load {other:.0}%  gw rss {}{busy}",
         stats.target,
         stats.rps,
         fmt_ms(as_f64(stats.latency.p50_us)),
@@ -62,6 +62,7 @@ pub fn phase_line(stats: &PhaseStats) -> String {
         stats.cpu.gateway_ms,
         stats.cpu.mock_ms,
         stats.cpu.client_ms,
+        stats.cpu.redis_ms,
         fmt_mib(stats.gateway_rss_after),
     )
 }
@@ -118,6 +119,8 @@ pub fn render(report: &Report, format: Format) -> String {
     let mut out = String::new();
     let m = &report.machine;
     let c = &report.config;
+    // The Redis server's CPU, when it runs on this machine (it serves the gateway's state).
+    let with_redis = report.redis.as_ref().is_some_and(|r| r.local);
     let _ = writeln!(
         out,
         "gateway-bench: {} CPUs ({}), {} RAM, Linux {}; load average {:.2} at start, {:.2} at end; \
@@ -133,8 +136,9 @@ pub fn render(report: &Report, format: Format) -> String {
     let _ = writeln!(
         out,
         "Latency is measured from the scheduled send time (open loop). \"other load\": CPU used by \
-         processes other than the gateway, the mock and this benchmark during the phase, as a share \
-         of all CPUs; more than a few percent means the figures are disturbed."
+         processes other than the gateway, the mock, this benchmark (and the local Redis server it \
+         uses) during the phase, as a share of all CPUs; more than a few percent means the figures \
+         are disturbed."
     );
     let _ = writeln!(out, "{}", gateway_setup(report));
     for (when, list) in [("start", &m.competing_builds_start), ("end", &m.competing_builds_end)] {
@@ -165,31 +169,33 @@ pub fn render(report: &Report, format: Format) -> String {
                 row.push(p.send_lag.map_or("-".to_owned(), |l| ms(l.p99_us)));
                 row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
                 row.push(cpu_per_request(p.cpu.mock_ms, p.ok));
+                if with_redis {
+                    row.push(cpu_per_request(p.cpu.redis_ms, p.ok));
+                }
                 row.push(fmt_mib(p.gateway_rss_after));
                 row.push(machine(p));
                 row
             })
             .collect();
-        out.push_str(&table(
-            format,
-            &[
-                "round",
-                "target",
-                "order",
-                "req/s",
-                "p50",
-                "p90",
-                "p99",
-                "max",
-                "failed",
-                "send lag p99",
-                "gw CPU/req",
-                "mock CPU/req",
-                "gw RSS after",
-                "other load",
-            ],
-            &rows,
-        ));
+        let mut headers = vec![
+            "round",
+            "target",
+            "order",
+            "req/s",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "failed",
+            "send lag p99",
+            "gw CPU/req",
+            "mock CPU/req",
+        ];
+        if with_redis {
+            headers.push("redis CPU/req");
+        }
+        headers.extend(["gw RSS after", "other load"]);
+        out.push_str(&table(format, &headers, &rows));
         if let Some(added) = report.fixed_rate.added {
             note(
                 &mut out,
@@ -269,30 +275,32 @@ pub fn render(report: &Report, format: Format) -> String {
                 row.push(cpu_per_request(p.cpu.gateway_ms, p.ok));
                 row.push(cpu_per_request(p.cpu.mock_ms, p.ok));
                 row.push(cpu_per_request(p.cpu.client_ms, p.ok));
+                if with_redis {
+                    row.push(cpu_per_request(p.cpu.redis_ms, p.ok));
+                }
                 row.push(fmt_mib(p.gateway_rss_after));
                 row.push(machine(p));
                 row
             })
             .collect();
-        out.push_str(&table(
-            format,
-            &[
-                "round",
-                "target",
-                "order",
-                "req/s",
-                "p50",
-                "p99",
-                "failed",
-                "gateway/direct",
-                "gw CPU/req",
-                "mock CPU/req",
-                "client CPU/req",
-                "gw RSS after",
-                "other load",
-            ],
-            &rows,
-        ));
+        let mut headers = vec![
+            "round",
+            "target",
+            "order",
+            "req/s",
+            "p50",
+            "p99",
+            "failed",
+            "gateway/direct",
+            "gw CPU/req",
+            "mock CPU/req",
+            "client CPU/req",
+        ];
+        if with_redis {
+            headers.push("redis CPU/req");
+        }
+        headers.extend(["gw RSS after", "other load"]);
+        out.push_str(&table(format, &headers, &rows));
         if let Some(ratio) = report.saturation.rps_ratio {
             note(
                 &mut out,
@@ -424,7 +432,12 @@ fn gateway_setup(report: &Report) -> String {
             let deleted = redis
                 .keys_deleted
                 .map_or_else(|| "not deleted".to_owned(), |n| format!("{n} key(s) deleted at the end"));
-            format!("state in Redis (key prefix {}, {deleted})", redis.prefix)
+            let server = if redis.local {
+                "server on this machine, its CPU reported per request"
+            } else {
+                "server not on this machine"
+            };
+            format!("state in Redis ({server}; key prefix {}, {deleted})", redis.prefix)
         }
     };
     format!("Gateway: {limits}; {store}.")
@@ -520,12 +533,16 @@ mod tests {
         assert!(text.contains("Gateway: no limits; state in memory."), "{text}");
 
         report.config.limits = true;
-        report.redis =
-            Some(crate::RedisReport { prefix: "gateway-bench-1-a:".to_owned(), keys_deleted: Some(7) });
+        report.redis = Some(crate::RedisReport {
+            prefix: "gateway-bench-1-a:".to_owned(),
+            local: true,
+            keys_deleted: Some(7),
+        });
         let text = render(&report, Format::Markdown);
+        assert!(text.contains("| gw CPU/req | mock CPU/req | redis CPU/req | gw RSS after |"), "{text}");
         assert!(text.contains("Gateway: limits on the bench user"), "{text}");
         assert!(
-            text.contains("state in Redis (key prefix gateway-bench-1-a:, 7 key(s) deleted at the end)"),
+            text.contains("state in Redis (server on this machine, its CPU reported per request; key prefix gateway-bench-1-a:, 7 key(s) deleted at the end)"),
             "{text}"
         );
     }
