@@ -2,11 +2,18 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Knobs that shape every response of a [`crate::MockUpstream`].
 ///
 /// Changed at runtime with [`crate::MockUpstream::set_behavior`]; each request takes one snapshot
 /// when it arrives, so a change never affects a response already being produced.
-#[derive(Debug, Clone)]
+///
+/// Its serde form (used by the shared binding scenarios and the Python and Node bindings) has the
+/// field names below; every field is optional (missing ones keep their defaults), unknown fields
+/// are rejected, durations are serde's `{"secs": N, "nanos": N}` and [`Fake200`] is snake_case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MockBehavior {
     /// Sleep before the response headers are sent (time to first byte). Default 0.
     pub first_byte_delay: Duration,
@@ -61,7 +68,8 @@ impl Default for MockBehavior {
 }
 
 /// The kinds of "200 but actually an error" answers relays are known to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Fake200 {
     /// An HTML page (`text/html`), e.g. a proxy's login or error page.
     Html,
@@ -77,7 +85,8 @@ pub enum Fake200 {
 ///
 /// `cache_creation_input_tokens` is reported as given; it is not derived from the 5m/1h split,
 /// so tests can exercise inconsistent upstream data too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MockUsage {
     /// `usage.input_tokens` (uncached input). Default 25.
     pub input_tokens: u64,
@@ -103,5 +112,44 @@ impl Default for MockUsage {
             cache_creation_1h_input_tokens: 0,
             cache_read_input_tokens: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_json_keeps_defaults_and_rejects_unknown_keys() {
+        let b: MockBehavior = serde_json::from_value(serde_json::json!({
+            "force_status": 429,
+            "retry_after_secs": 7,
+            "fake_200": "sse_error",
+            "first_byte_delay": {"secs": 0, "nanos": 5_000_000},
+            "usage": {"input_tokens": 3}
+        }))
+        .expect("valid behavior");
+        assert_eq!(b.force_status, Some(429));
+        assert_eq!(b.retry_after_secs, Some(7));
+        assert_eq!(b.fake_200, Some(Fake200::SseError));
+        assert_eq!(b.first_byte_delay, Duration::from_millis(5));
+        assert_eq!(b.usage, MockUsage { input_tokens: 3, ..MockUsage::default() });
+        assert_eq!(b.chunks, 3, "missing fields keep their defaults");
+        assert_eq!(b.reply_text, MockBehavior::default().reply_text);
+
+        let typo = serde_json::from_value::<MockBehavior>(serde_json::json!({"force_stauts": 500}));
+        assert!(typo.is_err(), "unknown keys are rejected");
+        let typo = serde_json::from_value::<MockBehavior>(serde_json::json!({"usage": {"input": 1}}));
+        assert!(typo.is_err(), "unknown usage keys are rejected");
+    }
+
+    #[test]
+    fn serialized_form_reads_back() {
+        let b = MockBehavior { fake_200: Some(Fake200::Html), chunks: 5, ..MockBehavior::default() };
+        let json = serde_json::to_value(&b).expect("serialize");
+        assert_eq!(json["fake_200"], "html");
+        let back: MockBehavior = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back.fake_200, Some(Fake200::Html));
+        assert_eq!(back.chunks, 5);
     }
 }

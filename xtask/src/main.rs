@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod node;
+mod py;
+
 const HELP: &str = "\
 cargo xtask: project tasks
 
@@ -31,7 +34,12 @@ COMMANDS:
                       6. pytest tests/e2e (official anthropic SDK against the real server)
                       7. fuzz: install cargo-fuzz if missing, build the fuzz targets, run each
                          for 10 s (one per core at a time) on the stable toolchain (see `fuzz`)
+                    Then the Python binding (xtask/src/py.rs): virtualenv target/py-venv,
+                    maturin develop gateway-py, pytest gateway-py/tests; then fuzz last.
                     Ends with the line `xtask: N passed, N failed` (N counts steps).
+    test-node       The Node.js binding step alone (`test` runs it before fuzz): build, npm
+                    install, node --test gateway-node/test (see xtask/src/node.rs).
+    test-py         Only the Python binding's steps.
     fuzz [TARGET] [SECONDS]
                     Run one fuzz target (every target when TARGET is omitted or `all`) for
                     SECONDS each (default 60) with libFuzzer through cargo-fuzz, on stable Rust
@@ -58,6 +66,8 @@ fn main() -> ExitCode {
             }
             test()
         }
+        Some("test-node") => node::command(&rest),
+        Some("test-py") => py::test_py(),
         Some("bench") => bench(&rest),
         Some("fuzz") => fuzz_command(&rest),
         Some("help" | "--help" | "-h") => {
@@ -136,7 +146,7 @@ fn test() -> Result<ExitCode> {
     let gateway_bin = target.join("debug").join("gateway-server");
     let mock_bin = target.join("debug").join("mock-upstream");
 
-    let steps = vec![
+    let mut steps = vec![
         step("fmt", || {
             let mut cmd = cargo();
             cmd.args(["fmt", "--all", "--", "--check"]);
@@ -210,8 +220,10 @@ fn test() -> Result<ExitCode> {
                 _ => bail!("`{shown}` exited with {status}"),
             }
         }),
+        node::test_step(),
         step("fuzz", || fuzz(&self::root(), None, CI_FUZZ_SECONDS, FuzzOutput::Summary)),
     ];
+    steps.splice(steps.len() - 1..steps.len() - 1, py::steps()); // before fuzz (xtask/src/py.rs)
 
     let total = steps.len();
     let names: Vec<&'static str> = steps.iter().map(|s| s.name).collect();
