@@ -5,55 +5,20 @@
 
 mod db_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod replica_support;
 
 use gateway_core::forward::{ClientOptions, build_client};
 use gateway_mock::{MockBehavior, MockUpstream};
+use replica_support::{redis_available, start_replica};
 
-struct Replica {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &std::path::Path, db_url: &str, dir: &std::path::Path, prefix: &str, name: &str) -> Replica {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-server"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .env("DATABASE_URL", db_url)
-        .env("ADMIN_TOKEN", "adm-test")
-        .env("REDIS_URL", "redis://127.0.0.1:6379")
-        .env("REDIS_KEY_PREFIX", prefix)
-        .env("USAGE_SPILL_PATH", dir.join(format!("{name}-spill.jsonl")))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn gateway-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let url = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
-        .expect("listening line");
-    Replica { child, url }
-}
-
-fn redis_available() -> bool {
-    let up = std::net::TcpStream::connect("127.0.0.1:6379").is_ok();
-    if !up {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("Redis is required in CI but 127.0.0.1:6379 is unreachable");
-        }
-        eprintln!("skipping: Redis at 127.0.0.1:6379 is unreachable");
-    }
-    up
+fn start(
+    config: &std::path::Path,
+    db_url: &str,
+    dir: &std::path::Path,
+    prefix: &str,
+    name: &str,
+) -> replica_support::Replica {
+    start_replica(config, db_url, "redis://127.0.0.1:6379", prefix, dir, name)
 }
 
 #[tokio::test]

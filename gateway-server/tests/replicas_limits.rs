@@ -3,8 +3,8 @@
 //! Redis and a restart, and Redis stopping mid-run.
 
 mod db_support;
+mod replica_support;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -13,22 +13,11 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use gateway_core::forward::{ClientOptions, build_client};
 use gateway_mock::MockUpstream;
+use replica_support::{Replica, in_ci, redis_available, start_replica};
 
 const KEY: &str = "sk-replica-limits-1";
 const BODY: &str =
     r#"{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
-
-struct Replica {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Cluster<'a> {
     config: &'a Path,
@@ -44,25 +33,7 @@ impl Cluster<'_> {
     }
 
     fn start_with(&self, config: &Path, name: &str) -> Replica {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-server"))
-            .args(["--listen", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .env("DATABASE_URL", self.db_url)
-            .env("ADMIN_TOKEN", "adm-test")
-            .env("REDIS_URL", &self.redis_url)
-            .env("REDIS_KEY_PREFIX", &self.prefix)
-            .env("USAGE_SPILL_PATH", self.dir.join(format!("{name}-spill.jsonl")))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn gateway-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let url = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
-            .expect("listening line");
-        Replica { child, url }
+        start_replica(config, self.db_url, &self.redis_url, &self.prefix, self.dir, name)
     }
 
     fn import(&self, config: &Path) {
@@ -75,19 +46,6 @@ impl Cluster<'_> {
             .expect("run import");
         assert!(status.success(), "import failed");
     }
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn redis_available() -> bool {
-    let up = std::net::TcpStream::connect("127.0.0.1:6379").is_ok();
-    if !up {
-        assert!(!in_ci(), "Redis is required in CI but 127.0.0.1:6379 is unreachable");
-        eprintln!("skipping: Redis at 127.0.0.1:6379 is unreachable");
-    }
-    up
 }
 
 fn config(providers: &[(&str, &MockUpstream, bool)], user_limits: &str) -> String {
