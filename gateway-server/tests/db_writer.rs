@@ -77,6 +77,25 @@ async fn delivers_records_in_batches_and_on_timer() {
 }
 
 #[tokio::test]
+async fn records_queued_with_a_shutdown_are_all_written() {
+    for t in backends().await {
+        let spill = t.path("spill/usage.jsonl");
+        let writer = UsageWriter::start(t.db.clone(), spill.clone()).await.expect("start");
+        // The first record starts a batch; the rest and the shutdown request then arrive
+        // together and are taken from the channel in one bulk.
+        writer.record(records("first", 1).remove(0));
+        tokio::task::yield_now().await;
+        for r in records("q", 300) {
+            writer.record(r);
+        }
+        writer.shutdown().await;
+        assert_eq!(count(&t.db).await, 301, "{}", t.label);
+        assert_eq!(writer.stats().written, 301, "{}", t.label);
+        assert!(!spill.exists(), "{}: nothing spilled", t.label);
+    }
+}
+
+#[tokio::test]
 async fn spills_while_the_database_is_down_and_replays_on_next_start() {
     for t in backends().await {
         let spill = t.path("usage-spill.jsonl");

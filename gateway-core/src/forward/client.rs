@@ -40,8 +40,8 @@ fn client_error(e: &dyn std::fmt::Display) -> GatewayError {
 }
 
 /// Builds a client: rustls on ring with the webpki roots, HTTP/2 by ALPN and HTTP/1.1 otherwise,
-/// pooling, no redirects followed, no transparent decompression (bytes are relayed as sent), and
-/// no proxy from the environment (proxies are per provider).
+/// pooling, no redirects followed, no retries of its own, no transparent decompression (bytes are
+/// relayed as sent), and no proxy from the environment (proxies are per provider).
 pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, GatewayError> {
     builder(opts)?.build().map_err(|e| client_error(&e))
 }
@@ -59,6 +59,9 @@ fn builder(opts: &ClientOptions) -> Result<reqwest::ClientBuilder, GatewayError>
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())
+        // Retries are the router's (attempts, failover, breakers). reqwest's own retry of HTTP/2
+        // refusals copied every request's headers and body up front in case it retried.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .no_proxy()
         .connect_timeout(opts.connect_timeout)
         .pool_idle_timeout(opts.pool_idle_timeout)
@@ -86,12 +89,17 @@ pub struct ProviderClients {
 pub struct ClientPool {
     opts: ClientOptions,
     clients: Arc<RwLock<HashMap<ClientKey, reqwest::Client>>>,
+    urls: Arc<RwLock<HashMap<String, reqwest::Url>>>,
 }
+
+/// Parsed upstream URLs kept at most; a gateway sends to few distinct endpoints, so the cache
+/// is simply emptied when a flood of distinct query strings fills it.
+const MAX_CACHED_URLS: usize = 1024;
 
 impl ClientPool {
     /// A pool whose clients use `opts`.
     pub fn new(opts: ClientOptions) -> Self {
-        Self { opts, clients: Arc::default() }
+        Self { opts, clients: Arc::default(), urls: Arc::default() }
     }
 
     /// A pool whose direct clients (no proxy, default connect timeout) are `client`.
@@ -133,6 +141,24 @@ impl ClientPool {
         Ok(ProviderClients { primary, direct_fallback })
     }
 
+    /// `url` parsed, from a cache: parsing (host normalisation included) is a measurable share of
+    /// a request's CPU when done per request.
+    pub fn parsed_url(&self, url: &str) -> Result<reqwest::Url, GatewayError> {
+        if let Some(parsed) = self.urls.read().get(url) {
+            return Ok(parsed.clone());
+        }
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            GatewayError::new(ErrorKind::Internal, "bad_upstream_url", "the upstream URL is invalid")
+                .with_detail(format!("{url:?}: {e}"))
+        })?;
+        let mut urls = self.urls.write();
+        if urls.len() >= MAX_CACHED_URLS {
+            urls.clear();
+        }
+        urls.insert(url.to_owned(), parsed.clone());
+        Ok(parsed)
+    }
+
     /// A direct client with default settings (for listing models and similar side calls).
     pub fn default_client(&self) -> Result<reqwest::Client, GatewayError> {
         self.get(ClientKey { proxy: None, connect_timeout_ms: duration_ms(self.opts.connect_timeout) })
@@ -141,4 +167,23 @@ impl ClientPool {
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsed_urls_are_cached_and_the_cache_stays_bounded() {
+        let pool = ClientPool::new(ClientOptions::default());
+        let url = "https://API.example.com:443/v1/messages?beta=true";
+        let first = pool.parsed_url(url).expect("valid");
+        assert_eq!(first, reqwest::Url::parse(url).expect("valid"));
+        assert_eq!(pool.parsed_url(url).expect("cached"), first);
+        assert!(pool.parsed_url("not a url").is_err());
+        for n in 0..MAX_CACHED_URLS + 10 {
+            pool.parsed_url(&format!("http://127.0.0.1:1/v1/messages?n={n}")).expect("valid");
+        }
+        assert!(pool.urls.read().len() <= MAX_CACHED_URLS);
+    }
 }

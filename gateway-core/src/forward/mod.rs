@@ -101,6 +101,9 @@ fn content_type(headers: &http::HeaderMap) -> &str {
 /// The message of a JSON error object (`{"error": ...}` or `{"type":"error", ...}`), if `body`
 /// is one.
 fn json_error_message(body: &[u8]) -> Option<String> {
+    // Inside a JSON string a quote is escaped, so an unescaped `"error"` only occurs as a key or a
+    // whole value: success bodies without one (nearly all) skip the parse.
+    memchr::memmem::find(body, b"\"error\"")?;
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let obj = v.as_object()?;
     let err = obj.get("error")?;
@@ -180,27 +183,28 @@ impl ForwardService {
         let first_byte_limit = if stream { millis(opts.first_byte_timeout_ms) } else { None };
         let total_limit = if stream { None } else { millis(opts.request_timeout_ms) };
 
-        let send = |client: reqwest::Client| {
-            let mut builder = client
-                .request(req.method.clone(), url.as_str())
-                .headers(headers.clone())
-                .body(upstream_body.clone());
-            if let Some(limit) = total_limit {
-                builder = builder.timeout(limit);
-            }
-            builder.send()
+        let url = clients.parsed_url(&url)?;
+        // A request built whole rather than through `RequestBuilder`, whose header merge copied
+        // every header once more.
+        let request = |headers: http::HeaderMap| {
+            let mut r = reqwest::Request::new(req.method.clone(), url.clone());
+            *r.headers_mut() = headers;
+            *r.body_mut() = Some(reqwest::Body::from(upstream_body.clone()));
+            *r.timeout_mut() = total_limit;
+            r
         };
         let deadline = first_byte_limit.map(|d| tokio::time::Instant::now() + d);
         let clients_for = clients.for_provider(&provider)?;
-        let sent = match before(deadline, send(clients_for.primary.clone())).await {
+        let fallback_headers = clients_for.direct_fallback.as_ref().map(|_| headers.clone());
+        let sent = match before(deadline, clients_for.primary.execute(request(headers))).await {
             Err(()) => {
                 return Err(timeout_error(&provider.name, "response", first_byte_limit.unwrap_or_default()));
             }
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => match (&clients_for.direct_fallback, proxy_unreachable(&e)) {
-                (Some(direct), true) => {
+            Ok(Err(e)) => match (&clients_for.direct_fallback, fallback_headers, proxy_unreachable(&e)) {
+                (Some(direct), Some(headers), true) => {
                     tracing::warn!(provider = %provider.name, "proxy unreachable, connecting directly: {e}");
-                    match before(deadline, send(direct.clone())).await {
+                    match before(deadline, direct.execute(request(headers))).await {
                         Err(()) => {
                             return Err(timeout_error(
                                 &provider.name,
