@@ -625,18 +625,18 @@ pub mod cases {
         let limits = Limits { rpm_limit: 1, limit_daily_usd: usd(5), ..Limits::default() };
         env.store.bind_session("sv", 7, Duration::from_secs(60)).await.expect("bind");
         let check = env.check(&[(key(), &limits)], &[], Some("sv"));
-        let (admission, view) = env.store.admit_and_view(&check, Some("sv"), &[7, 8]).await;
+        let (admission, view) = env.store.admit_and_view(&check, Some("sv"), &[7, 8], None).await;
         assert_eq!(admission.expect("admission"), Admission::NeedsWarm(vec![key()]));
         let view = view.expect("view");
         assert_eq!((view.binding, view.health.len()), (Some(7), 2));
         env.warm_empty(key(), &limits).await;
-        let (admission, view) = env.store.admit_and_view(&check, None, &[]).await;
+        let (admission, view) = env.store.admit_and_view(&check, None, &[], None).await;
         admitted(&admission.expect("admission"));
         assert!(view.expect("view").binding.is_none());
-        let (admission, _) = env.store.admit_and_view(&check, None, &[]).await;
+        let (admission, _) = env.store.admit_and_view(&check, None, &[], None).await;
         assert_eq!(hit(&admission.expect("admission")).0, LimitKind::Rpm);
         let empty = env.check(&[], &[], None);
-        let (admission, view) = env.store.admit_and_view(&empty, Some("sv"), &[]).await;
+        let (admission, view) = env.store.admit_and_view(&empty, Some("sv"), &[], None).await;
         assert_eq!(admitted(&admission.expect("admission")), Vec::<i64>::new());
         assert_eq!(view.expect("view").binding, Some(7));
     }
@@ -809,7 +809,7 @@ mod redis_only {
         let limits = Limits { rpm_limit: 1, limit_daily_usd: usd(10), ..Limits::default() };
         let check = env.check(&[(key(), &limits)], &[], None);
         flush().await;
-        let (admission, view) = env.store.admit_and_view(&check, None, &[1]).await;
+        let (admission, view) = env.store.admit_and_view(&check, None, &[1], None).await;
         assert_eq!(admission.expect("answered after NOSCRIPT"), Admission::NeedsWarm(vec![key()]));
         assert_eq!(view.expect("view").health.len(), 1);
         flush().await;

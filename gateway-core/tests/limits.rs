@@ -343,8 +343,9 @@ impl StateStore for LimitsDown {
         &'a self,
         s: Option<&'a str>,
         p: &'a [i64],
+        keep: Option<Duration>,
     ) -> BoxFuture<'a, Result<RoutingView, StateError>> {
-        self.0.routing_view(s, p)
+        self.0.routing_view(s, p, keep)
     }
     fn acquire_provider_session<'a>(
         &'a self,

@@ -12,7 +12,7 @@
 //!
 //! | key | type | content | TTL |
 //! | --- | --- | --- | --- |
-//! | `gw:{s:<session>}:bind` | string | bound provider id | session TTL, refreshed on rebind |
+//! | `gw:{s:<session>}:bind` | string | bound provider id | session TTL, refreshed on rebind and by the routing view's `GETEX` |
 //! | `gw:{p:<id>}:sessions` | sorted set | session → last seen (server ms) | session TTL after the last admission |
 //! | `gw:{p:<id>}:breaker` | hash | `failures`, `half_open_successes`, `opened_at_ms`, `last_failure` | 24 h + open period after the last change |
 //! | `gw:{p:<id>}:cooldown` | string | cooldown end (server ms) | until the cooldown ends |
@@ -809,12 +809,26 @@ impl RedisStateStore {
     }
 
     /// Adds the reads of a routing view to a pipeline; [`parse_view`] reads their replies.
-    fn push_view(&self, pipe: &mut redis::Pipeline, session: Option<&str>, providers: &[Id]) {
+    fn push_view(
+        &self,
+        pipe: &mut redis::Pipeline,
+        session: Option<&str>,
+        providers: &[Id],
+        keep_binding: Option<Duration>,
+    ) {
         // Not one script: the keys belong to several entities, hence to several cluster slots.
         // Each entity's value is read by one command, so it is consistent.
         pipe.cmd("TIME");
         if let Some(s) = session {
-            pipe.cmd("GET").arg(self.binding_key(s));
+            let key = self.binding_key(s);
+            // GETEX (Redis 6.2) reads and refreshes in one command: a session that stays on its
+            // provider costs no write of its own. A zero TTL keeps it for no time, as
+            // `bind_session` does (PX refuses 0).
+            match keep_binding.map(|ttl| ms(ttl).min(MAX_LUA_MS)) {
+                None => pipe.cmd("GET").arg(key),
+                Some(0) => pipe.cmd("GETDEL").arg(key),
+                Some(ttl_ms) => pipe.cmd("GETEX").arg(key).arg("PX").arg(ttl_ms),
+            };
         }
         for &p in providers {
             pipe.cmd("HMGET").arg(self.breaker_key(p)).arg(&BREAKER_FIELDS[..]);
@@ -828,12 +842,13 @@ impl RedisStateStore {
         invocation: &redis::ScriptInvocation<'_>,
         session: Option<&str>,
         providers: &[Id],
+        keep_binding: Option<Duration>,
     ) -> Result<Vec<Value>, StateError> {
         let mut pipe = redis::pipe();
         // Each reply is judged alone: a failed admission must not cost the routing view.
         pipe.ignore_errors();
         pipe.invoke_script(invocation);
-        self.push_view(&mut pipe, session, providers);
+        self.push_view(&mut pipe, session, providers, keep_binding);
         let mut conn = self.conn.clone();
         self.call("admit_and_view", pipe.query_async(&mut conn)).await
     }
@@ -1005,10 +1020,11 @@ impl StateStore for RedisStateStore {
         &'a self,
         session: Option<&'a str>,
         providers: &'a [Id],
+        keep_binding: Option<Duration>,
     ) -> BoxFuture<'a, Result<RoutingView, StateError>> {
         Box::pin(async move {
             let mut pipe = redis::pipe();
-            self.push_view(&mut pipe, session, providers);
+            self.push_view(&mut pipe, session, providers, keep_binding);
             let mut conn = self.conn.clone();
             let replies: Vec<Value> = self.call("routing_view", pipe.query_async(&mut conn)).await?;
             parse_view(&mut replies.into_iter(), session, providers)
@@ -1139,14 +1155,15 @@ impl StateStore for RedisStateStore {
         check: &'a AdmissionCheck,
         session: Option<&'a str>,
         providers: &'a [Id],
+        keep_binding: Option<Duration>,
     ) -> BoxFuture<'a, (Result<Admission, StateError>, Result<RoutingView, StateError>)> {
         Box::pin(async move {
             if check.is_empty() {
                 let admission = Ok(Admission::Admitted { providers_over: Vec::new() });
-                return (admission, self.routing_view(session, providers).await);
+                return (admission, self.routing_view(session, providers, keep_binding).await);
             }
             let invocation = self.admit_invocation(check);
-            let mut replies = self.admit_and_view_once(&invocation, session, providers).await;
+            let mut replies = self.admit_and_view_once(&invocation, session, providers, keep_binding).await;
             // A pipeline does not load a missing script by itself (a restarted or flushed Redis):
             // load it and send the pipeline again; the script did not run, the reads are reads.
             let no_script = |r: &Result<Vec<Value>, StateError>| {
@@ -1157,7 +1174,8 @@ impl StateStore for RedisStateStore {
                 let mut conn = self.conn.clone();
                 let loaded = self.call("admit_and_view", invocation.load_async(&mut conn)).await;
                 replies = match loaded {
-                    Ok(_) => self.admit_and_view_once(&invocation, session, providers).await,
+                    // The first pipeline's GETEX already refreshed the binding; again is harmless.
+                    Ok(_) => self.admit_and_view_once(&invocation, session, providers, keep_binding).await,
                     Err(e) => Err(e),
                 };
             }
