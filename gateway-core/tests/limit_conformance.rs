@@ -548,6 +548,27 @@ pub mod cases {
         env.store.invalidate_spend(&[Subject::provider(9)]).await.expect("an unknown subject");
     }
 
+    /// Request ids are remembered for `REQUEST_ID_MEMORY_MS` from when they were taken (added or
+    /// rebuilt), then a record with the same id counts again; the rolling sums stay per second.
+    pub async fn request_ids_are_remembered_for_a_while(env: &Env) {
+        let limits =
+            Limits { limit_daily_usd: usd(100), daily_reset_mode: WindowMode::Rolling, ..Limits::default() };
+        let k = [(key(), &limits)];
+        let mut snapshot = env.snapshot(key(), &limits);
+        snapshot.events = vec![(T0 - HOUR, "logged".into(), UsdNanos(10))];
+        env.warm(&[snapshot]).await;
+        env.spend(key(), &limits, "a", 10).await;
+        env.advance(REQUEST_ID_MEMORY_MS - 1);
+        env.spend_at(key(), &limits, "a", 10, T0).await;
+        env.spend_at(key(), &limits, "logged", 10, T0 - HOUR).await;
+        let tight = Limits { limit_daily_usd: usd(20), ..limits.clone() };
+        assert_eq!(hit(&env.admit(&[(key(), &tight)], &[], None).await).1, 20, "both repeats skipped");
+        env.advance(1);
+        env.spend_at(key(), &limits, "a", 10, T0).await;
+        assert_eq!(hit(&env.admit(&[(key(), &tight)], &[], None).await).1, 30, "forgotten: counted again");
+        admitted(&env.admit(&k, &[], None).await);
+    }
+
     /// A request id counts once: a repeated record, or one the rebuild already read from the log.
     pub async fn request_ids_count_once(env: &Env) {
         let limits = Limits { limit_5h_usd: usd(10), limit_daily_usd: usd(10), ..Limits::default() };
@@ -702,6 +723,7 @@ conformance!(
     shape_change,
     invalidate,
     request_ids_count_once,
+    request_ids_are_remembered_for_a_while,
     providers_over,
     nothing_counted_on_rejection,
     admit_with_view,
