@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 use gateway_core::limit::spec::SpendFrame;
-use gateway_core::limit::window::{DAY_MS, FIVE_HOURS_MS, RPM_WINDOW_MS, ResetTime, WindowMode};
+use gateway_core::limit::state::REQUEST_ID_MEMORY_MS;
+use gateway_core::limit::window::{
+    DAY_MS, FIVE_HOURS_MS, RPM_WINDOW_MS, ResetTime, WindowMode, rolling_leaves_at,
+};
 use gateway_core::limit::{
     Admission, AdmissionCheck, LimitHit, LimitKind, Limits, SpendRecord, SpendSnapshot, SpendWindow, Subject,
     SubjectCheck,
@@ -296,8 +299,9 @@ pub mod cases {
         assert_eq!(hit(&env.admit(&[(key(), &unlimited)], &[], None).await).0, LimitKind::Rpm);
     }
 
-    /// Rolling 5 h: spend leaves 5 h after it arrived; a refusal names the instant enough of it
-    /// has left, events of one instant leaving together.
+    /// Rolling 5 h: spend leaves 5 h after the end of the second it arrived in (never earlier
+    /// than 5 h after it arrived); a refusal names the instant enough of it has left, spend of one
+    /// second leaving together.
     pub async fn rolling_release(env: &Env) {
         let limits = Limits { limit_5h_usd: usd(10), ..Limits::default() };
         let k = [(key(), &limits)];
@@ -311,21 +315,24 @@ pub mod cases {
         // 12 in the window; without a (4) it is 8 < 10.
         assert_eq!(
             hit(&env.admit(&k, &[], None).await),
-            (LimitKind::Spend(five), 12, 10, Some(T0 + FIVE_HOURS_MS))
+            (LimitKind::Spend(five), 12, 10, Some(rolling_leaves_at(T0, FIVE_HOURS_MS)))
         );
         let tight = Limits { limit_5h_usd: usd(5), ..limits.clone() };
         assert_eq!(
             hit(&env.admit(&[(key(), &tight)], &[], None).await),
-            (LimitKind::Spend(five), 12, 5, Some(T0 + HOUR + FIVE_HOURS_MS)),
+            (LimitKind::Spend(five), 12, 5, Some(rolling_leaves_at(T0 + HOUR, FIVE_HOURS_MS))),
             "a and b must leave for 4 < 5"
         );
-        env.set(T0 + FIVE_HOURS_MS - 1);
-        assert_eq!(hit(&env.admit(&k, &[], None).await).1, 12);
+        // Spend leaves with its second: never before the exact instant, at most 999 ms after.
         env.set(T0 + FIVE_HOURS_MS);
+        assert_eq!(hit(&env.admit(&k, &[], None).await).1, 12);
+        env.set(rolling_leaves_at(T0, FIVE_HOURS_MS) - 1);
+        assert_eq!(hit(&env.admit(&k, &[], None).await).1, 12);
+        env.set(rolling_leaves_at(T0, FIVE_HOURS_MS));
         admitted(&env.admit(&k, &[], None).await);
         assert_eq!(
             hit(&env.admit(&[(key(), &tight)], &[], None).await),
-            (LimitKind::Spend(five), 8, 5, Some(T0 + HOUR + FIVE_HOURS_MS))
+            (LimitKind::Spend(five), 8, 5, Some(rolling_leaves_at(T0 + HOUR, FIVE_HOURS_MS)))
         );
 
         // A charge and a refund at one instant leave together: only when z leaves is the sum
@@ -341,14 +348,14 @@ pub mod cases {
         env.warm(&[snapshot]).await;
         assert_eq!(
             hit(&env.admit(&u, &[], None).await),
-            (LimitKind::Spend(five), 12, 10, Some(T0 + FIVE_HOURS_MS))
+            (LimitKind::Spend(five), 12, 10, Some(rolling_leaves_at(T0, FIVE_HOURS_MS)))
         );
-        env.set(T0 - 1_000 + FIVE_HOURS_MS);
+        env.set(rolling_leaves_at(T0 - 1_000, FIVE_HOURS_MS));
         assert_eq!(
             hit(&env.admit(&u, &[], None).await),
-            (LimitKind::Spend(five), 10, 10, Some(T0 + FIVE_HOURS_MS))
+            (LimitKind::Spend(five), 10, 10, Some(rolling_leaves_at(T0, FIVE_HOURS_MS)))
         );
-        env.set(T0 + FIVE_HOURS_MS);
+        env.set(rolling_leaves_at(T0, FIVE_HOURS_MS));
         admitted(&env.admit(&u, &[], None).await);
     }
 
@@ -360,7 +367,9 @@ pub mod cases {
         let day = SpendWindow::DailyRolling;
         let mut snapshot = env.snapshot(key(), &limits);
         snapshot.events = vec![
-            (T0 - DAY_MS, "old".into(), UsdNanos(100)),
+            // Its second ended a day before now: out (an event at T0 - DAY_MS would still count
+            // until T0 + 999, with the rest of its second).
+            (T0 - DAY_MS - 1_000, "old".into(), UsdNanos(100)),
             (T0 - 10 * HOUR, "a".into(), UsdNanos(6)),
             (T0 - HOUR, "b".into(), UsdNanos(3)),
         ];
@@ -369,9 +378,9 @@ pub mod cases {
         env.spend(key(), &limits, "c", 1).await;
         assert_eq!(
             hit(&env.admit(&k, &[], None).await),
-            (LimitKind::Spend(day), 10, 10, Some(T0 - 10 * HOUR + DAY_MS))
+            (LimitKind::Spend(day), 10, 10, Some(rolling_leaves_at(T0 - 10 * HOUR, DAY_MS)))
         );
-        env.set(T0 - 10 * HOUR + DAY_MS);
+        env.set(rolling_leaves_at(T0 - 10 * HOUR, DAY_MS));
         admitted(&env.admit(&k, &[], None).await);
     }
 
@@ -528,10 +537,36 @@ pub mod cases {
         env.spend(key(), &limits, "c", 7).await;
         assert_eq!(
             hit(&env.admit(&[(key(), &limits)], &[], None).await),
-            (LimitKind::Spend(SpendWindow::FiveHourRolling), 10, 10, Some(T0 + FIVE_HOURS_MS))
+            (
+                LimitKind::Spend(SpendWindow::FiveHourRolling),
+                10,
+                10,
+                Some(rolling_leaves_at(T0, FIVE_HOURS_MS))
+            )
         );
         env.store.invalidate_spend(&[]).await.expect("nothing to invalidate");
         env.store.invalidate_spend(&[Subject::provider(9)]).await.expect("an unknown subject");
+    }
+
+    /// Request ids are remembered for `REQUEST_ID_MEMORY_MS` from when they were taken (added or
+    /// rebuilt), then a record with the same id counts again; the rolling sums stay per second.
+    pub async fn request_ids_are_remembered_for_a_while(env: &Env) {
+        let limits =
+            Limits { limit_daily_usd: usd(100), daily_reset_mode: WindowMode::Rolling, ..Limits::default() };
+        let k = [(key(), &limits)];
+        let mut snapshot = env.snapshot(key(), &limits);
+        snapshot.events = vec![(T0 - HOUR, "logged".into(), UsdNanos(10))];
+        env.warm(&[snapshot]).await;
+        env.spend(key(), &limits, "a", 10).await;
+        env.advance(REQUEST_ID_MEMORY_MS - 1);
+        env.spend_at(key(), &limits, "a", 10, T0).await;
+        env.spend_at(key(), &limits, "logged", 10, T0 - HOUR).await;
+        let tight = Limits { limit_daily_usd: usd(20), ..limits.clone() };
+        assert_eq!(hit(&env.admit(&[(key(), &tight)], &[], None).await).1, 20, "both repeats skipped");
+        env.advance(1);
+        env.spend_at(key(), &limits, "a", 10, T0).await;
+        assert_eq!(hit(&env.admit(&[(key(), &tight)], &[], None).await).1, 30, "forgotten: counted again");
+        admitted(&env.admit(&k, &[], None).await);
     }
 
     /// A request id counts once: a repeated record, or one the rebuild already read from the log.
@@ -550,7 +585,12 @@ pub mod cases {
         env.spend(key(), &limits, "more", 1).await;
         assert_eq!(
             hit(&env.admit(&k, &[], None).await),
-            (LimitKind::Spend(SpendWindow::FiveHourRolling), 10, 10, Some(T0 - HOUR + FIVE_HOURS_MS))
+            (
+                LimitKind::Spend(SpendWindow::FiveHourRolling),
+                10,
+                10,
+                Some(rolling_leaves_at(T0 - HOUR, FIVE_HOURS_MS))
+            )
         );
         let daily_only = Limits { limit_daily_usd: usd(10), ..Limits::default() };
         assert_eq!(
@@ -625,18 +665,18 @@ pub mod cases {
         let limits = Limits { rpm_limit: 1, limit_daily_usd: usd(5), ..Limits::default() };
         env.store.bind_session("sv", 7, Duration::from_secs(60)).await.expect("bind");
         let check = env.check(&[(key(), &limits)], &[], Some("sv"));
-        let (admission, view) = env.store.admit_and_view(&check, Some("sv"), &[7, 8]).await;
+        let (admission, view) = env.store.admit_and_view(&check, Some("sv"), &[7, 8], None).await;
         assert_eq!(admission.expect("admission"), Admission::NeedsWarm(vec![key()]));
         let view = view.expect("view");
         assert_eq!((view.binding, view.health.len()), (Some(7), 2));
         env.warm_empty(key(), &limits).await;
-        let (admission, view) = env.store.admit_and_view(&check, None, &[]).await;
+        let (admission, view) = env.store.admit_and_view(&check, None, &[], None).await;
         admitted(&admission.expect("admission"));
         assert!(view.expect("view").binding.is_none());
-        let (admission, _) = env.store.admit_and_view(&check, None, &[]).await;
+        let (admission, _) = env.store.admit_and_view(&check, None, &[], None).await;
         assert_eq!(hit(&admission.expect("admission")).0, LimitKind::Rpm);
         let empty = env.check(&[], &[], None);
-        let (admission, view) = env.store.admit_and_view(&empty, Some("sv"), &[]).await;
+        let (admission, view) = env.store.admit_and_view(&empty, Some("sv"), &[], None).await;
         assert_eq!(admitted(&admission.expect("admission")), Vec::<i64>::new());
         assert_eq!(view.expect("view").binding, Some(7));
     }
@@ -683,6 +723,7 @@ conformance!(
     shape_change,
     invalidate,
     request_ids_count_once,
+    request_ids_are_remembered_for_a_while,
     providers_over,
     nothing_counted_on_rejection,
     admit_with_view,
@@ -739,43 +780,34 @@ mod redis_only {
         let keys = redis.keys().await;
         let p = redis.prefix.clone();
         let tagged = |s: &str, part: &str| format!("{p}{{lim}}:{s}:{part}");
-        let mut expected: Vec<String> =
-            ["rpm", "ses", "loaded", "ev", "r5", "r24", "sum", "f5", "d", "w", "m", "t"]
-                .iter()
-                .map(|part| tagged("k:1", part))
-                .chain(
-                    ["loaded", "ev", "r5", "r24", "sum", "d", "w", "m", "t"]
-                        .iter()
-                        .map(|part| tagged("u:1", part)),
-                )
-                .collect();
+        let mut expected: Vec<String> = ["rpm", "ses", "sp", "b", "ids"]
+            .iter()
+            .map(|part| tagged("k:1", part))
+            .chain(["sp", "b", "ids"].iter().map(|part| tagged("u:1", part)))
+            .collect();
         expected.sort();
         let mut got = keys.clone();
         got.sort();
         assert_eq!(got, expected, "the documented key layout");
         let day = DAY_MS;
+        // The hash keeps the monthly counter until the month ends (2025-02-01, 16.5 days after
+        // T0) plus a day for late records, rounded up to the hour.
+        let month = utc("2025-02-01T00:00:00Z") - T0 + day;
         let bounds = [
             (tagged("k:1", "rpm"), RPM_WINDOW_MS - 5_000, RPM_WINDOW_MS),
             (tagged("k:1", "ses"), SESSION_TTL - 5_000, SESSION_TTL),
-            (tagged("k:1", "loaded"), day - 5_000, day),
-            (tagged("k:1", "t"), 2 * day - 5_000, 2 * day),
-            (tagged("k:1", "r24"), 2 * day - 5_000, 2 * day),
-            (tagged("k:1", "f5"), FIVE_HOURS_MS + day - 5_000, FIVE_HOURS_MS + day),
-            // The day ends at midnight, 12 h after T0.
-            (tagged("k:1", "d"), 12 * HOUR + day - 5_000, 12 * HOUR + day),
-            // 24 h after the newest event (or now, for one in the past), plus a day for records
-            // arriving late: the same instant for all rolling keys of a subject.
-            (tagged("u:1", "r5"), 2 * day - 5_000, 2 * day),
-            (tagged("u:1", "ev"), 2 * day - 5_000, 2 * day),
+            (tagged("k:1", "sp"), month + HOUR - 5_000, month + HOUR),
+            (tagged("u:1", "sp"), month + HOUR - 5_000, month + HOUR),
+            // 24 h after the newest bucket (or now, for one in the past), plus a day for records
+            // arriving late.
+            (tagged("k:1", "b"), 2 * day - 5_000, 2 * day),
+            (tagged("u:1", "b"), 2 * day - 5_000, 2 * day),
+            (tagged("k:1", "ids"), REQUEST_ID_MEMORY_MS - 5_000, REQUEST_ID_MEMORY_MS),
+            (tagged("u:1", "ids"), REQUEST_ID_MEMORY_MS - 5_000, REQUEST_ID_MEMORY_MS),
         ];
         for (key, min, max) in bounds {
             let ttl = redis.pttl(&key).await;
             assert!((min..=max).contains(&ttl), "{key}: PTTL {ttl} not in {min}..={max}");
-        }
-        for s in ["k:1", "u:1"] {
-            let marker = redis.pttl(&tagged(s, "loaded")).await;
-            let total = redis.pttl(&tagged(s, "t")).await;
-            assert!(0 < marker && marker < total, "{s}: the marker ({marker}) outlives the total ({total})");
         }
         redis.finish().await;
     }
@@ -809,7 +841,7 @@ mod redis_only {
         let limits = Limits { rpm_limit: 1, limit_daily_usd: usd(10), ..Limits::default() };
         let check = env.check(&[(key(), &limits)], &[], None);
         flush().await;
-        let (admission, view) = env.store.admit_and_view(&check, None, &[1]).await;
+        let (admission, view) = env.store.admit_and_view(&check, None, &[1], None).await;
         assert_eq!(admission.expect("answered after NOSCRIPT"), Admission::NeedsWarm(vec![key()]));
         assert_eq!(view.expect("view").health.len(), 1);
         flush().await;
@@ -978,6 +1010,106 @@ mod redis_only {
             assert!(seen.contains(kind), "no {kind:?} among {seen:?}");
         }
         redis.finish().await;
+    }
+
+    /// What one request costs Redis with the load benchmark's limits (RPM, concurrent sessions,
+    /// rolling 5 h and fixed daily spend, on the user): `N` admissions and `N` added spends on the
+    /// server's clock, then `INFO commandstats` (reset first), printed per request. Run by hand:
+    /// `cargo test -p gateway-core --features redis --test limit_conformance script_cost --
+    /// --ignored --nocapture`. On a private `redis-server`, so that other tests' commands do not
+    /// mix into the statistics.
+    #[tokio::test]
+    #[ignore = "a measurement, run by hand"]
+    async fn script_cost() {
+        // SCRIPT_COST_URL: a Redis of one's own to measure on (to watch it with MONITOR).
+        let server = std::env::var("SCRIPT_COST_URL").is_err().then(|| PrivateRedis::start(free_port()));
+        let url = match (&server, std::env::var("SCRIPT_COST_URL")) {
+            (_, Ok(url)) => url,
+            (Some(Some(server)), _) => format!("redis://127.0.0.1:{}", server.port),
+            _ => {
+                eprintln!("skipping script_cost: cannot start redis-server");
+                return;
+            }
+        };
+        let options = RedisStateOptions { prefix: "gwtest:cost:".to_owned(), ..RedisStateOptions::default() };
+        let store = RedisStateStore::connect(&url, options).await.expect("connect");
+        let limits = Limits {
+            rpm_limit: 1_000_000_000,
+            limit_concurrent_sessions: 1_000_000,
+            limit_5h_usd: usd(1_000_000_000_000_000),
+            limit_daily_usd: usd(1_000_000_000_000_000),
+            ..Limits::default()
+        };
+        let subject = user();
+        let mut raw = redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let now = || chrono::Utc::now().timestamp_millis();
+        let snapshot = SpendSnapshot {
+            subject,
+            shape: limits.shape(TZ),
+            frame: limits.frame(now(), TZ),
+            ..SpendSnapshot::default()
+        };
+        store.warm_spend(&[snapshot]).await.expect("warm");
+        let n: usize = std::env::var("SCRIPT_COST_N").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+        // Admissions, then added spends, each with statistics of its own.
+        for phase in ["admission", "added spend"] {
+            redis::cmd("CONFIG").arg("RESETSTAT").exec_async(&mut raw).await.expect("RESETSTAT");
+            let started = std::time::Instant::now();
+            for i in 0..n {
+                let t = now();
+                if phase == "admission" {
+                    let check = AdmissionCheck {
+                        request_id: format!("req-{i}"),
+                        session: Some(format!("session-{}", i % 50)),
+                        session_ttl_ms: SESSION_TTL,
+                        subjects: vec![subject_check(subject, &limits, t)],
+                        providers: Vec::new(),
+                    };
+                    admitted(&store.admit(&check).await.expect("admit"));
+                } else {
+                    let record = SpendRecord {
+                        subject,
+                        shape: limits.shape(TZ),
+                        frame: limits.frame(t, TZ),
+                        at_ms: t,
+                        request_id: format!("req-{i}"),
+                        amount: UsdNanos(1_234_567),
+                    };
+                    store.add_spend(&[record]).await.expect("add_spend");
+                }
+            }
+            let elapsed = started.elapsed();
+            let info: String =
+                redis::cmd("INFO").arg("commandstats").query_async(&mut raw).await.expect("INFO");
+            println!("{n} x {phase} in {elapsed:?}");
+            let mut total = 0.0;
+            for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
+                let field = |name: &str| {
+                    line.split([':', ','])
+                        .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                };
+                let (calls, usec) = (field("calls"), field("usec"));
+                let name = line.split(':').next().unwrap_or("").trim_start_matches("cmdstat_");
+                if name == "config|resetstat" {
+                    continue;
+                }
+                if name != "evalsha" {
+                    total += usec;
+                }
+                println!(
+                    "{name:>20}: {:7.2} calls/request, {:7.2} us/request",
+                    calls / n as f64,
+                    usec / n as f64
+                );
+            }
+            println!("commands called by the script: {:.2} us/request", total / n as f64);
+        }
     }
 
     fn outcome(a: &Admission) -> String {

@@ -34,7 +34,7 @@ fn now_local() -> i64 {
 }
 
 async fn view(store: &dyn StateStore, session: Option<&str>, providers: &[i64]) -> RoutingView {
-    store.routing_view(session, providers).await.expect("routing_view")
+    store.routing_view(session, providers, None).await.expect("routing_view")
 }
 
 async fn binding(store: &dyn StateStore, session: &str) -> Option<i64> {
@@ -87,6 +87,29 @@ pub mod cases {
         assert_eq!(binding(s, "s1").await, None, "the binding expired");
         s.bind_session("s3", 9, Duration::ZERO).await.expect("bind for no time");
         assert_eq!(binding(s, "s3").await, None, "a zero TTL keeps nothing");
+    }
+
+    async fn keep(store: &dyn StateStore, session: &str, ttl: Duration) -> Option<i64> {
+        store.routing_view(Some(session), &[], Some(ttl)).await.expect("view").binding
+    }
+
+    /// A view with `keep_binding` refreshes a binding it finds (as a rebind to the same provider
+    /// would), creates none, and a zero TTL keeps it for no time.
+    pub async fn views_keep_bindings(r: &Replicas) {
+        let s = &*r.a;
+        let ttl = Duration::from_millis(1500);
+        assert_eq!(keep(s, "k1", ttl).await, None, "nothing bound, nothing created");
+        assert_eq!(binding(s, "k1").await, None);
+        s.bind_session("k1", 7, ttl).await.expect("bind");
+        sleep_ms(1000).await;
+        assert_eq!(keep(&*r.b, "k1", ttl).await, Some(7), "the view answers the binding");
+        sleep_ms(1000).await;
+        assert_eq!(binding(s, "k1").await, Some(7), "the view refreshed the TTL");
+        sleep_ms(1000).await;
+        assert_eq!(binding(s, "k1").await, None, "a plain view does not refresh");
+        s.bind_session("k2", 8, ttl).await.expect("bind");
+        assert_eq!(keep(s, "k2", Duration::ZERO).await, Some(8), "read before it goes");
+        assert_eq!(binding(s, "k2").await, None, "a zero TTL keeps nothing");
     }
 
     /// Distinct sessions per provider within the window; known sessions pass; entries expire.
@@ -371,6 +394,7 @@ macro_rules! conformance {
 
 conformance!(
     bindings,
+    views_keep_bindings,
     provider_sessions,
     breaker_cycle,
     breaker_threshold_zero,
@@ -441,7 +465,7 @@ mod redis_only {
         s.acquire_provider_session(1, "k", 3, Duration::from_secs(300)).await.expect("acquire");
         s.record_attempt(1, open, AttemptResult::Failure, "open").await.expect("open breaker");
         s.record_attempt(2, closed, AttemptResult::Failure, "one failure").await.expect("closed record");
-        let now = s.routing_view(None, &[]).await.expect("view").now_ms;
+        let now = s.routing_view(None, &[], None).await.expect("view").now_ms;
         s.set_cooldown(1, now + 120_000).await.expect("cooldown");
         let keys = fixture.keys().await;
         assert_eq!(keys.len(), 5, "bind, sessions, 2 breakers, cooldown: {keys:?}");
@@ -494,7 +518,7 @@ mod redis_only {
         store.bind_session("r", 1, Duration::from_secs(60)).await.expect("Redis up");
         server.stop();
         let started = Instant::now();
-        assert!(store.routing_view(Some("r"), &[1]).await.is_err(), "Redis down");
+        assert!(store.routing_view(Some("r"), &[1], None).await.is_err(), "Redis down");
         assert!(started.elapsed() < timeout + Duration::from_millis(800));
         let _server = PrivateRedis::start(port).expect("restart redis-server");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -505,7 +529,7 @@ mod redis_only {
             assert!(Instant::now() < deadline, "the store did not reconnect");
             sleep_ms(100).await;
         }
-        let view = store.routing_view(Some("r"), &[1]).await.expect("reconnected");
+        let view = store.routing_view(Some("r"), &[1], None).await.expect("reconnected");
         assert_eq!(view.binding, Some(2));
     }
 
@@ -523,7 +547,7 @@ mod redis_only {
                 assert!(took < bound, "{} took {took:?}", $what);
             }};
         }
-        check!("routing_view", store.routing_view(Some("s"), &[1, 2]));
+        check!("routing_view", store.routing_view(Some("s"), &[1, 2], None));
         check!("acquire_provider_session", store.acquire_provider_session(1, "s", 1, Duration::from_secs(1)));
         check!("record_attempt", store.record_attempt(1, cfg, AttemptResult::Failure, "x"));
         check!("bind_session", store.bind_session("s", 1, Duration::from_secs(1)));
@@ -575,7 +599,7 @@ mod redis_only {
         every_call_fails_quickly(&store, timeout).await;
         sleep_ms(1100).await;
         let started = Instant::now();
-        let err = store.routing_view(None, &[1]).await.expect_err("no answer");
+        let err = store.routing_view(None, &[1], None).await.expect_err("no answer");
         assert!(started.elapsed() >= timeout - Duration::from_millis(20), "waited for the timeout: {err}");
         assert!(err.to_string().contains("no answer"), "{err}");
         every_call_fails_quickly(&store, timeout).await;

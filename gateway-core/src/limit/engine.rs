@@ -210,9 +210,10 @@ impl LimitEngine {
         check: &AdmissionCheck,
         session: Option<&str>,
         providers: &[Id],
+        keep_binding: Option<Duration>,
     ) -> (AdmitDecision, Result<RoutingView, StateError>) {
         self.rebuild_dirty(check).await;
-        let (admission, view) = self.store.admit_and_view(check, session, providers).await;
+        let (admission, view) = self.store.admit_and_view(check, session, providers, keep_binding).await;
         let admission = match admission {
             Ok(Admission::NeedsWarm(cold)) => match self.warm(check, &cold).await {
                 Ok(()) => self.store.admit(check).await,

@@ -1,62 +1,24 @@
 //! The limit book of [`MemoryStateStore`](crate::store::MemoryStateStore): the semantics of
 //! [`super::state`] in plain data structures, one process.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use super::spec::{SpendFrame, SpendWindow, Subject};
 use super::state::{
-    Admission, AdmissionCheck, LimitHit, LimitKind, SpendRecord, SpendSnapshot, SubjectCheck,
+    Admission, AdmissionCheck, LimitHit, LimitKind, REQUEST_ID_MEMORY_MS, SpendRecord, SpendSnapshot,
+    SubjectCheck,
 };
-use super::window::{DAY_MS, EpochMs, FIVE_HOURS_MS, RPM_WINDOW_MS};
+use super::window::{
+    DAY_MS, EpochMs, FIVE_HOURS_MS, RPM_WINDOW_MS, rolling_bucket, rolling_first_bucket, rolling_leaves_at,
+};
 
-/// Events of a rolling window in arrival order, with their running sum. Each event enters and
-/// leaves once, so keeping the sum costs O(log n) per event, whatever the window's size.
-#[derive(Debug, Default, Clone)]
+/// A running sum over the buckets from `first` on. Buckets before `first` left the window and
+/// were subtracted once; `first` never moves back, so each bucket leaves once.
+#[derive(Debug, Default, Clone, Copy)]
 struct Rolling {
-    /// (arrival, sequence) → (amount, request id); the sequence keeps simultaneous events apart.
-    events: BTreeMap<(EpochMs, u64), (i64, String)>,
-    /// The request ids in `events`, so that a request is counted once.
-    ids: HashSet<String>,
     sum: i128,
-}
-
-impl Rolling {
-    fn expire(&mut self, now: EpochMs, length: i64) {
-        while let Some(entry) = self.events.first_entry() {
-            if entry.key().0 > now - length {
-                break;
-            }
-            let (amount, id) = entry.remove();
-            self.sum -= i128::from(amount);
-            self.ids.remove(&id);
-        }
-    }
-
-    fn add(&mut self, at: EpochMs, seq: u64, id: &str, amount: i64, now: EpochMs, length: i64) {
-        if at > now - length {
-            self.events.insert((at, seq), (amount, id.to_owned()));
-            self.ids.insert(id.to_owned());
-            self.sum += i128::from(amount);
-        }
-    }
-
-    /// When enough of the oldest events have left for the sum to drop below `limit`. Events of
-    /// one instant leave together (as in [`super::window::rolling_release_ms`]): a charge and its
-    /// refund at the same instant must not be taken apart.
-    fn release_at(&self, length: i64, limit: i64) -> Option<EpochMs> {
-        let mut sum = self.sum;
-        let mut events = self.events.iter().peekable();
-        while let Some((&(at, _), (amount, _))) = events.next() {
-            sum -= i128::from(*amount);
-            if events.peek().is_some_and(|&(&(next, _), _)| next == at) {
-                continue;
-            }
-            if sum < i128::from(limit) {
-                return Some(at + length);
-            }
-        }
-        None
-    }
+    /// The oldest bucket counted; `None` until the window was first looked at.
+    first: Option<EpochMs>,
 }
 
 /// Counter kinds of the fixed windows.
@@ -88,6 +50,10 @@ impl Fixed {
         }
     }
 
+    const fn index(self) -> usize {
+        self as usize
+    }
+
     const ALL: [Self; 4] = [Self::Daily, Self::Weekly, Self::Monthly, Self::Total];
 }
 
@@ -95,27 +61,92 @@ impl Fixed {
 struct SpendBook {
     shape: String,
     loaded: bool,
+    /// Bucket start → spend billed in it, for the buckets still in the 24 h window.
+    buckets: BTreeMap<EpochMs, i64>,
     five: Rolling,
     day: Rolling,
     /// The fixed 5 h window: opened at, spend.
     fixed_5h: Option<(EpochMs, i64)>,
-    /// (kind, window start) → spend.
-    counters: HashMap<(Fixed, EpochMs), i64>,
+    /// Per [`Fixed`] kind: the newest window counted (its start) and its spend.
+    counters: [Option<(EpochMs, i64)>; 4],
+    /// Request ids taken, with when: those of the last [`REQUEST_ID_MEMORY_MS`] count.
+    ids: HashMap<Box<str>, EpochMs>,
+    /// When `ids` was last swept of old entries.
+    ids_swept: EpochMs,
 }
 
 impl SpendBook {
-    /// Adds a billed request to the rolling windows, unless the last 24 h already hold its request
-    /// id: then it was counted before (a retried record, or a rebuild that read it from the log)
-    /// and `false` says the whole record must be skipped.
-    fn add_event(&mut self, at: EpochMs, seq: u64, id: &str, amount: i64, now: EpochMs) -> bool {
-        self.five.expire(now, FIVE_HOURS_MS);
-        self.day.expire(now, DAY_MS);
-        if self.day.ids.contains(id) {
-            return false;
+    /// Moves both rolling windows to `now`: buckets that left are subtracted (and, from the 24 h
+    /// window, forgotten).
+    fn expire(&mut self, now: EpochMs) {
+        let first = rolling_first_bucket(now, FIVE_HOURS_MS);
+        match self.five.first {
+            Some(from) if from < first => {
+                let gone: i128 = self.buckets.range(from..first).map(|(_, a)| i128::from(*a)).sum();
+                self.five = Rolling { sum: self.five.sum - gone, first: Some(first) };
+            }
+            None => self.five.first = Some(first),
+            Some(_) => {}
         }
-        self.five.add(at, seq, id, amount, now, FIVE_HOURS_MS);
-        self.day.add(at, seq, id, amount, now, DAY_MS);
-        true
+        let first = rolling_first_bucket(now, DAY_MS);
+        match self.day.first {
+            Some(from) if from < first => {
+                let kept = self.buckets.split_off(&first);
+                let gone: i128 =
+                    std::mem::replace(&mut self.buckets, kept).values().map(|a| i128::from(*a)).sum();
+                self.day = Rolling { sum: self.day.sum - gone, first: Some(first) };
+            }
+            None => self.day.first = Some(first),
+            Some(_) => {}
+        }
+    }
+
+    /// Takes `id` unless the book took it within [`REQUEST_ID_MEMORY_MS`]: `false` then (it was
+    /// counted before, and the whole record must be skipped).
+    fn take_id(&mut self, id: &str, now: EpochMs) -> bool {
+        let horizon = now - REQUEST_ID_MEMORY_MS;
+        // Swept every quarter of the memory: ids cost at most 1.25 memories of traffic.
+        if now - self.ids_swept >= REQUEST_ID_MEMORY_MS / 4 || now < self.ids_swept {
+            self.ids.retain(|_, seen| *seen > horizon);
+            self.ids_swept = now;
+        }
+        match self.ids.get_mut(id) {
+            Some(seen) if *seen > horizon => false,
+            Some(seen) => {
+                *seen = now;
+                true
+            }
+            None => {
+                self.ids.insert(id.into(), now);
+                true
+            }
+        }
+    }
+
+    /// Adds a billed request to the rolling windows it still belongs to (call `expire` first).
+    fn add_rolling(&mut self, at: EpochMs, amount: i64) {
+        let bucket = rolling_bucket(at);
+        if self.day.first.is_some_and(|first| bucket >= first) {
+            let sum = self.buckets.entry(bucket).or_insert(0);
+            *sum = sum.saturating_add(amount);
+            self.day.sum += i128::from(amount);
+            if self.five.first.is_some_and(|first| bucket >= first) {
+                self.five.sum += i128::from(amount);
+            }
+        }
+    }
+
+    /// When enough of the oldest buckets have left a rolling window for its sum to drop below
+    /// `limit`.
+    fn release_at(&self, window: Rolling, length: i64, limit: i64) -> Option<EpochMs> {
+        let mut sum = window.sum;
+        for (&bucket, &amount) in self.buckets.range(window.first.unwrap_or(EpochMs::MIN)..) {
+            sum -= i128::from(amount);
+            if sum < i128::from(limit) {
+                return Some(rolling_leaves_at(bucket, length));
+            }
+        }
+        None
     }
 
     fn value(
@@ -126,13 +157,14 @@ impl SpendBook {
         limit: i64,
     ) -> (i64, Option<EpochMs>) {
         match window {
-            SpendWindow::FiveHourRolling => {
-                self.five.expire(now, FIVE_HOURS_MS);
-                (saturate(self.five.sum), self.five.release_at(FIVE_HOURS_MS, limit))
-            }
-            SpendWindow::DailyRolling => {
-                self.day.expire(now, DAY_MS);
-                (saturate(self.day.sum), self.day.release_at(DAY_MS, limit))
+            SpendWindow::FiveHourRolling | SpendWindow::DailyRolling => {
+                self.expire(now);
+                let (rolling, length) = if window == SpendWindow::FiveHourRolling {
+                    (self.five, FIVE_HOURS_MS)
+                } else {
+                    (self.day, DAY_MS)
+                };
+                (saturate(rolling.sum), self.release_at(rolling, length, limit))
             }
             SpendWindow::FiveHourFixed => match self.fixed_5h {
                 Some((opened, spent)) if opened + FIVE_HOURS_MS > now => {
@@ -142,11 +174,22 @@ impl SpendBook {
             },
             SpendWindow::DailyFixed | SpendWindow::Weekly | SpendWindow::Monthly | SpendWindow::Total => {
                 let Some(kind) = Fixed::of(window) else { return (0, None) };
-                let spent = self.counters.get(&(kind, kind.start(frame))).copied().unwrap_or(0);
+                let spent = match self.counters[kind.index()] {
+                    Some((start, spent)) if start == kind.start(frame) => spent,
+                    _ => 0,
+                };
                 (spent, frame.bounds(window).and_then(|(_, reset)| reset))
             }
         }
     }
+}
+
+/// Sessions seen per subject, with when.
+#[derive(Debug, Default)]
+struct Sessions {
+    seen: HashMap<String, EpochMs>,
+    /// When `seen` was last swept of sessions older than the TTL.
+    swept: EpochMs,
 }
 
 /// RPM windows, session sets and spend books of every subject.
@@ -154,7 +197,7 @@ impl SpendBook {
 pub(crate) struct LimitBook {
     spend: HashMap<Subject, SpendBook>,
     rpm: HashMap<Subject, BTreeMap<(EpochMs, u64), ()>>,
-    sessions: HashMap<Subject, HashMap<String, EpochMs>>,
+    sessions: HashMap<Subject, Sessions>,
     seq: u64,
 }
 
@@ -186,16 +229,20 @@ impl LimitBook {
         None
     }
 
+    fn is_cold(&self, c: &SubjectCheck) -> bool {
+        c.tracks_spend() && self.spend.get(&c.subject).is_none_or(|b| !b.loaded || b.shape != c.shape)
+    }
+
     pub(crate) fn admit(&mut self, check: &AdmissionCheck, now: EpochMs) -> Admission {
-        let cold: Vec<Subject> = check
-            .subjects
-            .iter()
-            .chain(&check.providers)
-            .filter(|c| c.tracks_spend())
-            .filter(|c| self.spend.get(&c.subject).is_none_or(|b| !b.loaded || b.shape != c.shape))
-            .map(|c| c.subject)
-            .collect();
-        if !cold.is_empty() {
+        // Allocates only when something is cold (rare): admission is on every request's path.
+        if check.subjects.iter().chain(&check.providers).any(|c| self.is_cold(c)) {
+            let cold = check
+                .subjects
+                .iter()
+                .chain(&check.providers)
+                .filter(|c| self.is_cold(c))
+                .map(|c| c.subject)
+                .collect();
             return Admission::NeedsWarm(cold);
         }
         for c in &check.subjects {
@@ -204,17 +251,29 @@ impl LimitBook {
             }
         }
         let session = check.session.as_deref();
+        let horizon = now - check.session_ttl_ms;
         for c in check.subjects.iter().filter(|c| c.concurrent_sessions > 0) {
             let Some(session) = session else { break };
             let sessions = self.sessions.entry(c.subject).or_default();
-            sessions.retain(|_, seen| *seen > now - check.session_ttl_ms);
+            if sessions.seen.get(session).is_some_and(|seen| *seen > horizon) {
+                continue;
+            }
             let limit = c.concurrent_sessions as usize;
-            if !sessions.contains_key(session) && sessions.len() >= limit {
-                let oldest = sessions.values().min().copied().unwrap_or(now);
+            // Entries that expired only make `seen` longer: sweep when that could refuse, and
+            // once per TTL so that memory stays bounded by the sessions of about two TTLs.
+            if sessions.seen.len() >= limit
+                || now - sessions.swept >= check.session_ttl_ms
+                || now < sessions.swept
+            {
+                sessions.seen.retain(|_, seen| *seen > horizon);
+                sessions.swept = now;
+            }
+            if sessions.seen.len() >= limit {
+                let oldest = sessions.seen.values().min().copied().unwrap_or(now);
                 return Admission::Rejected(LimitHit {
                     subject: c.subject,
                     kind: LimitKind::ConcurrentSessions,
-                    current: sessions.len() as i64,
+                    current: sessions.seen.len() as i64,
                     limit: limit as i64,
                     reset_at_ms: Some(oldest + check.session_ttl_ms),
                     now_ms: now,
@@ -246,33 +305,44 @@ impl LimitBook {
             if c.concurrent_sessions > 0
                 && let Some(session) = session
             {
-                self.sessions.entry(c.subject).or_default().insert(session.to_owned(), now);
+                let sessions = &mut self.sessions.entry(c.subject).or_default().seen;
+                match sessions.get_mut(session) {
+                    Some(seen) => *seen = now,
+                    None => {
+                        sessions.insert(session.to_owned(), now);
+                    }
+                }
             }
             if c.rpm > 0 {
                 let seq = self.next_seq();
                 self.rpm.entry(c.subject).or_default().insert((now, seq), ());
             }
         }
-        let providers_over = check
-            .providers
-            .iter()
-            .filter(|c| self.spend_over(c, now).is_some())
-            .map(|c| c.subject.id)
-            .collect();
+        let providers_over = if check.providers.is_empty() {
+            Vec::new()
+        } else {
+            check
+                .providers
+                .iter()
+                .filter(|c| self.spend_over(c, now).is_some())
+                .map(|c| c.subject.id)
+                .collect()
+        };
         Admission::Admitted { providers_over }
     }
 
     pub(crate) fn add_spend(&mut self, record: &SpendRecord, now: EpochMs) {
-        let seq = self.next_seq();
         let book = self.spend.entry(record.subject).or_default();
         if book.shape != record.shape {
             // Kept elsewhere now: whatever was here is stale; the next admission rebuilds it.
             *book = SpendBook { shape: record.shape.clone(), ..SpendBook::default() };
         }
-        let (at, amount) = (record.at_ms, record.amount.0);
-        if !book.add_event(at, seq, &record.request_id, amount, now) {
+        if !book.take_id(&record.request_id, now) {
             return;
         }
+        let (at, amount) = (record.at_ms, record.amount.0);
+        book.expire(now);
+        book.add_rolling(at, amount);
         book.fixed_5h = match book.fixed_5h {
             Some((opened, spent)) if opened + FIVE_HOURS_MS > at => {
                 Some((opened, spent.saturating_add(amount)))
@@ -281,18 +351,24 @@ impl LimitBook {
         };
         for kind in Fixed::ALL {
             let start = kind.start(&record.frame);
-            book.counters.retain(|(k, s), _| *k != kind || *s >= start);
-            let counter = book.counters.entry((kind, start)).or_insert(0);
-            *counter = counter.saturating_add(amount);
+            let counter = &mut book.counters[kind.index()];
+            *counter = match *counter {
+                Some((s, spent)) if s == start => Some((s, spent.saturating_add(amount))),
+                // A window older than the newest one counted is over: nothing reads it.
+                Some((s, spent)) if s > start => Some((s, spent)),
+                _ => Some((start, amount)),
+            };
         }
     }
 
     pub(crate) fn warm(&mut self, snapshot: &SpendSnapshot, now: EpochMs) {
         let mut book = SpendBook { shape: snapshot.shape.clone(), loaded: true, ..SpendBook::default() };
+        book.expire(now);
         for (at, id, amount) in &snapshot.events {
-            self.seq = self.seq.wrapping_add(1);
             // A request listed twice counts once (its first listing).
-            book.add_event(*at, self.seq, id, amount.0, now);
+            if book.take_id(id, now) {
+                book.add_rolling(*at, amount.0);
+            }
         }
         book.fixed_5h = snapshot.fixed_5h.map(|(opened, spent)| (opened, spent.0));
         let frame = &snapshot.frame;
@@ -302,7 +378,7 @@ impl LimitBook {
             (Fixed::Monthly, snapshot.monthly),
             (Fixed::Total, snapshot.total),
         ] {
-            book.counters.insert((kind, kind.start(frame)), value.0);
+            book.counters[kind.index()] = Some((kind.start(frame), value.0));
         }
         self.spend.insert(snapshot.subject, book);
     }
@@ -345,13 +421,29 @@ mod tests {
 
     #[test]
     fn rolling_release_is_when_enough_old_spend_left() {
-        let mut r = Rolling::default();
-        r.add(1_000, 1, "a", 5, 1_000, FIVE_HOURS_MS);
-        r.add(2_000, 2, "b", 5, 2_000, FIVE_HOURS_MS);
-        assert_eq!(r.release_at(FIVE_HOURS_MS, 10), Some(1_000 + FIVE_HOURS_MS));
-        assert_eq!(r.release_at(FIVE_HOURS_MS, 5), Some(2_000 + FIVE_HOURS_MS));
-        r.expire(1_000 + FIVE_HOURS_MS, FIVE_HOURS_MS);
-        assert_eq!(r.sum, 5);
+        let mut b = SpendBook::default();
+        b.expire(1_000);
+        b.add_rolling(1_000, 5);
+        b.expire(2_000);
+        b.add_rolling(2_500, 5);
+        assert_eq!(b.release_at(b.five, FIVE_HOURS_MS, 10), Some(1_999 + FIVE_HOURS_MS));
+        assert_eq!(b.release_at(b.five, FIVE_HOURS_MS, 5), Some(2_999 + FIVE_HOURS_MS));
+        b.expire(1_998 + FIVE_HOURS_MS);
+        assert_eq!(b.five.sum, 10, "a bucket stays until its last millisecond was in for 5 h");
+        b.expire(1_999 + FIVE_HOURS_MS);
+        assert_eq!((b.five.sum, b.day.sum), (5, 10));
+        b.expire(2_999 + DAY_MS);
+        assert_eq!((b.five.sum, b.day.sum, b.buckets.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn request_ids_are_remembered_for_a_while() {
+        let mut b = SpendBook::default();
+        assert!(b.take_id("a", 0));
+        assert!(!b.take_id("a", REQUEST_ID_MEMORY_MS - 1));
+        assert!(b.take_id("a", REQUEST_ID_MEMORY_MS), "forgotten after the memory");
+        assert!(b.take_id("b", 3 * REQUEST_ID_MEMORY_MS));
+        assert_eq!(b.ids.len(), 1, "swept");
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! everything passes counts the request toward RPM and the session toward concurrency. Spend is
 //! added later, when the request's cost is known ([`SpendRecord`]).
 //!
-//! The store keeps, per subject with spend limits: the events of the last 24 h with running sums
-//! for the rolling 5 h and 24 h windows, the fixed 5 h window (opened by the first billed
-//! request), and counters for the fixed day, week, month and total, each named by its window's
-//! start. A subject is *loaded* once its windows were rebuilt from the request log
-//! ([`SpendSnapshot`]); until then admission answers [`Admission::NeedsWarm`].
+//! The store keeps, per subject with spend limits: the spend of the last 24 h as one sum per
+//! second ([`ROLLING_BUCKET_MS`](super::window::ROLLING_BUCKET_MS)) with running sums for the
+//! rolling 5 h and 24 h windows, the fixed 5 h window (opened by the first billed request), the
+//! counters of the current fixed day, week, month and total, each with its window's start (a
+//! record for an older window than the newest one counted changes nothing: that window is over),
+//! and the request ids taken in the last [`REQUEST_ID_MEMORY_MS`]. A subject is *loaded* once its
+//! windows were rebuilt from the request log ([`SpendSnapshot`]); until then admission answers
+//! [`Admission::NeedsWarm`].
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +20,12 @@ use super::spec::{SpendFrame, SpendWindow, Subject};
 use super::window::EpochMs;
 use crate::config::Id;
 use crate::usage::UsdNanos;
+
+/// How long a subject's windows remember the request ids they took (added spend, or events of a
+/// rebuild), so that a request is counted once: a rebuild may read a request from the log just
+/// before its spend is added. Both happen when the request ends, seconds apart at most, so ten
+/// minutes are plenty, and the memory this costs is bounded by ten minutes of traffic.
+pub const REQUEST_ID_MEMORY_MS: i64 = 10 * 60_000;
 
 /// A billed request as the request log has it: (arrival, request id, cost).
 pub type SpendEvent = (EpochMs, String, UsdNanos);
@@ -133,8 +142,9 @@ pub struct SpendRecord {
     pub frame: SpendFrame,
     /// When the request arrived (the request log's `created_at`): the instant it counts at.
     pub at_ms: EpochMs,
-    /// Request id. A record whose id is already among the subject's events of the last 24 h
-    /// was counted before (retried, or read from the log by a rebuild) and is skipped whole.
+    /// Request id. A record whose id the subject's windows took in the last
+    /// [`REQUEST_ID_MEMORY_MS`] was counted before (read from the log by a rebuild, or sent
+    /// twice) and is skipped whole.
     pub request_id: String,
     /// The cost.
     pub amount: UsdNanos,

@@ -66,6 +66,31 @@ pub const FIVE_HOURS_MS: i64 = 5 * 3_600_000;
 /// Milliseconds in 24 hours: the length of the rolling daily window.
 pub const DAY_MS: i64 = 24 * 3_600_000;
 
+/// Granularity of the rolling spend windows (5 h, 24 h) in the state stores: spend is kept as one
+/// sum per second ("bucket") instead of one entry per request, so a subject's windows hold at most
+/// 86,400 sums whatever its traffic. A bucket leaves a window with its last millisecond: spend
+/// billed at `t` counts until [`rolling_leaves_at`], never less than the exact `t + L` and at
+/// most 999 ms more. (RPM stays exact: one entry per request.)
+pub const ROLLING_BUCKET_MS: i64 = 1_000;
+
+/// The bucket of `at`: the start of its second.
+pub const fn rolling_bucket(at: EpochMs) -> EpochMs {
+    at - at.rem_euclid(ROLLING_BUCKET_MS)
+}
+
+/// When spend billed at `at` leaves a rolling window of `length_ms`, as the state stores keep it:
+/// with its whole bucket, `length_ms` after the bucket's last millisecond.
+pub const fn rolling_leaves_at(at: EpochMs, length_ms: i64) -> EpochMs {
+    rolling_bucket(at) + ROLLING_BUCKET_MS - 1 + length_ms
+}
+
+/// The oldest bucket still in a rolling window of `length_ms` at `now`: the smallest bucket `b`
+/// with `b + ROLLING_BUCKET_MS - 1 + length_ms > now`.
+pub const fn rolling_first_bucket(now: EpochMs, length_ms: i64) -> EpochMs {
+    let lowest = now - length_ms - ROLLING_BUCKET_MS + 2;
+    lowest + (ROLLING_BUCKET_MS - lowest.rem_euclid(ROLLING_BUCKET_MS)) % ROLLING_BUCKET_MS
+}
+
 /// Fixed or rolling, as configured by `limit_5h_mode` and `daily_reset_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -622,6 +647,20 @@ mod tests {
         assert_eq!(rolling_release_ms(events, 3_000, l, UsdNanos(10)), Some(2_000 + l));
         assert_eq!(rolling_release_ms(events, 3_000, l, UsdNanos(13)), Some(3_000));
         assert_eq!(rolling_release_ms(events, 3_000, l, UsdNanos(0)), None);
+    }
+
+    #[test]
+    fn rolling_buckets_leave_with_their_last_millisecond() {
+        let l = FIVE_HOURS_MS;
+        assert_eq!(rolling_bucket(12_345), 12_000);
+        assert_eq!(rolling_leaves_at(12_000, l), 12_999 + l);
+        assert_eq!(rolling_leaves_at(12_999, l), 12_999 + l, "the last ms of a bucket leaves on time");
+        for now in [12_998 + l, 12_999 + l, 13_000 + l, 13_998 + l, 13_999 + l] {
+            let first = rolling_first_bucket(now, l);
+            assert_eq!(first % ROLLING_BUCKET_MS, 0);
+            assert!(rolling_leaves_at(first, l) > now, "{now}: the first bucket still counts");
+            assert!(rolling_leaves_at(first - ROLLING_BUCKET_MS, l) <= now, "{now}: the one before left");
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::ingress::set_top_level_field;
 use crate::limit::LimitEngine;
 use crate::limit::engine::AdmitDecision;
 use crate::request::{GatewayRequest, GatewayResponse, Target};
-use crate::store::state::{AttemptResult, RoutingView, StateStore};
+use crate::store::state::{AttemptResult, ProviderHealth, RoutingView, StateStore};
 use breaker::BreakerConfig;
 use chain::{AttemptOutcome, ChainEntry, ChainStep, SelectionMethod, SkipReason};
 pub use select::{ALL_GROUPS, groups_overlap};
@@ -302,10 +302,15 @@ impl RouterShared {
                 now_local,
             )
         };
+        // The view keeps a binding it finds for another session TTL: the common case, a session
+        // staying on its provider, then writes nothing more (one round trip with Redis). A
+        // session stays bound for SESSION_TTL after its last request.
+        let keep_binding = session.is_some().then_some(self.settings.session_ttl);
         let view = match &limit_check {
-            None => self.state.routing_view(session.as_deref(), &ids).await,
+            None => self.state.routing_view(session.as_deref(), &ids, keep_binding).await,
             Some(check) => {
-                let (decision, view) = self.limits.admit_and_view(check, session.as_deref(), &ids).await;
+                let (decision, view) =
+                    self.limits.admit_and_view(check, session.as_deref(), &ids, keep_binding).await;
                 match decision {
                     AdmitDecision::Rejected(e) => {
                         req.ctx.update(|s| s.chain = chain);
@@ -337,6 +342,8 @@ impl RouterShared {
         let mut last_public: Option<String> = None;
         let mut first_pick = true;
         let mut delivered: Option<GatewayResponse> = None;
+        // Where the session is bound as far as this request knows (the view refreshed it).
+        let mut bound = view.binding;
         loop {
             if tried >= self.settings.max_provider_switches.max(1) {
                 break;
@@ -364,8 +371,14 @@ impl RouterShared {
                     }
                 }
             };
-            first_pick = false;
             let provider = &providers[index];
+            // The first pick's new binding is written while its first attempt runs, so it costs
+            // no round trip of its own; after a failover, the provider that answers is bound
+            // once it did (awaited, rare).
+            let mut bind_early = session.as_deref().filter(|_| {
+                first_pick && bound != Some(provider.id) && !provider.options.disable_session_reuse
+            });
+            first_pick = false;
             if provider.options.limit_concurrent_sessions > 0
                 && let Some(sid) = session.as_deref()
             {
@@ -411,8 +424,22 @@ impl RouterShared {
                     s.ttfb = None;
                 });
                 let started = Instant::now();
-                let outcome = inner.clone().oneshot(attempt_request(&req, target.clone())).await;
-                let latency_ms = millis(started.elapsed());
+                let call = inner.clone().oneshot(attempt_request(&req, target.clone()));
+                let upstream = async move {
+                    let outcome = call.await;
+                    (outcome, millis(started.elapsed()))
+                };
+                let (outcome, latency_ms) = match bind_early.take() {
+                    Some(sid) => {
+                        bound = Some(provider.id);
+                        let bind = self.state.bind_session(sid, provider.id, self.settings.session_ttl);
+                        // Both finish before the response is handed on, so the next request of
+                        // the session (on any replica) sees the binding.
+                        let (upstream, _) = tokio::join!(upstream, bind);
+                        upstream
+                    }
+                    None => upstream.await,
+                };
                 match judge(outcome, self.settings.breaker_on_network_errors) {
                     Verdict::Deliver(resp, outcome) => {
                         chain.push(ChainEntry {
@@ -427,7 +454,9 @@ impl RouterShared {
                             },
                         });
                         if outcome == AttemptOutcome::Success {
-                            self.on_success(provider, breaker, session.as_deref()).await;
+                            let health =
+                                ids.iter().position(|&id| id == provider.id).and_then(|i| view.health.get(i));
+                            self.on_success(provider, breaker, health, session.as_deref(), bound).await;
                         }
                         delivered = Some(resp);
                         break;
@@ -509,10 +538,30 @@ impl RouterShared {
         }
     }
 
-    async fn on_success(&self, provider: &Arc<Provider>, breaker: BreakerConfig, session: Option<&str>) {
-        let _ = self.state.record_attempt(provider.id, breaker, AttemptResult::Success, "").await;
+    /// Breaker and binding bookkeeping after a successful attempt. `health` is what the routing
+    /// view read for the provider (none when the view failed); `bound` where the session is
+    /// bound now (the view refreshed it, or it was written alongside the attempt).
+    async fn on_success(
+        &self,
+        provider: &Arc<Provider>,
+        breaker: BreakerConfig,
+        health: Option<&ProviderHealth>,
+        session: Option<&str>,
+        bound: Option<Id>,
+    ) {
+        // A success leaves a clean record (closed, no failures, no half-open probes) as it is, so
+        // writing it would change nothing: skip the round trip. A failure another replica
+        // recorded since the view then is not reset by this success but by the next one.
+        let clean = health.is_some_and(|h| {
+            let r = &h.breaker;
+            r.failures == 0 && r.half_open_successes == 0 && r.opened_at_ms.is_none()
+        });
+        if !clean {
+            let _ = self.state.record_attempt(provider.id, breaker, AttemptResult::Success, "").await;
+        }
         if let Some(sid) = session
             && !provider.options.disable_session_reuse
+            && bound != Some(provider.id)
         {
             let _ = self.state.bind_session(sid, provider.id, self.settings.session_ttl).await;
         }

@@ -12,7 +12,7 @@
 //!
 //! | key | type | content | TTL |
 //! | --- | --- | --- | --- |
-//! | `gw:{s:<session>}:bind` | string | bound provider id | session TTL, refreshed on rebind |
+//! | `gw:{s:<session>}:bind` | string | bound provider id | session TTL, refreshed on rebind and by the routing view's `GETEX` |
 //! | `gw:{p:<id>}:sessions` | sorted set | session → last seen (server ms) | session TTL after the last admission |
 //! | `gw:{p:<id>}:breaker` | hash | `failures`, `half_open_successes`, `opened_at_ms`, `last_failure` | 24 h + open period after the last change |
 //! | `gw:{p:<id>}:cooldown` | string | cooldown end (server ms) | until the cooldown ends |
@@ -23,21 +23,18 @@
 //! | --- | --- | --- | --- |
 //! | `gw:{lim}:<tag>:rpm` | sorted set | `<ms>:<request id>` → admitted at | 60 s after the last admission |
 //! | `gw:{lim}:<tag>:ses` | sorted set | session → last seen | session TTL after the last admission |
-//! | `gw:{lim}:<tag>:loaded` | string | the shape the spend windows were rebuilt for | 24 h, refreshed by added spend |
-//! | `gw:{lim}:<tag>:ev` | hash | request id → cost, billed requests of the last 24 h | with `r5`, `r24`, `sum`: 48 h after the last event added |
-//! | `gw:{lim}:<tag>:r5`, `:r24` | sorted set | request id → arrival, the last 5 h / 24 h | as `ev` |
-//! | `gw:{lim}:<tag>:sum` | hash | `r5`, `r24`: running sums of those sets | as `ev` |
-//! | `gw:{lim}:<tag>:f5` | hash | `opened`, `sum` of the fixed 5 h window | 24 h after the window closes |
-//! | `gw:{lim}:<tag>:d`, `:w`, `:m` | hash | window start → spend (fixed day, week, month) | 24 h after the newest window's reset |
-//! | `gw:{lim}:<tag>:t` | hash | total since → spend | 48 h, refreshed with the marker |
+//! | `gw:{lim}:<tag>:sp` | hash | the spend state: `shape` and `mexp` (the marker: the shape the windows were rebuilt for, valid until `mexp` on the server's clock, refreshed by added spend), `r5`, `r24` (rolling sums) and `c5`, `c24` (their oldest bucket), `f5o`, `f5s` (fixed 5 h window: opened, spend), `ds`/`d`, `ws`/`w`, `ms`/`m`, `ts`/`t` (fixed day, week, month, total: window start and spend), `x` (its expiry) | a day after the newest fixed window it holds resets, and at least two days after the last spend; rounded up to the hour |
+//! | `gw:{lim}:<tag>:b` | hash | bucket start (a second, ms) → spend billed in it, the last 24 h | a day after the newest bucket, plus a day |
+//! | `gw:{lim}:<tag>:ids` | sorted set | request id → when taken, the last 10 minutes | 10 minutes after the last one |
 //!
-//! Each counter is named by its window's start (a hash field of its kind's key), so a new window
-//! starts from zero by itself, and the 10 spend keys of a subject have fixed names that
-//! [`StateStore::invalidate_spend`] and [`StateStore::warm_spend`] can replace exactly as the
-//! memory store replaces its book. A rolling event is added and removed once (sorted sets with
-//! running sums), and a request id already in the last 24 h is not counted again. The marker
-//! never outlives what it vouches for: the windows expire only once nothing in them counts any
-//! more, and the total (which never resets) lives a day longer than the marker.
+//! The rolling windows are kept per second ([`ROLLING_BUCKET_MS`]): a bucket leaves a window with
+//! its last millisecond, so spend never leaves earlier than it should and at most 999 ms later,
+//! and a subject holds at most 86,400 buckets whatever its traffic. Each bucket leaves once: the
+//! cursors `c5`, `c24` only move forward, and the buckets between the old and the new cursor are
+//! subtracted from the running sum. A fixed counter keeps its window's start, so a new window
+//! starts from zero by itself. A request id taken in the last 10 minutes is not counted again.
+//! The three spend keys of a subject have fixed names that [`StateStore::invalidate_spend`] and
+//! [`StateStore::warm_spend`] replace exactly as the memory store replaces its book.
 //!
 //! The hash tag (`{…}`) names the logical entity, so every key a script or a multi-key command
 //! touches (a provider's breaker and cooldown in [`StateStore::reset_breaker`]) lives in one
@@ -77,9 +74,10 @@ use super::state::{AttemptResult, Clock, EpochMs, ProviderHealth, RoutingView, S
 use crate::config::Id;
 use crate::limit::spec::{SpendFrame, SpendWindow, Subject};
 use crate::limit::state::{
-    Admission, AdmissionCheck, LimitHit, LimitKind, SpendRecord, SpendSnapshot, SubjectCheck,
+    Admission, AdmissionCheck, LimitHit, LimitKind, REQUEST_ID_MEMORY_MS, SpendRecord, SpendSnapshot,
+    SubjectCheck,
 };
-use crate::limit::window::{DAY_MS, FIVE_HOURS_MS, RPM_WINDOW_MS};
+use crate::limit::window::{DAY_MS, FIVE_HOURS_MS, ROLLING_BUCKET_MS, RPM_WINDOW_MS};
 use crate::route::breaker::{BreakerConfig, BreakerRecord, BreakerStatus};
 
 /// How long calls fail at once after Redis was found unreachable or too slow. Short, so that a
@@ -289,21 +287,35 @@ return 1
 "#;
 
 /// Shared by the limit scripts (after [`LUA_PRELUDE`] and the constants [`limit_script`] puts
-/// first). Keys of one subject come as a table made by `subject`: `loaded` (the marker: the shape
-/// the windows were rebuilt for), `ev` (hash: request id → amount, the last 24 h), `r5`, `r24`
-/// (sorted sets: request id → arrival), `sum` (hash: running sums `r5`, `r24`), `f5` (hash: the
-/// fixed 5 h window's `opened`, `sum`), `d`, `w`, `m`, `t` (hashes: window start → spend).
+/// first). Keys of one subject come as a table made by `subject`: `sp` (hash: every sum and
+/// window start of the subject, its shape marker and the expiries; `SPEND_FIELDS`), `b`
+/// (hash: bucket start → spend billed in that second, the last 24 h) and `ids` (sorted set:
+/// request id → when taken, the last `IDS_MS`).
 ///
-/// Amounts are added and stored exactly by Redis (`HINCRBY`, 64-bit); comparisons and the
-/// release instant use Lua doubles, exact up to 2^53 nano-dollars ($9,007,199) per window.
+/// Calls into Redis cost more than the commands themselves (each one converts its arguments and
+/// reply), so a subject's hash is read with one `HMGET`, its changes written with one `HSET`, and
+/// the rolling windows move by whole seconds: most requests touch no bucket but their own.
+///
+/// Amounts are integers. A sum is computed in Lua only while Lua's doubles are exact (below 2^53
+/// nano-dollars, $9,007,199); beyond that it is added by `HINCRBY` (exact, 64-bit). Comparisons
+/// and the release instant use doubles, exact up to 2^53 per window.
 const LIMIT_LIB: &str = r#"
-local CHUNK = 256
-local SPEND_KEYS = 10
+local SPEND_KEYS = 3
+local CHUNK = 1024
+local EXACT = 9007199254740992
+local FIELDS = {'shape', 'mexp', 'x', 'r5', 'r24', 'c5', 'c24', 'f5o', 'f5s',
+  'ds', 'd', 'ws', 'w', 'ms', 'm', 'ts', 't'}
 
 -- Now: the test clock's instant when one was sent, else the server's.
 local function clock(arg)
   if arg ~= '' then return tonumber(arg) end
   return now_ms()
+end
+
+-- The server's now, which the shape marker's expiry is kept on (as a TTL was before).
+local function server_now(arg, now)
+  if arg ~= '' then return now_ms() end
+  return now
 end
 
 -- A stored number, or 0 for a missing one (Redis nil arrives as false).
@@ -313,109 +325,212 @@ local function num(v)
 end
 
 local function subject(base)
-  return {
-    loaded = KEYS[base + 1], ev = KEYS[base + 2], r5 = KEYS[base + 3], r24 = KEYS[base + 4],
-    sum = KEYS[base + 5], f5 = KEYS[base + 6], d = KEYS[base + 7], w = KEYS[base + 8],
-    m = KEYS[base + 9], t = KEYS[base + 10],
-  }
+  return {sp = KEYS[base + 1], b = KEYS[base + 2], ids = KEYS[base + 3], f = false, set = false}
 end
 
-local function spend_keys(s)
-  return s.loaded, s.ev, s.r5, s.r24, s.sum, s.f5, s.d, s.w, s.m, s.t
+-- Reads the subject's hash into s.f (field -> string or false); writes collect in s.set. One
+-- constructor, so the table is sized once (allocations are most of what a script costs).
+local function load(s)
+  local v = redis.call('HMGET', s.sp, unpack(FIELDS))
+  s.f = {shape = v[1], mexp = v[2], x = v[3], r5 = v[4], r24 = v[5], c5 = v[6], c24 = v[7],
+    f5o = v[8], f5s = v[9], ds = v[10], d = v[11], ws = v[12], w = v[13], ms = v[14], m = v[15],
+    ts = v[16], t = v[17]}
+  s.set = {}
+end
+
+local function put(s, field, value)
+  s.set[#s.set + 1] = field
+  s.set[#s.set + 1] = value
+  s.f[field] = value
+end
+
+local function flush(s)
+  if #s.set > 0 then
+    redis.call('HSET', s.sp, unpack(s.set))
+    s.set = {}
+  end
+end
+
+-- Adds an integer (a string) to an integer field: here while doubles are exact, else HINCRBY.
+local function bump(s, field, amount)
+  local old, a = num(s.f[field]), tonumber(amount)
+  local new = old + a
+  if math.abs(old) < EXACT and math.abs(a) < EXACT and math.abs(new) < EXACT then
+    put(s, field, int(new))
+  else
+    flush(s)
+    s.f[field] = tostring(redis.call('HINCRBY', s.sp, field, amount))
+  end
 end
 
 local function clamp_ttl(ttl)
   return math.min(math.max(ttl, 1), MAX_TTL)
 end
 
--- Makes key live at least ttl ms more; never shortens (other content of it may need longer).
+-- Makes key live at least ttl ms more; never shortens.
 local function extend(key, ttl)
   ttl = clamp_ttl(ttl)
   local left = redis.call('PTTL', key)
   if left ~= -2 and left < ttl then redis.call('PEXPIRE', key, int(ttl)) end
 end
 
--- The rolling keys of a subject expire at one instant, so that a running sum never outlives the
--- events it adds up (nor they it).
-local function extend_rolling(s, ttl)
-  local target = clamp_ttl(ttl)
-  local keys = {s.r5, s.r24, s.ev, s.sum}
-  for _, k in ipairs(keys) do
-    local left = redis.call('PTTL', k)
-    if left > target then target = left end
-  end
-  for _, k in ipairs(keys) do redis.call('PEXPIRE', k, int(target)) end
+-- The oldest bucket still in a rolling window of `length` at `now` (`rolling_first_bucket`).
+local function first_bucket(now, length)
+  local lowest = now - length - BUCKET + 2
+  return lowest + (BUCKET - lowest % BUCKET) % BUCKET
 end
 
--- Events at or before now - length leave zkey, their amounts leave its sum. Each event leaves
--- once, so this costs O(log n) per event, not a scan per admission.
-local function leave(s, zkey, field, length, now, forget)
-  local bound = int(now - length)
-  while true do
-    local gone = redis.call('ZRANGEBYSCORE', zkey, '-inf', bound, 'LIMIT', 0, CHUNK)
-    if #gone == 0 then return end
-    local amounts = redis.call('HMGET', s.ev, unpack(gone))
-    local total = 0
-    for i = 1, #gone do total = total + num(amounts[i]) end
-    redis.call('ZREM', zkey, unpack(gone))
-    if forget then redis.call('HDEL', s.ev, unpack(gone)) end
-    if total ~= 0 then redis.call('HINCRBY', s.sum, field, int(-total)) end
-    if #gone < CHUNK then return end
+-- Sum of the buckets in [from, to), and their fields. Reads the range field by field, or the
+-- whole hash when that is smaller (after a long idle time).
+local function range_sum(s, from, to)
+  local total, fields = 0, {}
+  local n = (to - from) / BUCKET
+  if n > CHUNK and n > redis.call('HLEN', s.b) then
+    local all = redis.call('HGETALL', s.b)
+    for i = 1, #all, 2 do
+      local b = tonumber(all[i])
+      if b >= from and b < to then
+        total = total + tonumber(all[i + 1])
+        fields[#fields + 1] = all[i]
+      end
+    end
+    return total, fields
+  end
+  local start = from
+  while start < to do
+    local names = {}
+    local b = start
+    while b < to and #names < CHUNK do
+      names[#names + 1] = int(b)
+      b = b + BUCKET
+    end
+    local values = redis.call('HMGET', s.b, unpack(names))
+    for i = 1, #names do
+      if values[i] then
+        total = total + tonumber(values[i])
+        fields[#fields + 1] = names[i]
+      end
+    end
+    start = b
+  end
+  return total, fields
+end
+
+-- Moves the rolling windows to now (`SpendBook::expire`; `only` = 'r5' or 'r24' moves just that
+-- one, which changes no sum the other answers): buckets that left are subtracted once (the
+-- cursors c5, c24 never move back) and leave the 24 h hash. Request ids older than IDS_MS are
+-- swept at the same time (once a second at most).
+local function expire(s, now, only)
+  local first = first_bucket(now, FIVE_H)
+  local from = s.f.c5 and tonumber(s.f.c5) or nil
+  if only ~= 'r24' and (from == nil or from < first) then
+    if from ~= nil then
+      local gone = range_sum(s, from, first)
+      if gone ~= 0 then bump(s, 'r5', int(-gone)) end
+    end
+    put(s, 'c5', int(first))
+  end
+  if only == 'r5' then return end
+  first = first_bucket(now, DAY)
+  from = s.f.c24 and tonumber(s.f.c24) or nil
+  if from == nil or from < first then
+    if from ~= nil then
+      local gone, fields = range_sum(s, from, first)
+      if gone ~= 0 then bump(s, 'r24', int(-gone)) end
+      for i = 1, #fields, CHUNK do
+        redis.call('HDEL', s.b, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
+      end
+    end
+    put(s, 'c24', int(first))
+    redis.call('ZREMRANGEBYSCORE', s.ids, '-inf', int(now - IDS_MS))
   end
 end
 
--- The 5 h window first: its events' amounts stay in ev until they leave the 24 h window.
-local function expire_rolling(s, now)
-  leave(s, s.r5, 'r5', FIVE_H, now, false)
-  leave(s, s.r24, 'r24', DAY, now, true)
-end
-
--- Adds a billed request to the rolling windows (call expire_rolling first; TTLs are the
--- caller's). False when its id is already among the last 24 h: it was counted before (a retried
--- record, or a rebuild that read it from the log), and the whole record is skipped.
-local function add_event(s, at, id, amount, now)
-  if redis.call('HEXISTS', s.ev, id) == 1 then return false end
-  if at > now - FIVE_H then
-    redis.call('ZADD', s.r5, int(at), id)
-    redis.call('HINCRBY', s.sum, 'r5', amount)
-  end
-  if at > now - DAY then
-    redis.call('ZADD', s.r24, int(at), id)
-    redis.call('HSET', s.ev, id, amount)
-    redis.call('HINCRBY', s.sum, 'r24', amount)
-  end
+-- Takes a request id unless taken within IDS_MS (`SpendBook::take_id`).
+local function take_id(s, id, now)
+  if redis.call('ZADD', s.ids, 'NX', int(now), id) == 1 then return true end
+  if tonumber(redis.call('ZSCORE', s.ids, id)) > now - IDS_MS then return false end
+  redis.call('ZADD', s.ids, int(now), id)
   return true
 end
 
--- How long the rolling keys must live after an event at `at`: until it left the 24 h window.
-local function rolling_ttl(at, now)
-  return math.max(at - now, 0) + DAY + LATE
+-- Adds spend billed at `at` to the rolling windows it is still in (after expire). Returns true
+-- when it opened a new bucket (the 24 h hash may have been created by it).
+local function add_rolling(s, at, amount)
+  local bucket = at - at % BUCKET
+  if bucket < tonumber(s.f.c24) then return false end
+  local sum = redis.call('HINCRBY', s.b, int(bucket), amount)
+  bump(s, 'r24', amount)
+  if bucket >= tonumber(s.f.c5) then bump(s, 'r5', amount) end
+  return tostring(sum) == amount
 end
 
--- When enough of the oldest events have left zkey for sum to drop below limit; events of one
--- instant leave together. Reads the oldest events only as far as it takes. nil: never.
-local function release_at(s, zkey, length, limit, sum)
-  local start, prev = 0, nil
-  while true do
-    local batch = redis.call('ZRANGE', zkey, start, start + CHUNK - 1, 'WITHSCORES')
-    if #batch == 0 then break end
-    local ids = {}
-    for i = 1, #batch, 2 do ids[#ids + 1] = batch[i] end
-    local amounts = redis.call('HMGET', s.ev, unpack(ids))
-    for i = 1, #ids do
-      local at = tonumber(batch[2 * i])
-      if prev ~= nil and at ~= prev and sum < limit then return prev + length end
-      sum = sum - num(amounts[i])
-      prev = at
-    end
-    start = start + CHUNK
+-- Writes the hash and keeps it until `need` at least (rounded up to the hour, so that its TTL is
+-- set about once an hour).
+local function finish(s, now, need)
+  local target = need - need % HOUR + HOUR
+  local grow = num(s.f.x) < target
+  if grow then put(s, 'x', int(target)) end
+  flush(s)
+  if grow then redis.call('PEXPIRE', s.sp, int(clamp_ttl(target - now))) end
+end
+
+-- How long the hash must live: the total's marker, the rolling sums as long as their buckets,
+-- the fixed windows until they reset (plus LATE for records arriving late).
+local function hash_need(now, newest, f5o, dr, wr, mr)
+  local need = math.max(now + MARKER_TTL, tonumber(dr), tonumber(wr), tonumber(mr)) + LATE
+  if newest then need = math.max(need, newest + DAY + LATE) end
+  if f5o then need = math.max(need, f5o + FIVE_H + LATE) end
+  return need
+end
+
+-- Adds to a fixed window's counter, which keeps its window's start: a new window starts from
+-- zero, an older one than the newest counted is over and changes nothing.
+local function count(s, field, start_field, start, amount)
+  local stored = s.f[start_field]
+  if stored == start then
+    bump(s, field, amount)
+  elseif not stored or tonumber(stored) < tonumber(start) then
+    put(s, start_field, start)
+    put(s, field, amount)
   end
-  if prev ~= nil and sum < limit then return prev + length end
+end
+
+-- When enough of the oldest buckets have left for sum to drop below limit; nil: never. Walks
+-- forward from the window's first bucket, a chunk at a time, only as far as it takes.
+local function release_at(s, cursor, length, limit, sum, now)
+  local b = tonumber(s.f[cursor])
+  local last = now - now % BUCKET
+  while b <= last do
+    local names = {}
+    while b <= last and #names < CHUNK do
+      names[#names + 1] = int(b)
+      b = b + BUCKET
+    end
+    local values = redis.call('HMGET', s.b, unpack(names))
+    for i = 1, #names do
+      if values[i] then
+        sum = sum - tonumber(values[i])
+        if sum < limit then return tonumber(names[i]) + BUCKET - 1 + length end
+      end
+    end
+  end
+  -- Buckets after now (spend billed on a clock ahead of this one), in order.
+  local later = {}
+  local all = redis.call('HGETALL', s.b)
+  for i = 1, #all, 2 do
+    if tonumber(all[i]) > last then later[#later + 1] = {tonumber(all[i]), tonumber(all[i + 1])} end
+  end
+  table.sort(later, function(x, y) return x[1] < y[1] end)
+  for _, e in ipairs(later) do
+    sum = sum - e[2]
+    if sum < limit then return e[1] + BUCKET - 1 + length end
+  end
   return nil
 end
 "#;
 
-/// KEYS: per check (subjects, then providers) the 10 spend keys of `LIMIT_LIB`, then `rpm`
+/// KEYS: per check (subjects, then providers) the 3 spend keys of `LIMIT_LIB`, then `rpm`
 /// (sorted set: member → admission instant) and `ses` (sorted set: session → last seen).
 /// ARGV: now ('' = TIME), has session ('1'/'0'), session, session TTL, request id, number of
 /// subjects, number of providers; then per check: rpm, concurrent sessions, shape, the frame
@@ -426,6 +541,7 @@ end
 /// or '', now}` or `{'ok', i...}` (providers over a limit). `LimitBook::admit`, step by step.
 const ADMIT_LUA: &str = r#"
 local now = clock(ARGV[1])
+local snow = server_now(ARGV[1], now)
 local has_session, session, ttl = ARGV[2] == '1', ARGV[3], tonumber(ARGV[4])
 local request_id = ARGV[5]
 local nsub, nprov = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -433,62 +549,60 @@ local stride = SPEND_KEYS + 2
 local checks = {}
 local a = 7
 for i = 1, nsub + nprov do
-  local c = subject((i - 1) * stride)
-  c.rpm_key, c.ses = KEYS[(i - 1) * stride + SPEND_KEYS + 1], KEYS[(i - 1) * stride + SPEND_KEYS + 2]
-  c.rpm, c.conc, c.shape = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
-  c.ds, c.dr, c.ws, c.wr, c.ms, c.mr, c.ts =
-    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 10]
-  local nw = tonumber(ARGV[a + 11])
-  a = a + 11
-  c.windows = {}
-  for w = 1, nw do
-    c.windows[w] = {ARGV[a + 1], ARGV[a + 2]}
-    a = a + 2
-  end
-  checks[i] = c
+  local k = (i - 1) * stride
+  -- One constructor per check: a table that grows is reallocated.
+  checks[i] = {sp = KEYS[k + 1], b = KEYS[k + 2], ids = KEYS[k + 3], rpm_key = KEYS[k + 4], ses = KEYS[k + 5],
+    rpm = tonumber(ARGV[a + 1]), conc = tonumber(ARGV[a + 2]), shape = ARGV[a + 3],
+    ds = ARGV[a + 4], dr = ARGV[a + 5], ws = ARGV[a + 6], wr = ARGV[a + 7], ms = ARGV[a + 8],
+    mr = ARGV[a + 9], ts = ARGV[a + 10], first = a + 12, nw = tonumber(ARGV[a + 11]), f = false, set = false}
+  a = a + 11 + 2 * checks[i].nw
 end
 
 -- Windows missing or kept for another shape: rebuild first, count nothing.
 local cold = {}
 for i, c in ipairs(checks) do
-  if #c.windows > 0 and redis.call('GET', c.loaded) ~= c.shape then cold[#cold + 1] = tostring(i) end
+  if c.nw > 0 then
+    load(c)
+    if c.f.shape ~= c.shape or num(c.f.mexp) <= snow then cold[#cold + 1] = tostring(i) end
+  end
 end
 if #cold > 0 then return {'warm', unpack(cold)} end
 
 -- A window's current spend (as stored, exact) and its reset ('' = none).
 local function value(c, code)
   if code == 'r5' or code == 'r24' then
-    if not c.expired then
-      expire_rolling(c, now)
-      c.expired = true
-    end
-    return redis.call('HGET', c.sum, code) or '0', ''
+    expire(c, now, code)
+    return c.f[code] or '0', ''
   elseif code == 'f5' then
-    local f = redis.call('HMGET', c.f5, 'opened', 'sum')
-    if f[1] and tonumber(f[1]) + FIVE_H > now then return f[2] or '0', int(tonumber(f[1]) + FIVE_H) end
+    local opened = c.f.f5o and tonumber(c.f.f5o)
+    if opened and opened + FIVE_H > now then return c.f.f5s or '0', int(opened + FIVE_H) end
     return '0', ''
   elseif code == 'd' then
-    return redis.call('HGET', c.d, c.ds) or '0', c.dr
+    if c.f.ds == c.ds then return c.f.d or '0', c.dr end
+    return '0', c.dr
   elseif code == 'w' then
-    return redis.call('HGET', c.w, c.ws) or '0', c.wr
+    if c.f.ws == c.ws then return c.f.w or '0', c.wr end
+    return '0', c.wr
   elseif code == 'm' then
-    return redis.call('HGET', c.m, c.ms) or '0', c.mr
+    if c.f.ms == c.ms then return c.f.m or '0', c.mr end
+    return '0', c.mr
   end
-  return redis.call('HGET', c.t, c.ts) or '0', ''
+  if c.f.ts == c.ts then return c.f.t or '0', '' end
+  return '0', ''
 end
 
 -- The first spend window at or over its limit: {code, current, limit, reset}, or nil.
 local function spend_over(c)
-  for _, w in ipairs(c.windows) do
-    local code, limit = w[1], w[2]
+  for w = c.first, c.first + 2 * c.nw - 1, 2 do
+    local code, limit = ARGV[w], ARGV[w + 1]
     local current, reset = value(c, code)
     local lim = tonumber(limit)
     if tonumber(current) >= lim then
       local release = nil
       if code == 'r5' then
-        release = release_at(c, c.r5, FIVE_H, lim, tonumber(current))
+        release = release_at(c, 'c5', FIVE_H, lim, tonumber(current), now)
       elseif code == 'r24' then
-        release = release_at(c, c.r24, DAY, lim, tonumber(current))
+        release = release_at(c, 'c24', DAY, lim, tonumber(current), now)
       end
       if release then reset = int(release) end
       return {code, current, limit, reset}
@@ -497,19 +611,32 @@ local function spend_over(c)
   return nil
 end
 
+-- Moved cursors are written whatever the answer (they describe the same sums).
+local function flush_all()
+  for _, c in ipairs(checks) do
+    if c.set then flush(c) end
+  end
+end
+
 for i = 1, nsub do
   local hit = spend_over(checks[i])
-  if hit then return {'reject', tostring(i), hit[1], hit[2], hit[3], hit[4], int(now)} end
+  if hit then
+    flush_all()
+    return {'reject', tostring(i), hit[1], hit[2], hit[3], hit[4], int(now)}
+  end
 end
 
 if has_session then
   for i = 1, nsub do
     local c = checks[i]
     if c.conc > 0 then
-      redis.call('ZREMRANGEBYSCORE', c.ses, '-inf', int(now - ttl))
-      if not redis.call('ZSCORE', c.ses, session) then
+      -- A session seen within the TTL is admitted without counting the others.
+      local seen = redis.call('ZSCORE', c.ses, session)
+      if not seen or tonumber(seen) <= now - ttl then
+        redis.call('ZREMRANGEBYSCORE', c.ses, '-inf', int(now - ttl))
         local n = redis.call('ZCARD', c.ses)
         if n >= c.conc then
+          flush_all()
           local oldest = redis.call('ZRANGE', c.ses, 0, 0, 'WITHSCORES')
           return {'reject', tostring(i), 'ses', int(n), int(c.conc), int(tonumber(oldest[2]) + ttl), int(now)}
         end
@@ -524,27 +651,29 @@ for i = 1, nsub do
     redis.call('ZREMRANGEBYSCORE', c.rpm_key, '-inf', int(now - RPM_MS))
     local n = redis.call('ZCARD', c.rpm_key)
     if n >= c.rpm then
+      flush_all()
       local oldest = redis.call('ZRANGE', c.rpm_key, 0, 0, 'WITHSCORES')
       return {'reject', tostring(i), 'rpm', int(n), int(c.rpm), int(tonumber(oldest[2]) + RPM_MS), int(now)}
     end
   end
 end
 
--- Everything passed: count.
+-- Everything passed: count. The newest member is now, so the whole set may go ttl after it.
+local now_s = int(now)
 for i = 1, nsub do
   local c = checks[i]
   if c.conc > 0 and has_session then
-    redis.call('ZADD', c.ses, int(now), session)
-    extend(c.ses, ttl)
+    redis.call('ZADD', c.ses, now_s, session)
+    redis.call('PEXPIRE', c.ses, int(clamp_ttl(ttl)))
   end
   if c.rpm > 0 then
     -- Every admission counts, even one reusing a request id.
-    local member, n = int(now) .. ':' .. request_id, 0
-    while redis.call('ZADD', c.rpm_key, 'NX', int(now), member) == 0 do
+    local member, n = now_s .. ':' .. request_id, 0
+    while redis.call('ZADD', c.rpm_key, 'NX', now_s, member) == 0 do
       n = n + 1
-      member = int(now) .. ':' .. request_id .. ':' .. n
+      member = now_s .. ':' .. request_id .. ':' .. n
     end
-    extend(c.rpm_key, RPM_MS)
+    redis.call('PEXPIRE', c.rpm_key, RPM_MS)
   end
 end
 
@@ -552,13 +681,15 @@ local over = {'ok'}
 for i = nsub + 1, nsub + nprov do
   if spend_over(checks[i]) then over[#over + 1] = tostring(i) end
 end
+flush_all()
 return over
 "#;
 
-/// KEYS: per record the 10 spend keys. ARGV: now ('' = TIME); per record: shape, arrival,
+/// KEYS: per record the 3 spend keys. ARGV: now ('' = TIME); per record: shape, arrival,
 /// request id, amount, the frame (as in `ADMIT_LUA`). `LimitBook::add_spend`, step by step.
 const ADD_SPEND_LUA: &str = r#"
 local now = clock(ARGV[1])
+local snow = server_now(ARGV[1], now)
 local a = 1
 for r = 0, #KEYS / SPEND_KEYS - 1 do
   local s = subject(r * SPEND_KEYS)
@@ -566,49 +697,44 @@ for r = 0, #KEYS / SPEND_KEYS - 1 do
   local ds, dr, ws, wr, ms, mr, ts =
     ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 10], ARGV[a + 11]
   a = a + 11
-  local marker = redis.call('GET', s.loaded)
+  load(s)
+  local marker = s.f.shape and num(s.f.mexp) > snow and s.f.shape
   if marker and marker ~= shape then
     -- Kept elsewhere now: what is here is stale, and the next admission rebuilds it.
-    redis.call('DEL', spend_keys(s))
-    marker = false
+    redis.call('DEL', s.sp, s.b, s.ids)
+    s.f, marker = {}, false
   end
   -- Without a marker the spend still lands here: a rebuild overwrites it anyway.
-  expire_rolling(s, now)
-  if add_event(s, at, id, amount, now) then
-    extend_rolling(s, rolling_ttl(at, now))
-    local opened = redis.call('HGET', s.f5, 'opened')
-    if opened and tonumber(opened) + FIVE_H > at then
-      redis.call('HINCRBY', s.f5, 'sum', amount)
+  if take_id(s, id, now) then
+    redis.call('PEXPIRE', s.ids, IDS_MS)
+    expire(s, now)
+    if add_rolling(s, at, amount) then extend(s.b, math.max(at - now, 0) + DAY + LATE) end
+    local opened = s.f.f5o and tonumber(s.f.f5o)
+    if opened and opened + FIVE_H > at then
+      bump(s, 'f5s', amount)
     else
-      opened = int(at)
-      redis.call('HSET', s.f5, 'opened', opened, 'sum', amount)
+      opened = at
+      put(s, 'f5o', int(at))
+      put(s, 'f5s', amount)
     end
-    extend(s.f5, math.max(tonumber(opened) + FIVE_H - now, 0) + LATE)
-    -- Each counter is named by its window's start: counters of earlier windows go, a new
-    -- window starts from zero by itself.
-    for _, counter in ipairs({{s.d, ds, dr}, {s.w, ws, wr}, {s.m, ms, mr}, {s.t, ts, ''}}) do
-      local key, start = counter[1], counter[2]
-      for _, field in ipairs(redis.call('HKEYS', key)) do
-        if tonumber(field) < tonumber(start) then redis.call('HDEL', key, field) end
-      end
-      redis.call('HINCRBY', key, start, amount)
-      -- The total never resets: it lives as long as any marker vouching for it.
-      local ttl = MARKER_TTL + LATE
-      if counter[3] ~= '' then ttl = math.max(tonumber(counter[3]) - now, 0) + LATE end
-      extend(key, ttl)
-    end
-    if marker then redis.call('PEXPIRE', s.loaded, MARKER_TTL) end
+    count(s, 'd', 'ds', ds, amount)
+    count(s, 'w', 'ws', ws, amount)
+    count(s, 'm', 'ms', ms, amount)
+    count(s, 't', 'ts', ts, amount)
+    if marker then put(s, 'mexp', int(snow + MARKER_TTL)) end
+    finish(s, now, hash_need(now, at, opened, dr, wr, mr))
   end
 end
 return 1
 "#;
 
-/// KEYS: per snapshot the 10 spend keys. ARGV: now ('' = TIME); per snapshot: shape, the frame
+/// KEYS: per snapshot the 3 spend keys. ARGV: now ('' = TIME); per snapshot: shape, the frame
 /// (as in `ADMIT_LUA`), daily, weekly, monthly and total spend, fixed 5 h opened ('' = none) and
 /// spend, the number of events and per event its arrival, request id and amount. Replaces the
 /// subjects' windows and marks them loaded: `LimitBook::warm`.
 const WARM_LUA: &str = r#"
 local now = clock(ARGV[1])
+local snow = server_now(ARGV[1], now)
 local a = 1
 for r = 0, #KEYS / SPEND_KEYS - 1 do
   local s = subject(r * SPEND_KEYS)
@@ -618,27 +744,36 @@ for r = 0, #KEYS / SPEND_KEYS - 1 do
   local daily, weekly, monthly, total = ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], ARGV[a + 12]
   local opened, fixed_sum, nev = ARGV[a + 13], ARGV[a + 14], tonumber(ARGV[a + 15])
   a = a + 15
-  redis.call('DEL', spend_keys(s))
+  redis.call('DEL', s.sp, s.b, s.ids)
+  s.f, s.set = {}, {}
+  expire(s, now)
   local newest = nil
   for _ = 1, nev do
     local at = tonumber(ARGV[a + 1])
     -- A request listed twice counts once (its first listing).
-    add_event(s, at, ARGV[a + 2], ARGV[a + 3], now)
+    if take_id(s, ARGV[a + 2], now) then add_rolling(s, at, ARGV[a + 3]) end
     if newest == nil or at > newest then newest = at end
     a = a + 3
   end
-  if newest then extend_rolling(s, rolling_ttl(newest, now)) end
+  local f5o = nil
   if opened ~= '' then
-    redis.call('HSET', s.f5, 'opened', opened, 'sum', fixed_sum)
-    extend(s.f5, math.max(tonumber(opened) + FIVE_H - now, 0) + LATE)
+    f5o = tonumber(opened)
+    put(s, 'f5o', opened)
+    put(s, 'f5s', fixed_sum)
   end
-  for _, counter in ipairs({{s.d, ds, daily, dr}, {s.w, ws, weekly, wr}, {s.m, ms, monthly, mr}}) do
-    redis.call('HSET', counter[1], counter[2], counter[3])
-    extend(counter[1], math.max(tonumber(counter[4]) - now, 0) + LATE)
-  end
-  redis.call('HSET', s.t, ts, total)
-  extend(s.t, MARKER_TTL + LATE)
-  redis.call('SET', s.loaded, shape, 'PX', MARKER_TTL)
+  put(s, 'ds', ds)
+  put(s, 'd', daily)
+  put(s, 'ws', ws)
+  put(s, 'w', weekly)
+  put(s, 'ms', ms)
+  put(s, 'm', monthly)
+  put(s, 'ts', ts)
+  put(s, 't', total)
+  put(s, 'shape', shape)
+  put(s, 'mexp', int(snow + MARKER_TTL))
+  finish(s, now, hash_need(now, newest, f5o, dr, wr, mr))
+  if newest then redis.call('PEXPIRE', s.b, int(clamp_ttl(math.max(newest - now, 0) + DAY + LATE))) end
+  redis.call('PEXPIRE', s.ids, IDS_MS)
 end
 return 1
 "#;
@@ -655,7 +790,8 @@ fn script(body: &str) -> Script {
 fn limit_script(body: &str) -> Script {
     Script::new(&format!(
         "{LUA_PRELUDE}\nlocal FIVE_H, DAY, RPM_MS, LATE, MARKER_TTL, MAX_TTL = {FIVE_HOURS_MS}, {DAY_MS}, \
-         {RPM_WINDOW_MS}, {LATE_MS}, {MARKER_TTL_MS}, {MAX_LUA_MS}\n{LIMIT_LIB}{body}"
+         {RPM_WINDOW_MS}, {LATE_MS}, {MARKER_TTL_MS}, {MAX_LUA_MS}\nlocal BUCKET, IDS_MS, HOUR = \
+         {ROLLING_BUCKET_MS}, {REQUEST_ID_MEMORY_MS}, 3600000\n{LIMIT_LIB}{body}"
     ))
 }
 
@@ -809,12 +945,26 @@ impl RedisStateStore {
     }
 
     /// Adds the reads of a routing view to a pipeline; [`parse_view`] reads their replies.
-    fn push_view(&self, pipe: &mut redis::Pipeline, session: Option<&str>, providers: &[Id]) {
+    fn push_view(
+        &self,
+        pipe: &mut redis::Pipeline,
+        session: Option<&str>,
+        providers: &[Id],
+        keep_binding: Option<Duration>,
+    ) {
         // Not one script: the keys belong to several entities, hence to several cluster slots.
         // Each entity's value is read by one command, so it is consistent.
         pipe.cmd("TIME");
         if let Some(s) = session {
-            pipe.cmd("GET").arg(self.binding_key(s));
+            let key = self.binding_key(s);
+            // GETEX (Redis 6.2) reads and refreshes in one command: a session that stays on its
+            // provider costs no write of its own. A zero TTL keeps it for no time, as
+            // `bind_session` does (PX refuses 0).
+            match keep_binding.map(|ttl| ms(ttl).min(MAX_LUA_MS)) {
+                None => pipe.cmd("GET").arg(key),
+                Some(0) => pipe.cmd("GETDEL").arg(key),
+                Some(ttl_ms) => pipe.cmd("GETEX").arg(key).arg("PX").arg(ttl_ms),
+            };
         }
         for &p in providers {
             pipe.cmd("HMGET").arg(self.breaker_key(p)).arg(&BREAKER_FIELDS[..]);
@@ -828,12 +978,13 @@ impl RedisStateStore {
         invocation: &redis::ScriptInvocation<'_>,
         session: Option<&str>,
         providers: &[Id],
+        keep_binding: Option<Duration>,
     ) -> Result<Vec<Value>, StateError> {
         let mut pipe = redis::pipe();
         // Each reply is judged alone: a failed admission must not cost the routing view.
         pipe.ignore_errors();
         pipe.invoke_script(invocation);
-        self.push_view(&mut pipe, session, providers);
+        self.push_view(&mut pipe, session, providers, keep_binding);
         let mut conn = self.conn.clone();
         self.call("admit_and_view", pipe.query_async(&mut conn)).await
     }
@@ -905,7 +1056,13 @@ fn parse_view(
 }
 
 /// The parts of a subject's spend state, in the order `LIMIT_LIB`'s `subject` reads them.
-const SPEND_PARTS: [&str; 10] = ["loaded", "ev", "r5", "r24", "sum", "f5", "d", "w", "m", "t"];
+const SPEND_PARTS: [&str; 3] = ["sp", "b", "ids"];
+
+/// The fields of a subject's `sp` hash, as `LIMIT_LIB` reads them (a test checks the two agree).
+#[cfg(test)]
+const SPEND_FIELDS: [&str; 17] = [
+    "shape", "mexp", "x", "r5", "r24", "c5", "c24", "f5o", "f5s", "ds", "d", "ws", "w", "ms", "m", "ts", "t",
+];
 
 /// The key of one part of a subject's limit state. Every limit key carries the one hash tag
 /// `{lim}`, so that a script may touch the keys of several subjects (key, user, providers) and
@@ -1005,10 +1162,11 @@ impl StateStore for RedisStateStore {
         &'a self,
         session: Option<&'a str>,
         providers: &'a [Id],
+        keep_binding: Option<Duration>,
     ) -> BoxFuture<'a, Result<RoutingView, StateError>> {
         Box::pin(async move {
             let mut pipe = redis::pipe();
-            self.push_view(&mut pipe, session, providers);
+            self.push_view(&mut pipe, session, providers, keep_binding);
             let mut conn = self.conn.clone();
             let replies: Vec<Value> = self.call("routing_view", pipe.query_async(&mut conn)).await?;
             parse_view(&mut replies.into_iter(), session, providers)
@@ -1139,14 +1297,15 @@ impl StateStore for RedisStateStore {
         check: &'a AdmissionCheck,
         session: Option<&'a str>,
         providers: &'a [Id],
+        keep_binding: Option<Duration>,
     ) -> BoxFuture<'a, (Result<Admission, StateError>, Result<RoutingView, StateError>)> {
         Box::pin(async move {
             if check.is_empty() {
                 let admission = Ok(Admission::Admitted { providers_over: Vec::new() });
-                return (admission, self.routing_view(session, providers).await);
+                return (admission, self.routing_view(session, providers, keep_binding).await);
             }
             let invocation = self.admit_invocation(check);
-            let mut replies = self.admit_and_view_once(&invocation, session, providers).await;
+            let mut replies = self.admit_and_view_once(&invocation, session, providers, keep_binding).await;
             // A pipeline does not load a missing script by itself (a restarted or flushed Redis):
             // load it and send the pipeline again; the script did not run, the reads are reads.
             let no_script = |r: &Result<Vec<Value>, StateError>| {
@@ -1157,7 +1316,8 @@ impl StateStore for RedisStateStore {
                 let mut conn = self.conn.clone();
                 let loaded = self.call("admit_and_view", invocation.load_async(&mut conn)).await;
                 replies = match loaded {
-                    Ok(_) => self.admit_and_view_once(&invocation, session, providers).await,
+                    // The first pipeline's GETEX already refreshed the binding; again is harmless.
+                    Ok(_) => self.admit_and_view_once(&invocation, session, providers, keep_binding).await,
                     Err(e) => Err(e),
                 };
             }
@@ -1267,6 +1427,13 @@ mod tests {
         assert_eq!(record.opened_at_ms, Some(1_712_345_678_901));
         assert_eq!(record.half_open_successes, 1);
         assert_eq!(record.last_failure.as_deref(), Some("upstream 529"));
+    }
+
+    #[test]
+    fn the_spend_fields_are_the_scripts() {
+        let listed = SPEND_FIELDS.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ");
+        let script: String = LIMIT_LIB.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(script.contains(&format!("local FIELDS = {{{listed}}}")), "{listed}");
     }
 
     #[test]

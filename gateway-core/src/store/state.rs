@@ -99,11 +99,15 @@ pub enum AttemptResult {
 
 /// Hot shared routing state.
 pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
-    /// The session's binding and the health of `providers`.
+    /// The session's binding and the health of `providers`. With `keep_binding`, a binding found
+    /// is kept that long from now, as [`Self::bind_session`] to the same provider would: a
+    /// session that stays on its provider then needs no write of its own (with Redis, no round
+    /// trip beyond this read).
     fn routing_view<'a>(
         &'a self,
         session: Option<&'a str>,
         providers: &'a [Id],
+        keep_binding: Option<Duration>,
     ) -> BoxFuture<'a, Result<RoutingView, StateError>>;
 
     /// Admits `session` on `provider` if fewer than `limit` other sessions were active there in
@@ -158,10 +162,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
         check: &'a AdmissionCheck,
         session: Option<&'a str>,
         providers: &'a [Id],
+        keep_binding: Option<Duration>,
     ) -> BoxFuture<'a, (Result<Admission, StateError>, Result<RoutingView, StateError>)> {
         Box::pin(async move {
             let admission = self.admit(check).await;
-            (admission, self.routing_view(session, providers).await)
+            (admission, self.routing_view(session, providers, keep_binding).await)
         })
     }
 
@@ -224,13 +229,19 @@ impl StateStore for MemoryStateStore {
         &'a self,
         session: Option<&'a str>,
         providers: &'a [Id],
+        keep_binding: Option<Duration>,
     ) -> BoxFuture<'a, Result<RoutingView, StateError>> {
         let now = self.clock.now_ms();
-        let state = self.state.lock();
+        let mut state = self.state.lock();
         let binding = session
-            .and_then(|s| state.bindings.get(s))
+            .and_then(|s| state.bindings.get_mut(s))
             .filter(|(_, expires)| *expires > now)
-            .map(|(id, _)| *id);
+            .map(|(id, expires)| {
+                if let Some(ttl) = keep_binding {
+                    *expires = now.saturating_add(ms(ttl));
+                }
+                *id
+            });
         let health = providers
             .iter()
             .map(|id| ProviderHealth {
@@ -377,12 +388,12 @@ mod tests {
         let store = MemoryStateStore::with_clock(clock.clone());
         store.bind_session("s", 7, Duration::from_secs(300)).await.expect("bind");
         store.set_cooldown(7, 10_000).await.expect("cooldown");
-        let view = store.routing_view(Some("s"), &[7, 8]).await.expect("view");
+        let view = store.routing_view(Some("s"), &[7, 8], None).await.expect("view");
         assert_eq!(view.binding, Some(7));
         assert_eq!(view.health[0].cooldown_until_ms, Some(10_000));
         assert_eq!(view.health[1].cooldown_until_ms, None);
         clock.advance(Duration::from_secs(301));
-        let view = store.routing_view(Some("s"), &[7]).await.expect("view");
+        let view = store.routing_view(Some("s"), &[7], None).await.expect("view");
         assert_eq!(view.binding, None);
         assert_eq!(view.health[0].cooldown_until_ms, None);
     }
