@@ -1392,7 +1392,10 @@ impl Codec for OpenaiChatCodec {
             top_p: req.top_p,
             user: req.user.as_deref(),
         };
-        serde_json::to_vec(&body).map_err(|e| err(e.to_string()))
+        // Sized once: the texts plus room for the envelope, tools and schemas.
+        let mut out = Vec::with_capacity(req.text_len() + 1024);
+        serde_json::to_writer(&mut out, &body).map_err(|e| err(e.to_string()))?;
+        Ok(out)
     }
 
     fn request_path(&self, _req: &Request) -> String {
@@ -2108,6 +2111,42 @@ mod tests {
         let ds = usage_from_wire(&json!({"prompt_tokens": 50, "prompt_cache_hit_tokens": 20}));
         assert_eq!(ds.tokens.cache_read_input_tokens, 20);
         assert_eq!(ds.tokens.input_tokens, 30);
+    }
+
+    #[test]
+    fn completions_are_written_with_sorted_keys_as_a_value_would_be() {
+        let tokens = TokenUsage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_creation_input_tokens: 3,
+            cache_read_input_tokens: 2,
+            ..TokenUsage::default()
+        };
+        let usage = Usage { tokens, reasoning_tokens: 4 };
+        let contents = [
+            vec![],
+            vec![Block::Text { text: "only \"text\" \u{1f980}".into() }],
+            vec![
+                Block::Thinking { text: "hmm".into(), signature: Some("sig".into()) },
+                Block::Text { text: "a".into() },
+                Block::Text { text: "b".into() },
+                Block::ToolUse { id: "call_1".into(), name: "f".into(), input: json!({"x": [1, "y"]}) },
+                Block::ToolUse { id: "call_2".into(), name: "g".into(), input: Value::String("{bad".into()) },
+            ],
+        ];
+        for content in contents {
+            let resp = Response {
+                id: "chatcmpl-1".into(),
+                model: "m".into(),
+                content,
+                stop_reason: StopReason::ToolUse,
+                stop_sequence: Some("x".into()),
+                usage,
+            };
+            let out = OpenaiChatCodec.encode_response(&resp, &mut Notes::default()).expect("encode");
+            let value: Value = serde_json::from_slice(&out).expect("json");
+            assert_eq!(String::from_utf8_lossy(&out), value.to_string());
+        }
     }
 
     #[test]
