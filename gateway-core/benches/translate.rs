@@ -106,6 +106,87 @@ fn bench(c: &mut Criterion) {
         });
     }
     parts.finish();
+    nonstream(c);
+}
+
+/// The load benchmark's translated request: OpenAI chat, non-streaming, 1,024 bytes.
+fn chat_request_1kb() -> Vec<u8> {
+    let envelope = |pad: &str| {
+        format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{{"role":"user","content":"{pad}"}}]}}"#
+        )
+    };
+    let bare = envelope("").len();
+    let pad: String =
+        "the quick brown fox jumps over the lazy dog ".chars().cycle().take(1024 - bare).collect();
+    envelope(&pad).into_bytes()
+}
+
+/// What the mock upstream (and a real one, give or take fields) answers to it.
+const ANTHROPIC_MESSAGE: &[u8] = br#"{"id":"msg_mock_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hello from the mock upstream."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":15}}"#;
+
+/// The translated non-streaming round trip of the load benchmark, as the forwarder does it: an
+/// OpenAI chat request into the Anthropic provider's dialect, the Anthropic message back into a
+/// chat completion, and the usage read from that completion by the meter.
+fn nonstream(c: &mut Criterion) {
+    use gateway_core::forward::translation;
+    let req = chat_request_1kb();
+    let mut group = c.benchmark_group("translate_nonstream_chat_via_anthropic");
+    group.bench_function("request", |b| {
+        b.iter(|| {
+            translation::translate_request(
+                black_box(&req),
+                Dialect::OpenaiChat,
+                Dialect::Anthropic,
+                Some("claude-sonnet-4-5"),
+                false,
+            )
+            .map(|t| t.body.len())
+        })
+    });
+    group.bench_function("response", |b| {
+        b.iter(|| {
+            gateway_core::translate::translate_response(
+                black_box(ANTHROPIC_MESSAGE),
+                Dialect::Anthropic,
+                Dialect::OpenaiChat,
+            )
+            .map(|(body, _)| body.len())
+        })
+    });
+    let Ok((completion, _)) = gateway_core::translate::translate_response(
+        ANTHROPIC_MESSAGE,
+        Dialect::Anthropic,
+        Dialect::OpenaiChat,
+    ) else {
+        return;
+    };
+    group.bench_function("usage_of_completion", |b| {
+        b.iter(|| gateway_core::usage::extract::usage_of_body(Dialect::OpenaiChat, black_box(&completion)))
+    });
+    group.bench_function("round_trip", |b| {
+        b.iter(|| {
+            let t = translation::translate_request(
+                black_box(&req),
+                Dialect::OpenaiChat,
+                Dialect::Anthropic,
+                Some("claude-sonnet-4-5"),
+                false,
+            );
+            let r = gateway_core::translate::translate_response(
+                black_box(ANTHROPIC_MESSAGE),
+                Dialect::Anthropic,
+                Dialect::OpenaiChat,
+            );
+            let usage = r
+                .as_ref()
+                .ok()
+                .and_then(|(body, _)| gateway_core::usage::extract::usage_of_body(Dialect::OpenaiChat, body));
+            t.map(|t| t.body.len()).unwrap_or(0)
+                + usage.map_or(0, |u| usize::try_from(u.output_tokens).unwrap_or(0))
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);

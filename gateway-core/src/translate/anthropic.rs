@@ -22,7 +22,7 @@ use super::ir::{
     Block, BlockStart, Delta, ImageSource, Message, Reasoning, Request, Response, ResponseFormat, Role,
     StopReason, StreamEvent, Tool, ToolChoice, Usage,
 };
-use super::jsonw;
+use super::jsonw::{self, Text};
 use super::lenient::{self, F, lenient_object};
 use super::{Codec, ErrorInfo, Notes, StreamDecoder, StreamEncoder, TranslateError};
 use crate::dialect::Dialect;
@@ -54,7 +54,11 @@ impl Codec for AnthropicCodec {
 
     fn encode_request(&self, req: &Request, notes: &mut Notes) -> Result<Vec<u8>, TranslateError> {
         let wire = encode_request(req, notes);
-        serde_json::to_vec(&wire).map_err(|e| TranslateError::new(format!("cannot write request: {e}")))
+        // Sized once: the texts plus room for the envelope, tools and schemas.
+        let mut out = Vec::with_capacity(req.text_len() + 1024);
+        serde_json::to_writer(&mut out, &wire)
+            .map_err(|e| TranslateError::new(format!("cannot write request: {e}")))?;
+        Ok(out)
     }
 
     fn request_path(&self, _req: &Request) -> String {
@@ -720,14 +724,14 @@ struct WireRequest<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum WireSystem<'a> {
-    Text(&'a str),
+    Text(Text<'a>),
     Blocks(Vec<WireTextBlock<'a>>),
 }
 
 #[derive(Serialize)]
 struct WireTextBlock<'a> {
     r#type: &'static str,
-    text: &'a str,
+    text: Text<'a>,
 }
 
 #[derive(Serialize)]
@@ -740,7 +744,7 @@ struct WireMessage<'a> {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireBlock<'a> {
     Text {
-        text: &'a str,
+        text: Text<'a>,
     },
     Image {
         source: WireImageSource<'a>,
@@ -821,10 +825,10 @@ fn encode_request<'a>(req: &'a Request, notes: &mut Notes) -> WireRequest<'a> {
     let system: Vec<&str> = req.system.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
     let system = match system.as_slice() {
         [] => None,
-        [one] => Some(WireSystem::Text(one)),
-        many => {
-            Some(WireSystem::Blocks(many.iter().map(|text| WireTextBlock { r#type: "text", text }).collect()))
-        }
+        [one] => Some(WireSystem::Text(Text(one))),
+        many => Some(WireSystem::Blocks(
+            many.iter().map(|text| WireTextBlock { r#type: "text", text: Text(text) }).collect(),
+        )),
     };
 
     let mut messages = Vec::with_capacity(req.messages.len());
@@ -1029,7 +1033,7 @@ fn encode_input_block<'a>(b: &'a Block, role: Role, notes: &mut Notes) -> Option
                 .iter()
                 .filter_map(|c| match c {
                     Block::Text { text } if text.is_empty() => None,
-                    Block::Text { text } => Some(WireBlock::Text { text }),
+                    Block::Text { text } => Some(WireBlock::Text { text: Text(text) }),
                     Block::Image { source } => Some(WireBlock::Image { source: image_source(source) }),
                     _ => {
                         notes.note("tool_result.content[] other than text and image");
@@ -1060,7 +1064,7 @@ fn encode_output_block<'a>(b: &'a Block, notes: &mut Notes) -> Option<WireBlock<
 
 fn encode_common_block<'a>(b: &'a Block, notes: &mut Notes) -> Option<WireBlock<'a>> {
     Some(match b {
-        Block::Text { text } => WireBlock::Text { text },
+        Block::Text { text } => WireBlock::Text { text: Text(text) },
         Block::Image { source } => WireBlock::Image { source: image_source(source) },
         Block::ToolUse { id, name, input } => {
             WireBlock::ToolUse { id, name, input: tool_input(input, notes) }
@@ -1198,7 +1202,7 @@ lenient_object! {
         "type" => kind: Cow<'de, str>,
         "error" => error: Value,
         "content" => content: Vec<F<BlockIn<'de>>>,
-        "usage" => usage: Value,
+        "usage" => usage: UsageIn<'de>,
         "id" => id: Cow<'de, str>,
         "model" => model: Cow<'de, str>,
         "stop_reason" => stop_reason: Cow<'de, str>,
@@ -1232,9 +1236,9 @@ fn decode_response(o: ResponseIn<'_>) -> Result<Response, TranslateError> {
     }
     let mut usage = Usage::default();
     match &o.usage {
-        F::Val(Value::Object(u)) => merge_usage(u, &mut usage),
-        F::Val(_) => return Err(wrong_at(root, "usage", "an object")),
-        _ => {}
+        F::Val(u) => merge_usage_in(u, &mut usage),
+        F::Other => return Err(wrong_at(root, "usage", "an object")),
+        F::Absent | F::Null => {}
     }
     Ok(Response {
         id: opt_text(&o.id, root, "id")?.unwrap_or_default().to_owned(),
@@ -1278,6 +1282,63 @@ fn merge_usage(u: &Obj, into: &mut Usage) {
     if let Some(v) =
         u.get("output_tokens_details").and_then(|d| d.get("thinking_tokens")).and_then(Value::as_u64)
     {
+        into.reasoning_tokens = v;
+    }
+}
+
+lenient_object! {
+    /// A `usage` object, as [`merge_usage`] reads it.
+    struct UsageIn<'de> {
+        "input_tokens" => input_tokens: u64,
+        "output_tokens" => output_tokens: u64,
+        "cache_read_input_tokens" => cache_read_input_tokens: u64,
+        "cache_creation" => cache_creation: CacheCreationIn<'de>,
+        "cache_creation_input_tokens" => cache_creation_input_tokens: u64,
+        "output_tokens_details" => output_tokens_details: OutputDetailsIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct CacheCreationIn<'de> {
+        "ephemeral_5m_input_tokens" => ephemeral_5m_input_tokens: u64,
+        "ephemeral_1h_input_tokens" => ephemeral_1h_input_tokens: u64,
+    }
+}
+
+lenient_object! {
+    struct OutputDetailsIn<'de> {
+        "thinking_tokens" => thinking_tokens: u64,
+    }
+}
+
+/// [`merge_usage`] for a typed `usage` (complete responses, read without a `Value`).
+fn merge_usage_in(u: &UsageIn<'_>, into: &mut Usage) {
+    let t = &mut into.tokens;
+    if let Some(v) = u.input_tokens.u64() {
+        t.input_tokens = v;
+    }
+    if let Some(v) = u.output_tokens.u64() {
+        t.output_tokens = v;
+    }
+    if let Some(v) = u.cache_read_input_tokens.u64() {
+        t.cache_read_input_tokens = v;
+    }
+    if let Some(split) = u.cache_creation.val() {
+        if let Some(v) = split.ephemeral_5m_input_tokens.u64() {
+            t.cache_creation_5m_input_tokens = v;
+        }
+        if let Some(v) = split.ephemeral_1h_input_tokens.u64() {
+            t.cache_creation_1h_input_tokens = v;
+        }
+    }
+    match u.cache_creation_input_tokens.u64() {
+        Some(v) => t.cache_creation_input_tokens = v,
+        None => {
+            let split = t.cache_creation_5m_input_tokens.saturating_add(t.cache_creation_1h_input_tokens);
+            t.cache_creation_input_tokens = t.cache_creation_input_tokens.max(split);
+        }
+    }
+    if let Some(v) = u.output_tokens_details.val().and_then(|d| d.thinking_tokens.u64()) {
         into.reasoning_tokens = v;
     }
 }
@@ -2076,6 +2137,25 @@ mod tests {
                 write_block_delta(&mut fast, index, head, value);
                 assert_eq!(fast, expected);
             }
+        }
+    }
+
+    #[test]
+    fn typed_usage_reads_as_the_value_one() {
+        for u in [
+            r#"{"input_tokens": 25, "output_tokens": 15, "cache_read_input_tokens": 2, "cache_creation_input_tokens": 3}"#,
+            r#"{"cache_creation": {"ephemeral_5m_input_tokens": 3, "ephemeral_1h_input_tokens": 4}}"#,
+            r#"{"cache_creation": {"ephemeral_5m_input_tokens": 3}, "cache_creation_input_tokens": 1, "output_tokens_details": {"thinking_tokens": 9}}"#,
+            r#"{"input_tokens": -1, "output_tokens": 1.5, "cache_creation": [], "output_tokens_details": 3}"#,
+            r#"{"input_tokens": null, "input_tokens": 7, "output_tokens_details": {"thinking_tokens": "x"}}"#,
+        ] {
+            let value: Value = serde_json::from_str(u).expect("json");
+            let mut from_value = Usage::default();
+            merge_usage(value.as_object().expect("object"), &mut from_value);
+            let Ok(F::Val(typed)) = lenient::parse::<UsageIn<'_>>(u) else { panic!("object: {u}") };
+            let mut from_typed = Usage::default();
+            merge_usage_in(&typed, &mut from_typed);
+            assert_eq!(from_typed, from_value, "{u}");
         }
     }
 

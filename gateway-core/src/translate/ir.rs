@@ -46,6 +46,29 @@ pub struct Request {
     pub user: Option<String>,
 }
 
+impl Request {
+    /// Bytes of the strings the request carries (system, texts, reasoning, image data): a
+    /// lower bound of its JSON size in any dialect, to size output buffers once.
+    pub(crate) fn text_len(&self) -> usize {
+        self.system.iter().map(String::len).sum::<usize>()
+            + self.messages.iter().map(|m| blocks_text_len(&m.content)).sum::<usize>()
+    }
+}
+
+fn blocks_text_len(blocks: &[Block]) -> usize {
+    blocks
+        .iter()
+        .map(|b| match b {
+            Block::Text { text } | Block::Thinking { text, .. } => text.len(),
+            Block::RedactedThinking { data } => data.len(),
+            Block::Image { source: ImageSource::Base64 { data, .. } } => data.len(),
+            Block::Image { source: ImageSource::Url { url } } => url.len(),
+            Block::ToolResult { content, .. } => blocks_text_len(content),
+            Block::ToolUse { .. } => 0,
+        })
+        .sum()
+}
+
 /// Who speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,6 +2,7 @@
 //! writes for the same values (the writers using this test themselves against it).
 
 use bytes::{BufMut, BytesMut};
+use serde::{Serialize, Serializer};
 
 use super::lenient::fast::needs_escape;
 
@@ -16,6 +17,33 @@ pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
     out.put_u8(b'"');
     out.put_slice(s.as_bytes());
     out.put_u8(b'"');
+}
+
+/// A string field of a serialized body that may be long (message text): `serde_json` escapes
+/// strings a byte at a time, so one without anything to escape, which is nearly all text, is
+/// checked eight bytes at a time and written whole. The bytes are the same either way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Text<'a>(pub(crate) &'a str);
+
+/// Below this length the byte loop is as cheap as the detour.
+const LONG_TEXT: usize = 128;
+
+impl Serialize for Text<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let s = self.0;
+        if s.len() >= LONG_TEXT && !needs_escape(s.as_bytes()) {
+            let mut quoted = String::with_capacity(s.len() + 2);
+            quoted.push('"');
+            quoted.push_str(s);
+            quoted.push('"');
+            // A raw value is written verbatim by `serde_json`; checking it is a fast scan of a
+            // string with nothing to unescape.
+            if let Ok(raw) = serde_json::value::RawValue::from_string(quoted) {
+                return raw.serialize(serializer);
+            }
+        }
+        serializer.serialize_str(s)
+    }
 }
 
 /// A non-negative integer.
@@ -50,6 +78,14 @@ mod tests {
             let mut out = BytesMut::new();
             put_str(&mut out, s);
             assert_eq!(out, serde_json::to_string(s).expect("string").as_bytes(), "{s:?}");
+        }
+        let long = "plain words, é 🦀 \u{7f} ".repeat(20);
+        let escaped = format!("{long}\"{long}\n");
+        for s in ["", "short", long.as_str(), escaped.as_str()] {
+            let fast = serde_json::to_string(&Text(s)).expect("text");
+            assert_eq!(fast, serde_json::to_string(s).expect("string"));
+            let in_value = serde_json::to_value(Text(s)).expect("value");
+            assert_eq!(in_value, serde_json::Value::from(s));
         }
         for n in [0, 7, 10, 99, 100, 812, u64::from(u32::MAX), u64::MAX] {
             let mut out = BytesMut::new();

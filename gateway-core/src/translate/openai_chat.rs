@@ -34,81 +34,12 @@ pub struct OpenaiChatCodec;
 /// Schema name sent when the IR has none: OpenAI requires `json_schema.name`.
 const DEFAULT_SCHEMA_NAME: &str = "response";
 
-/// Request fields with no IR equivalent, noted when present (and not null/false).
-const UNCARRIED_REQUEST_FIELDS: &[&str] = &[
-    "frequency_penalty",
-    "presence_penalty",
-    "seed",
-    "logit_bias",
-    "top_logprobs",
-    "metadata",
-    "store",
-    "service_tier",
-    "modalities",
-    "audio",
-    "prediction",
-    "web_search_options",
-    "functions",
-    "function_call",
-    "verbosity",
-    "prompt_cache_key",
-    "safety_identifier",
-];
-
 // ---------------------------------------------------------------------------------------------
 // Lenient JSON access helpers.
 // ---------------------------------------------------------------------------------------------
 
 fn err(message: impl Into<String>) -> TranslateError {
     TranslateError::new(message)
-}
-
-fn parse_json(body: &[u8], what: &str) -> Result<Value, TranslateError> {
-    serde_json::from_slice(body).map_err(|e| err(format!("{what} is not valid JSON: {e}")))
-}
-
-fn as_object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, TranslateError> {
-    v.as_object().ok_or_else(|| err(format!("{what} must be a JSON object")))
-}
-
-/// A present, non-null field.
-fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key).filter(|v| !v.is_null())
-}
-
-fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, TranslateError> {
-    match field(obj, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(err(format!("`{key}` must be a string"))),
-    }
-}
-
-fn opt_u64(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, TranslateError> {
-    match field(obj, key) {
-        None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| err(format!("`{key}` must be a non-negative integer"))),
-    }
-}
-
-fn opt_f64(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, TranslateError> {
-    match field(obj, key) {
-        None => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| err(format!("`{key}` must be a number"))),
-    }
-}
-
-fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, TranslateError> {
-    match field(obj, key) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(err(format!("`{key}` must be a boolean"))),
-    }
-}
-
-/// A count read leniently: usage objects vary across vendors and must never fail a response.
-fn count(v: Option<&Value>) -> u64 {
-    v.and_then(Value::as_u64).unwrap_or(0)
 }
 
 fn now_secs() -> u64 {
@@ -135,34 +66,6 @@ fn stop_reason_to_wire(reason: StopReason) -> &'static str {
         StopReason::MaxTokens => "length",
         StopReason::ToolUse => "tool_calls",
         StopReason::Refusal => "content_filter",
-    }
-}
-
-/// Reads a chat `usage` object into Anthropic accounting.
-fn usage_from_wire(v: &Value) -> Usage {
-    let Some(u) = v.as_object() else {
-        return Usage::default();
-    };
-    let prompt = count(u.get("prompt_tokens"));
-    let details = u.get("prompt_tokens_details").and_then(Value::as_object);
-    let cached = match details.and_then(|d| d.get("cached_tokens")).and_then(Value::as_u64) {
-        Some(c) => c,
-        // DeepSeek reports cache hits at the top level.
-        None => count(u.get("prompt_cache_hit_tokens")),
-    };
-    let written = count(details.and_then(|d| d.get("cache_write_tokens")));
-    let reasoning = count(
-        u.get("completion_tokens_details").and_then(Value::as_object).and_then(|d| d.get("reasoning_tokens")),
-    );
-    Usage {
-        tokens: TokenUsage {
-            input_tokens: prompt.saturating_sub(cached.saturating_add(written)),
-            output_tokens: count(u.get("completion_tokens")),
-            cache_creation_input_tokens: written,
-            cache_read_input_tokens: cached,
-            ..TokenUsage::default()
-        },
-        reasoning_tokens: reasoning,
     }
 }
 
@@ -323,75 +226,6 @@ fn image_to_url(source: &ImageSource) -> String {
     }
 }
 
-/// Decodes `content` (string, array of parts, or null) into blocks.
-fn decode_content(content: Option<&Value>, notes: &mut Notes) -> Result<Vec<Block>, TranslateError> {
-    let mut blocks = Vec::new();
-    match content {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            if !s.is_empty() {
-                blocks.push(Block::Text { text: s.clone() });
-            }
-        }
-        Some(Value::Array(parts)) => {
-            for part in parts {
-                decode_part(part, &mut blocks, notes)?;
-            }
-        }
-        Some(_) => return Err(err("message `content` must be a string, an array of parts or null")),
-    }
-    Ok(blocks)
-}
-
-fn decode_part(part: &Value, blocks: &mut Vec<Block>, notes: &mut Notes) -> Result<(), TranslateError> {
-    let part = match part {
-        // Some clients send bare strings inside the parts array.
-        Value::String(s) => {
-            blocks.push(Block::Text { text: s.clone() });
-            return Ok(());
-        }
-        other => as_object(other, "a content part")?,
-    };
-    match opt_str(part, "type")?.unwrap_or("text") {
-        "text" => blocks.push(Block::Text { text: opt_str(part, "text")?.unwrap_or_default().to_owned() }),
-        // An assistant's refusal part is text the model produced.
-        "refusal" => {
-            blocks.push(Block::Text { text: opt_str(part, "refusal")?.unwrap_or_default().to_owned() })
-        }
-        "image_url" => {
-            let url = match field(part, "image_url") {
-                Some(Value::String(s)) => s.as_str(),
-                Some(Value::Object(img)) => {
-                    if field(img, "detail").is_some() {
-                        notes.note("image_url.detail");
-                    }
-                    opt_str(img, "url")?.unwrap_or_default()
-                }
-                _ => return Err(err("`image_url` must be an object with a `url`")),
-            };
-            blocks.push(Block::Image { source: image_from_url(url) });
-        }
-        other => notes.note(format!("content part type `{other}`")),
-    }
-    Ok(())
-}
-
-/// Text of `content` for a place that holds only text (system, tool results): one entry per part.
-fn content_texts(
-    content: Option<&Value>,
-    notes: &mut Notes,
-    what: &str,
-) -> Result<Vec<String>, TranslateError> {
-    let mut texts = Vec::new();
-    for block in decode_content(content, notes)? {
-        match block {
-            Block::Text { text } => texts.push(text),
-            _ => notes.note(format!("{what}: non-text content")),
-        }
-    }
-    Ok(texts)
-}
-
 fn parse_arguments(raw: &str) -> Value {
     if raw.trim().is_empty() {
         // Functions without parameters sometimes come with empty arguments.
@@ -408,33 +242,479 @@ fn arguments_to_wire(input: &Value) -> String {
     }
 }
 
-fn decode_tool_calls(
-    calls: Option<&Value>,
+// ---------------------------------------------------------------------------------------------
+// Typed reading of requests and complete responses.
+//
+// Bodies are read through borrowing structs (see [`lenient`]) instead of a `Value` tree: the
+// same documents accepted, the same fields seen (absent / `null` / wrong type, last duplicate
+// wins), and the same errors reported in the same order as walking a `Value` did.
+// ---------------------------------------------------------------------------------------------
+
+/// A string, or an object of shape `T` (`image_url`, `tool_choice`, content parts).
+enum StrOr<'de, T> {
+    Str(Cow<'de, str>),
+    Obj(T),
+}
+
+impl<'de, T: lenient::Shape<'de>> lenient::Shape<'de> for StrOr<'de, T> {
+    fn read(r: &mut lenient::fast::Reader<'de>) -> Result<F<Self>, lenient::fast::Bail> {
+        match r.peek()? {
+            b'"' => r.str().map(|s| F::Val(Self::Str(s))),
+            b'{' => T::read(r).map(|v| match v {
+                F::Val(t) => F::Val(Self::Obj(t)),
+                _ => F::Other,
+            }),
+            _ => r.skip().map(|()| F::Other),
+        }
+    }
+    fn from_borrowed_str(s: &'de str) -> Option<Self> {
+        Some(Self::Str(Cow::Borrowed(s)))
+    }
+    fn from_str(s: &str) -> Option<Self> {
+        Some(Self::Str(Cow::Owned(s.to_owned())))
+    }
+    fn from_map<A: serde::de::MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        T::from_map(map).map(|t| t.map(Self::Obj))
+    }
+}
+
+/// A string, or an array of `T` (`content`, `stop`).
+enum StrOrList<'de, T> {
+    Str(Cow<'de, str>),
+    List(Vec<F<T>>),
+}
+
+impl<'de, T: lenient::Shape<'de>> lenient::Shape<'de> for StrOrList<'de, T> {
+    fn read(r: &mut lenient::fast::Reader<'de>) -> Result<F<Self>, lenient::fast::Bail> {
+        match r.peek()? {
+            b'"' => r.str().map(|s| F::Val(Self::Str(s))),
+            b'[' => <Vec<F<T>> as lenient::Shape<'de>>::read(r).map(|v| match v {
+                F::Val(items) => F::Val(Self::List(items)),
+                _ => F::Other,
+            }),
+            _ => r.skip().map(|()| F::Other),
+        }
+    }
+    fn from_borrowed_str(s: &'de str) -> Option<Self> {
+        Some(Self::Str(Cow::Borrowed(s)))
+    }
+    fn from_str(s: &str) -> Option<Self> {
+        Some(Self::Str(Cow::Owned(s.to_owned())))
+    }
+    fn from_seq<A: serde::de::SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+        <Vec<F<T>> as lenient::Shape<'de>>::from_seq(seq).map(|v| v.map(Self::List))
+    }
+}
+
+/// Any value, remembering only whether it was `false` (fields noted unless absent, `null` or
+/// `false`).
+struct Truthy(bool);
+
+impl<'de> lenient::Shape<'de> for Truthy {
+    fn read(r: &mut lenient::fast::Reader<'de>) -> Result<F<Self>, lenient::fast::Bail> {
+        match r.peek()? {
+            b't' | b'f' => r.bool().map(|b| F::Val(Self(b))),
+            _ => r.skip().map(|()| F::Val(Self(true))),
+        }
+    }
+    fn from_str(_s: &str) -> Option<Self> {
+        Some(Self(true))
+    }
+    fn from_u64(_n: u64) -> Option<Self> {
+        Some(Self(true))
+    }
+    fn from_i64(_n: i64) -> Option<Self> {
+        Some(Self(true))
+    }
+    fn from_f64(_n: f64) -> Option<Self> {
+        Some(Self(true))
+    }
+    fn from_bool(b: bool) -> Option<Self> {
+        Some(Self(b))
+    }
+    fn from_seq<A: serde::de::SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+        lenient::drain_seq(seq).map(|()| Some(Self(true)))
+    }
+    fn from_map<A: serde::de::MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        lenient::drain_map(map).map(|()| Some(Self(true)))
+    }
+}
+
+/// Whether a field is there and neither `null` nor `false`.
+fn truthy(f: &F<Truthy>) -> bool {
+    matches!(f, F::Val(Truthy(true)))
+}
+
+type ContentIn<'de> = StrOrList<'de, StrOr<'de, PartIn<'de>>>;
+
+lenient_object! {
+    struct RequestIn<'de> {
+        "model" => model: Cow<'de, str>,
+        "messages" => messages: Vec<F<MessageIn<'de>>>,
+        "tools" => tools: Vec<F<ToolIn<'de>>>,
+        "tool_choice" => tool_choice: StrOr<'de, ToolChoiceIn<'de>>,
+        "parallel_tool_calls" => parallel_tool_calls: bool,
+        "max_completion_tokens" => max_completion_tokens: u64,
+        "max_tokens" => max_tokens: u64,
+        "temperature" => temperature: f64,
+        "top_p" => top_p: f64,
+        "top_k" => top_k: u64,
+        "stop" => stop: StrOrList<'de, Cow<'de, str>>,
+        "stream" => stream: bool,
+        "reasoning_effort" => reasoning_effort: Cow<'de, str>,
+        "response_format" => response_format: ResponseFormatIn<'de>,
+        "user" => user: Cow<'de, str>,
+        "n" => n: u64,
+        "logprobs" => logprobs: Truthy,
+        // Fields with no IR equivalent, noted when present (and not null/false).
+        "frequency_penalty" => frequency_penalty: Truthy,
+        "presence_penalty" => presence_penalty: Truthy,
+        "seed" => seed: Truthy,
+        "logit_bias" => logit_bias: Truthy,
+        "top_logprobs" => top_logprobs: Truthy,
+        "metadata" => metadata: Truthy,
+        "store" => store: Truthy,
+        "service_tier" => service_tier: Truthy,
+        "modalities" => modalities: Truthy,
+        "audio" => audio: Truthy,
+        "prediction" => prediction: Truthy,
+        "web_search_options" => web_search_options: Truthy,
+        "functions" => functions: Truthy,
+        "function_call" => function_call: Truthy,
+        "verbosity" => verbosity: Truthy,
+        "prompt_cache_key" => prompt_cache_key: Truthy,
+        "safety_identifier" => safety_identifier: Truthy,
+    }
+}
+
+impl RequestIn<'_> {
+    /// The request fields with no IR equivalent, by name, in the order they are noted.
+    fn uncarried(&self) -> [(&'static str, &F<Truthy>); 17] {
+        [
+            ("frequency_penalty", &self.frequency_penalty),
+            ("presence_penalty", &self.presence_penalty),
+            ("seed", &self.seed),
+            ("logit_bias", &self.logit_bias),
+            ("top_logprobs", &self.top_logprobs),
+            ("metadata", &self.metadata),
+            ("store", &self.store),
+            ("service_tier", &self.service_tier),
+            ("modalities", &self.modalities),
+            ("audio", &self.audio),
+            ("prediction", &self.prediction),
+            ("web_search_options", &self.web_search_options),
+            ("functions", &self.functions),
+            ("function_call", &self.function_call),
+            ("verbosity", &self.verbosity),
+            ("prompt_cache_key", &self.prompt_cache_key),
+            ("safety_identifier", &self.safety_identifier),
+        ]
+    }
+}
+
+lenient_object! {
+    /// A request message of any role, or a response's `message`.
+    struct MessageIn<'de> {
+        "role" => role: Cow<'de, str>,
+        "name" => name: lenient::Any,
+        "content" => content: ContentIn<'de>,
+        "reasoning_content" => reasoning_content: Cow<'de, str>,
+        "reasoning" => reasoning: Cow<'de, str>,
+        "refusal" => refusal: Cow<'de, str>,
+        "tool_calls" => tool_calls: Vec<F<ToolCallIn<'de>>>,
+        "function_call" => function_call: lenient::Any,
+        "audio" => audio: lenient::Any,
+        "tool_call_id" => tool_call_id: Cow<'de, str>,
+    }
+}
+
+lenient_object! {
+    struct PartIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "text" => text: Cow<'de, str>,
+        "refusal" => refusal: Cow<'de, str>,
+        "image_url" => image_url: StrOr<'de, ImageUrlIn<'de>>,
+    }
+}
+
+lenient_object! {
+    struct ImageUrlIn<'de> {
+        "url" => url: Cow<'de, str>,
+        "detail" => detail: lenient::Any,
+    }
+}
+
+lenient_object! {
+    struct ToolCallIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "id" => id: Cow<'de, str>,
+        "function" => function: CalledFunctionIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct CalledFunctionIn<'de> {
+        "name" => name: Cow<'de, str>,
+        // Usually a string of JSON; some vendors send the object itself.
+        "arguments" => arguments: Value,
+    }
+}
+
+lenient_object! {
+    struct ToolIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "function" => function: FunctionDefIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct FunctionDefIn<'de> {
+        "name" => name: Cow<'de, str>,
+        "strict" => strict: bool,
+        "parameters" => parameters: Value,
+        "description" => description: Cow<'de, str>,
+    }
+}
+
+lenient_object! {
+    struct ToolChoiceIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "function" => function: NamedIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct NamedIn<'de> {
+        "name" => name: Cow<'de, str>,
+    }
+}
+
+lenient_object! {
+    struct ResponseFormatIn<'de> {
+        "type" => kind: Cow<'de, str>,
+        "json_schema" => json_schema: JsonSchemaIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct JsonSchemaIn<'de> {
+        "name" => name: Cow<'de, str>,
+        "description" => description: lenient::Any,
+        "schema" => schema: Value,
+        "strict" => strict: bool,
+    }
+}
+
+lenient_object! {
+    /// A complete `chat.completion`.
+    struct CompletionIn<'de> {
+        "error" => error: Value,
+        "choices" => choices: Vec<F<CompletionChoiceIn<'de>>>,
+        "id" => id: Cow<'de, str>,
+        "model" => model: Cow<'de, str>,
+        "usage" => usage: UsageIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct CompletionChoiceIn<'de> {
+        "message" => message: MessageIn<'de>,
+        "finish_reason" => finish_reason: Cow<'de, str>,
+    }
+}
+
+lenient_object! {
+    /// A chat `usage` object (and the vendor extensions read from it).
+    struct UsageIn<'de> {
+        "prompt_tokens" => prompt_tokens: u64,
+        "completion_tokens" => completion_tokens: u64,
+        "prompt_tokens_details" => prompt_tokens_details: PromptDetailsIn<'de>,
+        "prompt_cache_hit_tokens" => prompt_cache_hit_tokens: u64,
+        "completion_tokens_details" => completion_tokens_details: CompletionDetailsIn<'de>,
+    }
+}
+
+lenient_object! {
+    struct PromptDetailsIn<'de> {
+        "cached_tokens" => cached_tokens: u64,
+        "cache_write_tokens" => cache_write_tokens: u64,
+    }
+}
+
+lenient_object! {
+    struct CompletionDetailsIn<'de> {
+        "reasoning_tokens" => reasoning_tokens: u64,
+    }
+}
+
+/// Reads a chat `usage` object into Anthropic accounting; anything but an object is no usage.
+fn usage_from_in(f: &F<UsageIn<'_>>) -> Usage {
+    let Some(u) = f.val() else {
+        return Usage::default();
+    };
+    let prompt = u.prompt_tokens.u64().unwrap_or(0);
+    let details = u.prompt_tokens_details.val();
+    let cached = match details.and_then(|d| d.cached_tokens.u64()) {
+        Some(c) => c,
+        // DeepSeek reports cache hits at the top level.
+        None => u.prompt_cache_hit_tokens.u64().unwrap_or(0),
+    };
+    let written = details.and_then(|d| d.cache_write_tokens.u64()).unwrap_or(0);
+    let reasoning = u.completion_tokens_details.val().and_then(|d| d.reasoning_tokens.u64()).unwrap_or(0);
+    Usage {
+        tokens: TokenUsage {
+            input_tokens: prompt.saturating_sub(cached.saturating_add(written)),
+            output_tokens: u.completion_tokens.u64().unwrap_or(0),
+            cache_creation_input_tokens: written,
+            cache_read_input_tokens: cached,
+            ..TokenUsage::default()
+        },
+        reasoning_tokens: reasoning,
+    }
+}
+
+/// An optional string field: absent and `null` are `None`, another type an error.
+fn t_str<'v>(f: &'v F<Cow<'_, str>>, key: &str) -> Result<Option<&'v str>, TranslateError> {
+    match f {
+        F::Absent | F::Null => Ok(None),
+        F::Val(s) => Ok(Some(s)),
+        F::Other => Err(err(format!("`{key}` must be a string"))),
+    }
+}
+
+fn t_u64(f: &F<u64>, key: &str) -> Result<Option<u64>, TranslateError> {
+    match f {
+        F::Absent | F::Null => Ok(None),
+        F::Val(n) => Ok(Some(*n)),
+        F::Other => Err(err(format!("`{key}` must be a non-negative integer"))),
+    }
+}
+
+fn t_f64(f: &F<f64>, key: &str) -> Result<Option<f64>, TranslateError> {
+    match f {
+        F::Absent | F::Null => Ok(None),
+        F::Val(n) => Ok(Some(*n)),
+        F::Other => Err(err(format!("`{key}` must be a number"))),
+    }
+}
+
+fn t_bool(f: &F<bool>, key: &str) -> Result<Option<bool>, TranslateError> {
+    match f {
+        F::Absent | F::Null => Ok(None),
+        F::Val(b) => Ok(Some(*b)),
+        F::Other => Err(err(format!("`{key}` must be a boolean"))),
+    }
+}
+
+/// Decodes `content` (string, array of parts, or null) into blocks.
+fn content_in(content: &F<ContentIn<'_>>, notes: &mut Notes) -> Result<Vec<Block>, TranslateError> {
+    let mut blocks = Vec::new();
+    match content {
+        F::Absent | F::Null => {}
+        F::Val(StrOrList::Str(s)) => {
+            if !s.is_empty() {
+                blocks.push(Block::Text { text: s.as_ref().to_owned() });
+            }
+        }
+        F::Val(StrOrList::List(parts)) => {
+            for part in parts {
+                part_in(part, &mut blocks, notes)?;
+            }
+        }
+        F::Other => return Err(err("message `content` must be a string, an array of parts or null")),
+    }
+    Ok(blocks)
+}
+
+/// One content part (an object, or a bare string).
+fn part_in(
+    part: &F<StrOr<'_, PartIn<'_>>>,
     blocks: &mut Vec<Block>,
     notes: &mut Notes,
 ) -> Result<(), TranslateError> {
-    let Some(calls) = calls.filter(|v| !v.is_null()) else {
-        return Ok(());
+    let part = match part {
+        // Some clients send bare strings inside the parts array.
+        F::Val(StrOr::Str(s)) => {
+            blocks.push(Block::Text { text: s.as_ref().to_owned() });
+            return Ok(());
+        }
+        F::Val(StrOr::Obj(p)) => p,
+        _ => return Err(err("a content part must be a JSON object")),
     };
-    let calls = calls.as_array().ok_or_else(|| err("`tool_calls` must be an array"))?;
+    match t_str(&part.kind, "type")?.unwrap_or("text") {
+        "text" => {
+            blocks.push(Block::Text { text: t_str(&part.text, "text")?.unwrap_or_default().to_owned() })
+        }
+        // An assistant's refusal part is text the model produced.
+        "refusal" => {
+            blocks.push(Block::Text { text: t_str(&part.refusal, "refusal")?.unwrap_or_default().to_owned() })
+        }
+        "image_url" => {
+            let url = match &part.image_url {
+                F::Val(StrOr::Str(s)) => s.as_ref(),
+                F::Val(StrOr::Obj(img)) => {
+                    if img.detail.present() {
+                        notes.note("image_url.detail");
+                    }
+                    t_str(&img.url, "url")?.unwrap_or_default()
+                }
+                _ => return Err(err("`image_url` must be an object with a `url`")),
+            };
+            blocks.push(Block::Image { source: image_from_url(url) });
+        }
+        other => notes.note(format!("content part type `{other}`")),
+    }
+    Ok(())
+}
+
+/// Text of `content` for a place that holds only text (system, tool results): one entry per part.
+fn content_texts_in(
+    content: &F<ContentIn<'_>>,
+    notes: &mut Notes,
+    what: &str,
+) -> Result<Vec<String>, TranslateError> {
+    let mut texts = Vec::new();
+    for block in content_in(content, notes)? {
+        match block {
+            Block::Text { text } => texts.push(text),
+            _ => notes.note(format!("{what}: non-text content")),
+        }
+    }
+    Ok(texts)
+}
+
+/// An assistant message's `tool_calls` as tool-use blocks.
+fn tool_calls_in(
+    calls: F<Vec<F<ToolCallIn<'_>>>>,
+    blocks: &mut Vec<Block>,
+    notes: &mut Notes,
+) -> Result<(), TranslateError> {
+    let calls = match calls {
+        F::Absent | F::Null => return Ok(()),
+        F::Val(calls) => calls,
+        F::Other => return Err(err("`tool_calls` must be an array")),
+    };
     for call in calls {
-        let call = as_object(call, "a tool call")?;
-        let kind = opt_str(call, "type")?.unwrap_or("function");
+        let F::Val(call) = call else {
+            return Err(err("a tool call must be a JSON object"));
+        };
+        let kind = t_str(&call.kind, "type")?.unwrap_or("function");
         if kind != "function" {
             notes.note(format!("tool call type `{kind}`"));
             continue;
         }
-        let id = opt_str(call, "id")?.unwrap_or_default().to_owned();
-        let function = match field(call, "function") {
-            Some(f) => as_object(f, "`function`")?,
-            None => return Err(err("a function tool call needs `function`")),
+        let id = t_str(&call.id, "id")?.unwrap_or_default().to_owned();
+        let function = match call.function {
+            F::Val(f) => f,
+            F::Other => return Err(err("`function` must be a JSON object")),
+            F::Absent | F::Null => return Err(err("a function tool call needs `function`")),
         };
-        let name = opt_str(function, "name")?.unwrap_or_default().to_owned();
-        let input = match field(function, "arguments") {
-            None => Value::Object(Map::new()),
-            Some(Value::String(raw)) => parse_arguments(raw),
+        let name = t_str(&function.name, "name")?.unwrap_or_default().to_owned();
+        let input = match function.arguments {
+            F::Val(Value::String(raw)) => parse_arguments(&raw),
             // Some vendors send the arguments as an object already.
-            Some(other) => other.clone(),
+            F::Val(other) => other,
+            _ => Value::Object(Map::new()),
         };
         blocks.push(Block::ToolUse { id, name, input });
     }
@@ -442,57 +722,54 @@ fn decode_tool_calls(
 }
 
 /// `reasoning_content` (DeepSeek, Qwen, vLLM) or `reasoning` (OpenRouter, newer vLLM).
-fn reasoning_text(obj: &Map<String, Value>) -> Option<&str> {
-    obj.get("reasoning_content")
-        .and_then(Value::as_str)
-        .or_else(|| obj.get("reasoning").and_then(Value::as_str))
+fn reasoning_in<'v>(m: &'v MessageIn<'_>) -> Option<&'v str> {
+    m.reasoning_content.str().or_else(|| m.reasoning.str())
 }
 
-// ---------------------------------------------------------------------------------------------
-// Requests.
-// ---------------------------------------------------------------------------------------------
-
-fn decode_message(
-    m: &Value,
+/// One request message into the IR (system, user, assistant or tool turn).
+fn message_in(
+    m: F<MessageIn<'_>>,
     req: &mut Request,
     last_was_tool: &mut bool,
     notes: &mut Notes,
 ) -> Result<(), TranslateError> {
-    let m = as_object(m, "a message")?;
-    let role = opt_str(m, "role")?.ok_or_else(|| err("a message needs a `role`"))?;
-    if field(m, "name").is_some() {
+    let F::Val(mut m) = m else {
+        return Err(err("a message must be a JSON object"));
+    };
+    let role = t_str(&m.role, "role")?.ok_or_else(|| err("a message needs a `role`"))?;
+    if m.name.present() {
         notes.note("messages[].name");
     }
     let was_tool = std::mem::replace(last_was_tool, false);
     match role {
         "system" | "developer" => {
-            req.system.extend(content_texts(m.get("content"), notes, "system message")?);
+            req.system.extend(content_texts_in(&m.content, notes, "system message")?);
         }
         "user" => {
-            let content = decode_content(m.get("content"), notes)?;
+            let content = content_in(&m.content, notes)?;
             req.messages.push(Message { role: Role::User, content });
         }
         "assistant" => {
             let mut content = Vec::new();
-            if let Some(text) = reasoning_text(m).filter(|t| !t.is_empty()) {
+            if let Some(text) = reasoning_in(&m).filter(|t| !t.is_empty()) {
                 content.push(Block::Thinking { text: text.to_owned(), signature: None });
             }
-            content.extend(decode_content(m.get("content"), notes)?);
-            if let Some(refusal) = opt_str(m, "refusal")?.filter(|r| !r.is_empty()) {
+            content.extend(content_in(&m.content, notes)?);
+            if let Some(refusal) = t_str(&m.refusal, "refusal")?.filter(|r| !r.is_empty()) {
                 content.push(Block::Text { text: refusal.to_owned() });
             }
-            decode_tool_calls(m.get("tool_calls"), &mut content, notes)?;
-            if field(m, "function_call").is_some() {
+            tool_calls_in(std::mem::take(&mut m.tool_calls), &mut content, notes)?;
+            if m.function_call.present() {
                 notes.note("messages[].function_call");
             }
-            if field(m, "audio").is_some() {
+            if m.audio.present() {
                 notes.note("messages[].audio");
             }
             req.messages.push(Message { role: Role::Assistant, content });
         }
         "tool" => {
-            let tool_use_id = opt_str(m, "tool_call_id")?.unwrap_or_default().to_owned();
-            let content = content_texts(m.get("content"), notes, "tool message")?
+            let tool_use_id = t_str(&m.tool_call_id, "tool_call_id")?.unwrap_or_default().to_owned();
+            let content = content_texts_in(&m.content, notes, "tool message")?
                 .into_iter()
                 .map(|text| Block::Text { text })
                 .collect();
@@ -509,46 +786,56 @@ fn decode_message(
     Ok(())
 }
 
-fn decode_tools(
-    root: &Map<String, Value>,
+/// Function tools; other tool types are noted.
+fn tools_in(
+    tools: F<Vec<F<ToolIn<'_>>>>,
     req: &mut Request,
     notes: &mut Notes,
 ) -> Result<(), TranslateError> {
-    let Some(tools) = field(root, "tools") else {
-        return Ok(());
+    let tools = match tools {
+        F::Absent | F::Null => return Ok(()),
+        F::Val(tools) => tools,
+        F::Other => return Err(err("`tools` must be an array")),
     };
-    let tools = tools.as_array().ok_or_else(|| err("`tools` must be an array"))?;
+    req.tools.reserve(tools.len());
     for tool in tools {
-        let tool = as_object(tool, "a tool")?;
-        let kind = opt_str(tool, "type")?.unwrap_or("function");
+        let F::Val(tool) = tool else {
+            return Err(err("a tool must be a JSON object"));
+        };
+        let kind = t_str(&tool.kind, "type")?.unwrap_or("function");
         if kind != "function" {
             notes.note(format!("tools[].type `{kind}`"));
             continue;
         }
-        let function = match field(tool, "function") {
-            Some(f) => as_object(f, "`function`")?,
-            None => return Err(err("a function tool needs `function`")),
+        let function = match tool.function {
+            F::Val(f) => f,
+            F::Other => return Err(err("`function` must be a JSON object")),
+            F::Absent | F::Null => return Err(err("a function tool needs `function`")),
         };
-        let name = opt_str(function, "name")?.ok_or_else(|| err("a function tool needs a `name`"))?;
-        if opt_bool(function, "strict")? == Some(true) {
+        let name = t_str(&function.name, "name")?.ok_or_else(|| err("a function tool needs a `name`"))?;
+        if t_bool(&function.strict, "strict")? == Some(true) {
             notes.note("tools[].function.strict");
         }
+        let description = t_str(&function.description, "description")?.map(str::to_owned);
+        let name = name.to_owned();
         // Omitted parameters mean a function without parameters.
-        let parameters = field(function, "parameters")
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        req.tools.push(Tool {
-            name: name.to_owned(),
-            description: opt_str(function, "description")?.map(str::to_owned),
-            parameters,
-        });
+        let parameters = match function.parameters {
+            F::Val(p) => p,
+            _ => json!({"type": "object", "properties": {}}),
+        };
+        req.tools.push(Tool { name, description, parameters });
     }
     Ok(())
 }
 
-fn decode_tool_choice(v: &Value, notes: &mut Notes) -> Result<Option<ToolChoice>, TranslateError> {
+/// `tool_choice`: a mode, or a named function.
+fn tool_choice_in(
+    v: &F<StrOr<'_, ToolChoiceIn<'_>>>,
+    notes: &mut Notes,
+) -> Result<Option<ToolChoice>, TranslateError> {
     Ok(match v {
-        Value::String(s) => match s.as_str() {
+        F::Absent | F::Null => None,
+        F::Val(StrOr::Str(s)) => match s.as_ref() {
             "auto" => Some(ToolChoice::Auto),
             "none" => Some(ToolChoice::None),
             "required" => Some(ToolChoice::Required),
@@ -557,12 +844,12 @@ fn decode_tool_choice(v: &Value, notes: &mut Notes) -> Result<Option<ToolChoice>
                 None
             }
         },
-        Value::Object(o) => match opt_str(o, "type")?.unwrap_or("function") {
+        F::Val(StrOr::Obj(o)) => match t_str(&o.kind, "type")?.unwrap_or("function") {
             "function" => {
-                let name = field(o, "function")
-                    .and_then(Value::as_object)
-                    .and_then(|f| f.get("name"))
-                    .and_then(Value::as_str)
+                let name = o
+                    .function
+                    .val()
+                    .and_then(|f| f.name.str())
                     .ok_or_else(|| err("`tool_choice.function.name` must be a string"))?;
                 Some(ToolChoice::Tool { name: name.to_owned() })
             }
@@ -571,28 +858,37 @@ fn decode_tool_choice(v: &Value, notes: &mut Notes) -> Result<Option<ToolChoice>
                 None
             }
         },
-        _ => return Err(err("`tool_choice` must be a string or an object")),
+        F::Other => return Err(err("`tool_choice` must be a string or an object")),
     })
 }
 
-fn decode_response_format(v: &Value, notes: &mut Notes) -> Result<Option<ResponseFormat>, TranslateError> {
-    let o = as_object(v, "`response_format`")?;
-    Ok(match opt_str(o, "type")?.unwrap_or("text") {
+/// `response_format` (present and not `null`).
+fn response_format_in(
+    v: F<ResponseFormatIn<'_>>,
+    notes: &mut Notes,
+) -> Result<Option<ResponseFormat>, TranslateError> {
+    let F::Val(o) = v else {
+        return Err(err("`response_format` must be a JSON object"));
+    };
+    Ok(match t_str(&o.kind, "type")?.unwrap_or("text") {
         "text" => None,
         "json_object" => Some(ResponseFormat::JsonObject),
         "json_schema" => {
-            let s = match field(o, "json_schema") {
-                Some(s) => as_object(s, "`response_format.json_schema`")?,
-                None => return Err(err("`response_format.json_schema` is required")),
+            let s = match o.json_schema {
+                F::Val(s) => s,
+                F::Other => return Err(err("`response_format.json_schema` must be a JSON object")),
+                F::Absent | F::Null => return Err(err("`response_format.json_schema` is required")),
             };
-            if field(s, "description").is_some() {
+            if s.description.present() {
                 notes.note("response_format.json_schema.description");
             }
-            Some(ResponseFormat::JsonSchema {
-                name: opt_str(s, "name")?.map(str::to_owned),
-                schema: field(s, "schema").cloned().unwrap_or(Value::Null),
-                strict: opt_bool(s, "strict")?,
-            })
+            let name = t_str(&s.name, "name")?.map(str::to_owned);
+            let strict = t_bool(&s.strict, "strict")?;
+            let schema = match s.schema {
+                F::Val(schema) => schema,
+                _ => Value::Null,
+            };
+            Some(ResponseFormat::JsonSchema { name, schema, strict })
         }
         other => {
             notes.note(format!("response_format type `{other}`"));
@@ -601,31 +897,22 @@ fn decode_response_format(v: &Value, notes: &mut Notes) -> Result<Option<Respons
     })
 }
 
-fn decode_stop(v: Option<&Value>) -> Result<Vec<String>, TranslateError> {
+/// `stop`: a string or an array of strings.
+fn stop_in(v: &F<StrOrList<'_, Cow<'_, str>>>) -> Result<Vec<String>, TranslateError> {
     match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(items)) => items
+        F::Absent | F::Null => Ok(Vec::new()),
+        F::Val(StrOrList::Str(s)) => Ok(vec![s.as_ref().to_owned()]),
+        F::Val(StrOrList::List(items)) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| err("`stop` entries must be strings")))
+            .map(|i| i.str().map(str::to_owned).ok_or_else(|| err("`stop` entries must be strings")))
             .collect(),
-        Some(_) => Err(err("`stop` must be a string or an array of strings")),
+        F::Other => Err(err("`stop` must be a string or an array of strings")),
     }
 }
 
-fn note_uncarried_request_fields(root: &Map<String, Value>, notes: &mut Notes) {
-    for key in UNCARRIED_REQUEST_FIELDS {
-        if field(root, key).is_some_and(|v| v != &Value::Bool(false)) {
-            notes.note(*key);
-        }
-    }
-    if field(root, "n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
-        notes.note("n");
-    }
-    if field(root, "logprobs").is_some_and(|v| v != &Value::Bool(false)) {
-        notes.note("logprobs");
-    }
-}
+// ---------------------------------------------------------------------------------------------
+// Requests.
+// ---------------------------------------------------------------------------------------------
 
 // Request bodies are written from typed structs borrowing the IR. Their fields are declared in
 // key order: the bodies are byte for byte what serializing a `Value` (sorted keys) gave.
@@ -769,6 +1056,67 @@ struct JsonSchemaOut<'a> {
     schema: &'a Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     strict: Option<bool>,
+}
+
+// A complete response is written the same way: fields in key order, as the `Value` it used to
+// be built as serialized them (its maps are sorted), so the bytes did not change.
+
+#[derive(Serialize)]
+struct CompletionOut<'a> {
+    choices: [ChoiceOut<'a>; 1],
+    created: u64,
+    id: &'a str,
+    model: &'a str,
+    object: &'static str,
+    usage: CompletionUsageOut,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    finish_reason: &'static str,
+    index: u32,
+    /// Always `null`: no log probabilities to report.
+    logprobs: (),
+    message: CompletionMessageOut<'a>,
+}
+
+#[derive(Serialize)]
+struct CompletionMessageOut<'a> {
+    /// `null` when the turn has no text (only tool calls, or nothing).
+    content: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    refusal: (),
+    role: &'static str,
+    #[serde(skip_serializing_if = "<[ToolCallOut<'_>]>::is_empty")]
+    tool_calls: &'a [ToolCallOut<'a>],
+}
+
+fn content_len(m: &CompletionMessageOut<'_>) -> usize {
+    m.content.as_ref().map_or(0, |c| c.len())
+        + m.reasoning_content.map_or(0, str::len)
+        + m.tool_calls
+            .iter()
+            .map(|c| c.function.arguments.len() + c.function.name.len() + c.id.len() + 64)
+            .sum::<usize>()
+}
+
+/// [`WireUsage`] in key order (the stream writes it in declaration order, unsorted).
+#[derive(Serialize)]
+struct CompletionUsageOut {
+    completion_tokens: u64,
+    completion_tokens_details: WireCompletionDetails,
+    prompt_tokens: u64,
+    prompt_tokens_details: SortedPromptDetails,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct SortedPromptDetails {
+    /// OpenRouter's name for cache writes; OpenAI has none, so it is sent only when non-zero.
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_write_tokens: u64,
+    cached_tokens: u64,
 }
 
 fn encode_messages<'a>(req: &'a Request, notes: &mut Notes) -> Vec<MessageOut<'a>> {
@@ -932,44 +1280,57 @@ impl Codec for OpenaiChatCodec {
     }
 
     fn decode_request(&self, body: &[u8], notes: &mut Notes) -> Result<Request, TranslateError> {
-        let v = parse_json(body, "request")?;
-        let root = as_object(&v, "the request")?;
-        let mut req =
-            Request { model: opt_str(root, "model")?.unwrap_or_default().to_owned(), ..Request::default() };
-        let messages = match root.get("messages") {
-            Some(Value::Array(m)) => m,
-            _ => return Err(err("`messages` must be an array")),
+        let mut root = match lenient::parse_slice::<RequestIn<'_>>(body) {
+            Ok(F::Val(root)) => root,
+            Ok(_) => return Err(err("the request must be a JSON object")),
+            Err(e) => return Err(err(format!("request is not valid JSON: {e}"))),
         };
+        let mut req = Request {
+            model: t_str(&root.model, "model")?.unwrap_or_default().to_owned(),
+            ..Request::default()
+        };
+        let F::Val(messages) = std::mem::take(&mut root.messages) else {
+            return Err(err("`messages` must be an array"));
+        };
+        req.messages.reserve(messages.len());
         let mut last_was_tool = false;
         for m in messages {
-            decode_message(m, &mut req, &mut last_was_tool, notes)?;
+            message_in(m, &mut req, &mut last_was_tool, notes)?;
         }
-        decode_tools(root, &mut req, notes)?;
-        if let Some(choice) = field(root, "tool_choice") {
-            req.tool_choice = decode_tool_choice(choice, notes)?;
-        }
-        req.parallel_tool_calls = opt_bool(root, "parallel_tool_calls")?;
-        req.max_tokens = match opt_u64(root, "max_completion_tokens")? {
+        tools_in(std::mem::take(&mut root.tools), &mut req, notes)?;
+        req.tool_choice = tool_choice_in(&root.tool_choice, notes)?;
+        req.parallel_tool_calls = t_bool(&root.parallel_tool_calls, "parallel_tool_calls")?;
+        req.max_tokens = match t_u64(&root.max_completion_tokens, "max_completion_tokens")? {
             Some(n) => Some(n),
-            None => opt_u64(root, "max_tokens")?,
+            None => t_u64(&root.max_tokens, "max_tokens")?,
         };
-        req.temperature = opt_f64(root, "temperature")?;
-        req.top_p = opt_f64(root, "top_p")?;
-        req.top_k = opt_u64(root, "top_k")?;
-        req.stop = decode_stop(root.get("stop"))?;
-        req.stream = opt_bool(root, "stream")?.unwrap_or(false);
-        if let Some(effort) = opt_str(root, "reasoning_effort")? {
+        req.temperature = t_f64(&root.temperature, "temperature")?;
+        req.top_p = t_f64(&root.top_p, "top_p")?;
+        req.top_k = t_u64(&root.top_k, "top_k")?;
+        req.stop = stop_in(&root.stop)?;
+        req.stream = t_bool(&root.stream, "stream")?.unwrap_or(false);
+        if let Some(effort) = t_str(&root.reasoning_effort, "reasoning_effort")? {
             req.reasoning = Some(if effort == "none" {
                 Reasoning { disabled: true, ..Reasoning::default() }
             } else {
                 Reasoning { effort: Some(effort.to_owned()), ..Reasoning::default() }
             });
         }
-        if let Some(format) = field(root, "response_format") {
-            req.response_format = decode_response_format(format, notes)?;
+        if root.response_format.present() {
+            req.response_format = response_format_in(std::mem::take(&mut root.response_format), notes)?;
         }
-        req.user = opt_str(root, "user")?.map(str::to_owned);
-        note_uncarried_request_fields(root, notes);
+        req.user = t_str(&root.user, "user")?.map(str::to_owned);
+        for (key, value) in root.uncarried() {
+            if truthy(value) {
+                notes.note(key);
+            }
+        }
+        if root.n.u64().is_some_and(|n| n > 1) {
+            notes.note("n");
+        }
+        if truthy(&root.logprobs) {
+            notes.note("logprobs");
+        }
         Ok(req)
     }
 
@@ -1031,7 +1392,10 @@ impl Codec for OpenaiChatCodec {
             top_p: req.top_p,
             user: req.user.as_deref(),
         };
-        serde_json::to_vec(&body).map_err(|e| err(e.to_string()))
+        // Sized once: the texts plus room for the envelope, tools and schemas.
+        let mut out = Vec::with_capacity(req.text_len() + 1024);
+        serde_json::to_writer(&mut out, &body).map_err(|e| err(e.to_string()))?;
+        Ok(out)
     }
 
     fn request_path(&self, _req: &Request) -> String {
@@ -1039,84 +1403,120 @@ impl Codec for OpenaiChatCodec {
     }
 
     fn decode_response(&self, body: &[u8]) -> Result<Response, TranslateError> {
-        let v = parse_json(body, "response")?;
-        let root = as_object(&v, "the response")?;
-        if let Some(error) = field(root, "error") {
+        let mut root = match lenient::parse_slice::<CompletionIn<'_>>(body) {
+            Ok(F::Val(root)) => root,
+            Ok(_) => return Err(err("the response must be a JSON object")),
+            Err(e) => return Err(err(format!("response is not valid JSON: {e}"))),
+        };
+        if let F::Val(error) = &root.error {
             let (_, _, message) = error_fields(error);
             return Err(err(format!("the response is an error: {message}")));
         }
-        let choices = match field(root, "choices") {
-            None => &[][..],
-            Some(Value::Array(c)) => c.as_slice(),
-            Some(_) => return Err(err("`choices` must be an array")),
+        let choices = match std::mem::take(&mut root.choices) {
+            F::Absent | F::Null => Vec::new(),
+            F::Val(c) => c,
+            F::Other => return Err(err("`choices` must be an array")),
         };
         let mut content = Vec::new();
         let mut stop_reason = StopReason::EndTurn;
         // Only the first choice maps onto the IR; `n > 1` was noted when the request was translated.
-        if let Some(choice) = choices.first() {
-            let choice = as_object(choice, "a choice")?;
-            if let Some(message) = field(choice, "message") {
-                let message = as_object(message, "`message`")?;
-                if let Some(text) = reasoning_text(message).filter(|t| !t.is_empty()) {
-                    content.push(Block::Thinking { text: text.to_owned(), signature: None });
+        if let Some(choice) = choices.into_iter().next() {
+            let F::Val(mut choice) = choice else {
+                return Err(err("a choice must be a JSON object"));
+            };
+            match std::mem::take(&mut choice.message) {
+                F::Val(mut message) => {
+                    if let Some(text) = reasoning_in(&message).filter(|t| !t.is_empty()) {
+                        content.push(Block::Thinking { text: text.to_owned(), signature: None });
+                    }
+                    content.extend(content_in(&message.content, &mut Notes::default())?);
+                    let refusal = t_str(&message.refusal, "refusal")?.filter(|r| !r.is_empty());
+                    if let Some(refusal) = refusal {
+                        content.push(Block::Text { text: refusal.to_owned() });
+                    }
+                    let refused = refusal.is_some();
+                    tool_calls_in(
+                        std::mem::take(&mut message.tool_calls),
+                        &mut content,
+                        &mut Notes::default(),
+                    )?;
+                    if let Some(reason) = t_str(&choice.finish_reason, "finish_reason")? {
+                        stop_reason = stop_reason_from_wire(reason);
+                    }
+                    if refused {
+                        stop_reason = StopReason::Refusal;
+                    }
                 }
-                content.extend(decode_content(message.get("content"), &mut Notes::default())?);
-                let refusal = opt_str(message, "refusal")?.filter(|r| !r.is_empty());
-                if let Some(refusal) = refusal {
-                    content.push(Block::Text { text: refusal.to_owned() });
+                F::Other => return Err(err("`message` must be a JSON object")),
+                F::Absent | F::Null => {
+                    if let Some(reason) = t_str(&choice.finish_reason, "finish_reason")? {
+                        stop_reason = stop_reason_from_wire(reason);
+                    }
                 }
-                decode_tool_calls(message.get("tool_calls"), &mut content, &mut Notes::default())?;
-                if let Some(reason) = opt_str(choice, "finish_reason")? {
-                    stop_reason = stop_reason_from_wire(reason);
-                }
-                if refusal.is_some() {
-                    stop_reason = StopReason::Refusal;
-                }
-            } else if let Some(reason) = opt_str(choice, "finish_reason")? {
-                stop_reason = stop_reason_from_wire(reason);
             }
         }
         Ok(Response {
-            id: opt_str(root, "id")?.unwrap_or_default().to_owned(),
-            model: opt_str(root, "model")?.unwrap_or_default().to_owned(),
+            id: t_str(&root.id, "id")?.unwrap_or_default().to_owned(),
+            model: t_str(&root.model, "model")?.unwrap_or_default().to_owned(),
             content,
             stop_reason,
             stop_sequence: None,
-            usage: root.get("usage").map(usage_from_wire).unwrap_or_default(),
+            usage: usage_from_in(&root.usage),
         })
     }
 
     fn encode_response(&self, resp: &Response, notes: &mut Notes) -> Result<Vec<u8>, TranslateError> {
         let parts = assistant_parts(&resp.content, notes);
-        let mut message = Map::new();
-        message.insert("role".into(), "assistant".into());
-        let content = if parts.texts.is_empty() { Value::Null } else { Value::String(parts.texts.concat()) };
-        message.insert("content".into(), content);
-        if let Some(reasoning) = parts.reasoning {
-            message.insert("reasoning_content".into(), reasoning.into());
-        }
-        if !parts.tool_calls.is_empty() {
-            message.insert("tool_calls".into(), serde_json::to_value(&parts.tool_calls).unwrap_or_default());
-        }
-        message.insert("refusal".into(), Value::Null);
+        let content = if parts.texts.is_empty() {
+            None
+        } else if let [one] = parts.texts.as_slice() {
+            Some(Cow::Borrowed(*one))
+        } else {
+            Some(Cow::Owned(parts.texts.concat()))
+        };
         if resp.stop_sequence.is_some() {
             notes.note("stop_sequence");
         }
         note_usage_split(&resp.usage, notes);
-        let body = json!({
-            "id": resp.id,
-            "object": "chat.completion",
-            "created": now_secs(),
-            "model": resp.model,
-            "choices": [{
-                "index": 0,
-                "message": message,
-                "logprobs": Value::Null,
-                "finish_reason": stop_reason_to_wire(resp.stop_reason),
+        let t = &resp.usage.tokens;
+        let prompt = t
+            .input_tokens
+            .saturating_add(t.cache_read_input_tokens)
+            .saturating_add(t.cache_creation_input_tokens);
+        let body = CompletionOut {
+            choices: [ChoiceOut {
+                finish_reason: stop_reason_to_wire(resp.stop_reason),
+                index: 0,
+                logprobs: (),
+                message: CompletionMessageOut {
+                    content,
+                    reasoning_content: parts.reasoning.as_deref(),
+                    refusal: (),
+                    role: "assistant",
+                    tool_calls: &parts.tool_calls,
+                },
             }],
-            "usage": usage_to_wire(&resp.usage),
-        });
-        serde_json::to_vec(&body).map_err(|e| err(e.to_string()))
+            created: now_secs(),
+            id: &resp.id,
+            model: &resp.model,
+            object: "chat.completion",
+            usage: CompletionUsageOut {
+                completion_tokens: t.output_tokens,
+                completion_tokens_details: WireCompletionDetails {
+                    reasoning_tokens: resp.usage.reasoning_tokens,
+                },
+                prompt_tokens: prompt,
+                prompt_tokens_details: SortedPromptDetails {
+                    cache_write_tokens: t.cache_creation_input_tokens,
+                    cached_tokens: t.cache_read_input_tokens,
+                },
+                total_tokens: prompt.saturating_add(t.output_tokens),
+            },
+        };
+        // Sized for the envelope (about 400 bytes) plus the content.
+        let mut out = Vec::with_capacity(512 + content_len(&body.choices[0].message));
+        serde_json::to_writer(&mut out, &body).map_err(|e| err(e.to_string()))?;
+        Ok(out)
     }
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
@@ -1207,7 +1607,7 @@ lenient_object! {
         "id" => id: Cow<'de, str>,
         "model" => model: Cow<'de, str>,
         "choices" => choices: Vec<F<ChoiceIn<'de>>>,
-        "usage" => usage: Value,
+        "usage" => usage: UsageIn<'de>,
         "error" => error: Value,
     }
 }
@@ -1417,8 +1817,9 @@ impl ChatDecodeState {
                 self.choice(choice, out);
             }
         }
-        if let Some(usage) = chunk.usage.val() {
-            self.usage = usage_from_wire(usage);
+        // Any value but `null` replaces the usage (one that is not an object with none).
+        if chunk.usage.present() {
+            self.usage = usage_from_in(&chunk.usage);
         }
         Ok(())
     }
@@ -1683,6 +2084,11 @@ mod tests {
         assert_eq!(image_from_url(&image_to_url(&b64)), b64);
     }
 
+    fn usage_from_wire(v: &Value) -> Usage {
+        let text = v.to_string();
+        usage_from_in(&lenient::parse::<UsageIn<'_>>(&text).expect("json"))
+    }
+
     #[test]
     fn usage_subtracts_cached_and_written_tokens() {
         let u = usage_from_wire(&json!({
@@ -1705,6 +2111,42 @@ mod tests {
         let ds = usage_from_wire(&json!({"prompt_tokens": 50, "prompt_cache_hit_tokens": 20}));
         assert_eq!(ds.tokens.cache_read_input_tokens, 20);
         assert_eq!(ds.tokens.input_tokens, 30);
+    }
+
+    #[test]
+    fn completions_are_written_with_sorted_keys_as_a_value_would_be() {
+        let tokens = TokenUsage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_creation_input_tokens: 3,
+            cache_read_input_tokens: 2,
+            ..TokenUsage::default()
+        };
+        let usage = Usage { tokens, reasoning_tokens: 4 };
+        let contents = [
+            vec![],
+            vec![Block::Text { text: "only \"text\" \u{1f980}".into() }],
+            vec![
+                Block::Thinking { text: "hmm".into(), signature: Some("sig".into()) },
+                Block::Text { text: "a".into() },
+                Block::Text { text: "b".into() },
+                Block::ToolUse { id: "call_1".into(), name: "f".into(), input: json!({"x": [1, "y"]}) },
+                Block::ToolUse { id: "call_2".into(), name: "g".into(), input: Value::String("{bad".into()) },
+            ],
+        ];
+        for content in contents {
+            let resp = Response {
+                id: "chatcmpl-1".into(),
+                model: "m".into(),
+                content,
+                stop_reason: StopReason::ToolUse,
+                stop_sequence: Some("x".into()),
+                usage,
+            };
+            let out = OpenaiChatCodec.encode_response(&resp, &mut Notes::default()).expect("encode");
+            let value: Value = serde_json::from_slice(&out).expect("json");
+            assert_eq!(String::from_utf8_lossy(&out), value.to_string());
+        }
     }
 
     #[test]
