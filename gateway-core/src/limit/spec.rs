@@ -121,7 +121,27 @@ impl Limits {
     }
 
     /// The fixed windows at `at_ms` in `tz`, where spend at that instant is counted.
+    ///
+    /// A frame changes only when a day, week or month turns, and computing one in a timezone
+    /// costs microseconds, asked several times per request: recent frames are kept per thread
+    /// and reused while `at_ms` is inside all three of their windows.
     pub fn frame(&self, at_ms: EpochMs, tz: Tz) -> SpendFrame {
+        let key = (self.daily_reset_time, self.total_reset_at.map(|t| t.timestamp_millis()), tz);
+        let cached = RECENT_FRAMES.with_borrow(|frames| {
+            frames.iter().flatten().find(|(k, f)| *k == key && f.contains(at_ms)).map(|(_, f)| *f)
+        });
+        if let Some(frame) = cached {
+            return frame;
+        }
+        let frame = self.compute_frame(at_ms, tz);
+        RECENT_FRAMES.with_borrow_mut(|frames| {
+            frames.rotate_right(1);
+            frames[0] = Some((key, frame));
+        });
+        frame
+    }
+
+    fn compute_frame(&self, at_ms: EpochMs, tz: Tz) -> SpendFrame {
         let bounds = |w: LimitWindow| {
             let s = span(&w, at_ms, tz);
             (s.start_ms, s.reset_ms.unwrap_or(s.start_ms))
@@ -348,7 +368,27 @@ pub struct SpendFrame {
     pub total_since: EpochMs,
 }
 
+type FrameKey = (ResetTime, Option<EpochMs>, Tz);
+
+thread_local! {
+    /// A few frames, most recent first: one per distinct reset time and timezone in use.
+    static RECENT_FRAMES: std::cell::RefCell<[Option<(FrameKey, SpendFrame)>; 4]> =
+        const { std::cell::RefCell::new([None; 4]) };
+}
+
 impl SpendFrame {
+    /// Whether `at_ms` lies in this frame's day, week and month (so the frame at `at_ms` is
+    /// this one). A window without a reset never matches, so such frames are not reused.
+    fn contains(&self, at_ms: EpochMs) -> bool {
+        [
+            (self.daily_start, self.daily_reset),
+            (self.weekly_start, self.weekly_reset),
+            (self.monthly_start, self.monthly_reset),
+        ]
+        .iter()
+        .all(|&(start, reset)| start <= at_ms && at_ms < reset)
+    }
+
     /// Start and reset (`None`: never) of a calendar window; `None` for the others.
     pub fn bounds(&self, window: SpendWindow) -> Option<(EpochMs, Option<EpochMs>)> {
         match window {
@@ -398,6 +438,35 @@ mod tests {
         let got: Vec<_> = s.spend_windows().map(|(w, _)| w).collect();
         assert_eq!(got, [SpendWindow::Total, SpendWindow::FiveHourFixed, SpendWindow::DailyRolling]);
         assert!(!Limits::default().any());
+    }
+
+    #[test]
+    fn reused_frames_equal_computed_ones_across_days_weeks_months_and_dst() {
+        let at_0 =
+            chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("t").timestamp_millis();
+        let tzs = [chrono_tz::UTC, chrono_tz::America::New_York, chrono_tz::Asia::Kolkata];
+        let limits = [
+            Limits::default(),
+            Limits { daily_reset_time: ResetTime::new(18, 30).expect("t"), ..Default::default() },
+        ];
+        // 83-minute steps through a year, alternating the reset times and timezones so that
+        // several frames live in the cache at once, and a step back now and then.
+        let mut at = at_0;
+        for step in 0..6_600i64 {
+            at += if step % 50 == 49 { -5 * 3_600_000 } else { 83 * 60_000 };
+            for tz in tzs {
+                for l in &limits {
+                    // The instant, then the edges of its windows: the last instant of each, and
+                    // the first of the next.
+                    let f = l.compute_frame(at, tz);
+                    let edges = [f.daily_reset, f.weekly_reset, f.monthly_reset];
+                    let probes = [at].into_iter().chain(edges.into_iter().flat_map(|r| [r - 1, r, at]));
+                    for probe in probes {
+                        assert_eq!(l.frame(probe, tz), l.compute_frame(probe, tz), "at {probe} in {tz}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
