@@ -1014,12 +1014,12 @@ mod redis_only {
 
     /// What one request costs Redis with the load benchmark's limits (RPM, concurrent sessions,
     /// rolling 5 h and fixed daily spend, on the user): `N` admissions and `N` added spends on the
-    /// server's clock, then `INFO commandstats` (reset first), printed per request. Run by hand:
-    /// `cargo test -p gateway-core --features redis --test limit_conformance script_cost --
-    /// --ignored --nocapture`. On a private `redis-server`, so that other tests' commands do not
-    /// mix into the statistics.
+    /// server's clock, then `INFO commandstats` (reset first), printed per request; each
+    /// admission and each added spend must be exactly one script call (one round trip). To
+    /// measure: `SCRIPT_COST_N=5000 cargo test -p gateway-core --features redis --test
+    /// limit_conformance script_cost -- --nocapture`. On a private `redis-server`, so that other
+    /// tests' commands do not mix into the statistics.
     #[tokio::test]
-    #[ignore = "a measurement, run by hand"]
     async fn script_cost() {
         // SCRIPT_COST_URL: a Redis of one's own to measure on (to watch it with MONITOR).
         let server = std::env::var("SCRIPT_COST_URL").is_err().then(|| PrivateRedis::start(free_port()));
@@ -1054,7 +1054,7 @@ mod redis_only {
             ..SpendSnapshot::default()
         };
         store.warm_spend(&[snapshot]).await.expect("warm");
-        let n: usize = std::env::var("SCRIPT_COST_N").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+        let n: usize = std::env::var("SCRIPT_COST_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
         // Admissions, then added spends, each with statistics of its own.
         for phase in ["admission", "added spend"] {
             redis::cmd("CONFIG").arg("RESETSTAT").exec_async(&mut raw).await.expect("RESETSTAT");
@@ -1087,6 +1087,7 @@ mod redis_only {
                 redis::cmd("INFO").arg("commandstats").query_async(&mut raw).await.expect("INFO");
             println!("{n} x {phase} in {elapsed:?}");
             let mut total = 0.0;
+            let mut script_calls = 0.0;
             for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
                 let field = |name: &str| {
                     line.split([':', ','])
@@ -1099,7 +1100,9 @@ mod redis_only {
                 if name == "config|resetstat" {
                     continue;
                 }
-                if name != "evalsha" {
+                if name == "evalsha" || name == "eval" {
+                    script_calls += calls;
+                } else {
                     total += usec;
                 }
                 println!(
@@ -1109,6 +1112,7 @@ mod redis_only {
                 );
             }
             println!("commands called by the script: {:.2} us/request", total / n as f64);
+            assert_eq!(script_calls, n as f64, "{phase}: one script call per request");
         }
     }
 
