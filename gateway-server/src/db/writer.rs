@@ -498,12 +498,7 @@ impl Worker {
                 let _ = ack.send(());
                 Next::Continue
             }
-            Msg::Shutdown(ack) => {
-                self.rx.close();
-                let next = self.finish().await;
-                let _ = ack.send(());
-                next
-            }
+            Msg::Shutdown(ack) => self.finish_with(std::iter::once(Msg::Shutdown(ack))).await,
         }
     }
 
@@ -513,18 +508,7 @@ impl Worker {
         let mut msgs = inbox.drain(..);
         while let Some(msg) = msgs.next() {
             if let Msg::Shutdown(ack) = msg {
-                let mut acks = vec![ack];
-                for rest in msgs.by_ref() {
-                    match rest {
-                        Msg::Record(record) => self.backlog.push_back(*record),
-                        Msg::Flush(ack) | Msg::Shutdown(ack) => acks.push(ack),
-                    }
-                }
-                let next = self.finish().await;
-                for ack in acks {
-                    let _ = ack.send(());
-                }
-                return next;
+                return self.finish_with(std::iter::once(Msg::Shutdown(ack)).chain(msgs)).await;
             }
             if self.handle(msg).await == Next::Exit {
                 return Next::Exit;
@@ -535,13 +519,20 @@ impl Worker {
 
     /// Takes every message still in the (closed or abandoned) channel, drains, and exits.
     async fn finish(&mut self) -> Next {
+        self.finish_with(std::iter::empty()).await
+    }
+
+    /// Like [`Self::finish`], with `taken` (already out of the channel) ahead of what is left in it.
+    async fn finish_with(&mut self, taken: impl Iterator<Item = Msg>) -> Next {
         self.rx.close();
         let mut acks = Vec::new();
+        let mut absorb = |msg| match msg {
+            Msg::Record(record) => self.backlog.push_back(*record),
+            Msg::Flush(ack) | Msg::Shutdown(ack) => acks.push(ack),
+        };
+        taken.for_each(&mut absorb);
         while let Ok(msg) = self.rx.try_recv() {
-            match msg {
-                Msg::Record(record) => self.backlog.push_back(*record),
-                Msg::Flush(ack) | Msg::Shutdown(ack) => acks.push(ack),
-            }
+            absorb(msg);
         }
         self.drain().await;
         for ack in acks {
