@@ -7,8 +7,10 @@
 use std::collections::BTreeSet;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use tower::Service;
 
@@ -98,24 +100,26 @@ impl Service<GatewayRequest> for ModelsService {
                 } else {
                     url::join_upstream_url(&provider.base_url, "/v1/models", Some("limit=1000"))
                 };
-                let client = clients.for_provider(&provider).map(|c| c.primary);
-                let sent = match client {
-                    Ok(client) => client
-                        .get(list_url)
-                        .headers(headers::upstream_request_headers(
+                let sent = match (clients.for_provider(&provider), clients.parsed_uri(&list_url)) {
+                    (Ok(clients_for), Ok(uri)) => {
+                        let mut list_req = http::Request::new(Bytes::new());
+                        *list_req.uri_mut() = uri;
+                        *list_req.headers_mut() = headers::upstream_request_headers(
                             &req.headers,
                             &provider,
                             provider.provider_type.native_dialect() != req.dialect,
-                        ))
-                        .timeout(UPSTREAM_LIST_TIMEOUT)
-                        .send()
-                        .await
-                        .ok(),
-                    Err(_) => None,
+                        );
+                        let call = async {
+                            let resp = clients_for.primary.send(list_req).await.ok()?;
+                            let ok = resp.status().is_success();
+                            let body = resp.into_body().collect().await.ok()?.to_bytes();
+                            Some((ok, body))
+                        };
+                        tokio::time::timeout(UPSTREAM_LIST_TIMEOUT, call).await.ok().flatten()
+                    }
+                    _ => None,
                 };
-                if let Some(resp) = sent
-                    && resp.status().is_success()
-                    && let Ok(bytes) = resp.bytes().await
+                if let Some((true, bytes)) = sent
                     && let Ok(list) = serde_json::from_slice::<UpstreamList>(&bytes)
                 {
                     upstream_ok = true;

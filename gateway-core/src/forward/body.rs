@@ -111,3 +111,90 @@ impl Body for IdleTimeout {
         self.inner.size_hint()
     }
 }
+
+/// Error of a non-streaming response not complete by its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("provider {provider:?} did not complete its response within {} ms", .limit.as_millis())]
+pub struct DeadlinePassed {
+    provider: String,
+    limit: Duration,
+}
+
+/// Fails a body still unfinished at `at`, the deadline of the whole exchange.
+#[derive(Debug)]
+pub struct Deadline {
+    inner: GatewayBody,
+    timer: Pin<Box<Sleep>>,
+    limit: Duration,
+    provider: String,
+}
+
+impl Deadline {
+    /// Wraps `inner`; `limit` is the configured total, for the error message.
+    pub fn new(inner: GatewayBody, at: tokio::time::Instant, limit: Duration, provider: String) -> Self {
+        Self { inner, timer: Box::pin(tokio::time::sleep_until(at)), limit, provider }
+    }
+}
+
+impl Body for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match this.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(DeadlinePassed {
+                provider: this.provider.clone(),
+                limit: this.limit,
+            })))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+
+    /// A body that sends `first` and then nothing, ever.
+    fn stalled_after(first: &'static str) -> GatewayBody {
+        let frames = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(
+            first.as_bytes(),
+        )))])
+        .chain(futures_util::stream::pending());
+        StreamBody::new(frames).boxed_unsync()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_unfinished_at_its_deadline_fails_and_one_finished_in_time_does_not() {
+        let at = tokio::time::Instant::now() + Duration::from_millis(500);
+        let mut body = Deadline::new(stalled_after("{\"id\":"), at, Duration::from_millis(500), "p".into());
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data"), Bytes::from_static(b"{\"id\":"));
+        let started = tokio::time::Instant::now();
+        let err = body.frame().await.expect("an end").expect_err("the deadline passed");
+        assert!(err.to_string().contains("within 500 ms"), "{err}");
+        assert_eq!(tokio::time::Instant::now().duration_since(started), Duration::from_millis(500));
+
+        let whole =
+            Deadline::new(crate::request::full_body("{}"), at, Duration::from_millis(500), "p".into());
+        assert_eq!(whole.collect().await.expect("in time").to_bytes(), Bytes::from_static(b"{}"));
+    }
+}

@@ -23,10 +23,10 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower::Service;
 
-pub use client::{ClientOptions, ClientPool, build_client};
+pub use client::{ClientOptions, ClientPool, SendError, UpstreamClient, build_client};
 
 use crate::error::{ErrorKind, GatewayError};
-use crate::request::{BoxError, GatewayBody, GatewayRequest, GatewayResponse};
+use crate::request::{GatewayBody, GatewayRequest, GatewayResponse};
 
 /// Error code of a 200 response whose body is an error; the router fails over on it.
 pub const FAKE_200: &str = "fake_200";
@@ -47,31 +47,23 @@ impl ForwardService {
     }
 }
 
-/// Maps a transport error to a gateway error without leaking secrets (reqwest's messages carry
-/// the URL but never headers).
-fn upstream_error(e: &reqwest::Error, provider: &str) -> GatewayError {
-    let (kind, code) = if e.is_timeout() {
+/// Maps a transport error to a gateway error; its detail names the host at most, never headers.
+fn upstream_error(e: &SendError, provider: &str) -> GatewayError {
+    let (kind, code) = if e.timeout {
         (ErrorKind::UpstreamTimeout, "upstream_timeout")
-    } else if e.is_connect() {
+    } else if e.connect {
         (ErrorKind::Upstream, "upstream_unreachable")
     } else {
         (ErrorKind::Upstream, "upstream_failed")
     };
-    let mut cause = String::new();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
-    let sep = if cause.is_empty() { "" } else { ": " };
-    let public = if e.is_connect() {
+    let public = if e.connect {
         "the upstream provider could not be reached"
-    } else if e.is_timeout() {
+    } else if e.timeout {
         "the upstream provider did not answer in time"
     } else {
         "the upstream request failed"
     };
-    GatewayError::new(kind, code, public).with_detail(format!("provider {provider:?}: {e}{sep}{cause}"))
+    GatewayError::new(kind, code, public).with_detail(format!("provider {provider:?}: {e}"))
 }
 
 fn timeout_error(provider: &str, what: &str, limit: Duration) -> GatewayError {
@@ -183,35 +175,29 @@ impl ForwardService {
         let first_byte_limit = if stream { millis(opts.first_byte_timeout_ms) } else { None };
         let total_limit = if stream { None } else { millis(opts.request_timeout_ms) };
 
-        let url = clients.parsed_url(&url)?;
-        // A request built whole rather than through `RequestBuilder`, whose header merge copied
-        // every header once more.
+        let uri = clients.parsed_uri(&url)?;
         let request = |headers: http::HeaderMap| {
-            let mut r = reqwest::Request::new(req.method.clone(), url.clone());
+            let mut r = http::Request::new(upstream_body.clone());
+            *r.method_mut() = req.method.clone();
+            *r.uri_mut() = uri.clone();
             *r.headers_mut() = headers;
-            *r.body_mut() = Some(reqwest::Body::from(upstream_body.clone()));
-            *r.timeout_mut() = total_limit;
             r
         };
-        let deadline = first_byte_limit.map(|d| tokio::time::Instant::now() + d);
+        // Non-streaming calls get one deadline for the whole exchange, body included; streams a
+        // deadline for their first byte and then an idle limit between chunks.
+        let deadline = first_byte_limit.or(total_limit).map(|d| tokio::time::Instant::now() + d);
+        let missed = if stream { "response" } else { "complete response" };
+        let limit = first_byte_limit.or(total_limit).unwrap_or_default();
         let clients_for = clients.for_provider(&provider)?;
         let fallback_headers = clients_for.direct_fallback.as_ref().map(|_| headers.clone());
-        let sent = match before(deadline, clients_for.primary.execute(request(headers))).await {
-            Err(()) => {
-                return Err(timeout_error(&provider.name, "response", first_byte_limit.unwrap_or_default()));
-            }
+        let sent = match before(deadline, clients_for.primary.send(request(headers))).await {
+            Err(()) => return Err(timeout_error(&provider.name, missed, limit)),
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => match (&clients_for.direct_fallback, fallback_headers, proxy_unreachable(&e)) {
+            Ok(Err(e)) => match (&clients_for.direct_fallback, fallback_headers, e.proxy_unreachable) {
                 (Some(direct), Some(headers), true) => {
                     tracing::warn!(provider = %provider.name, "proxy unreachable, connecting directly: {e}");
-                    match before(deadline, direct.execute(request(headers))).await {
-                        Err(()) => {
-                            return Err(timeout_error(
-                                &provider.name,
-                                "response",
-                                first_byte_limit.unwrap_or_default(),
-                            ));
-                        }
+                    match before(deadline, direct.send(request(headers))).await {
+                        Err(()) => return Err(timeout_error(&provider.name, missed, limit)),
                         Ok(r) => r.map_err(|e| upstream_error(&e, &provider.name))?,
                     }
                 }
@@ -219,10 +205,16 @@ impl ForwardService {
             },
         };
         req.ctx.update(|s| s.ttfb = Some(req.ctx.elapsed()));
-        let mut resp: http::Response<reqwest::Body> = sent.into();
+        let mut resp = sent;
         headers::clean_response_headers(resp.headers_mut());
-        let (parts, body) = resp.into_parts();
-        let mut body: GatewayBody = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+        let (parts, mut body) = resp.into_parts();
+        // The part of a non-streaming body relayed without being read here keeps the deadline.
+        let keep_deadline = |body: GatewayBody| match (deadline, total_limit) {
+            (Some(at), Some(limit)) => {
+                body::Deadline::new(body, at, limit, provider.name.clone()).boxed_unsync()
+            }
+            _ => body,
+        };
 
         if parts.status.is_success() {
             let ct = content_type(&parts.headers).to_ascii_lowercase();
@@ -235,11 +227,8 @@ impl ForwardService {
                 // Look at the first frame only: enough to see an opening error event.
                 let first = match before(deadline, body.frame()).await {
                     Err(()) => {
-                        return Err(timeout_error(
-                            &provider.name,
-                            "first byte",
-                            first_byte_limit.unwrap_or_default(),
-                        ));
+                        let what = if stream { "first byte" } else { missed };
+                        return Err(timeout_error(&provider.name, what, limit));
                     }
                     Ok(None) => None,
                     Ok(Some(Ok(frame))) => frame.into_data().ok(),
@@ -259,10 +248,11 @@ impl ForwardService {
                     }
                     body = body::Prefixed::new(first, body).boxed_unsync();
                 }
+                body = keep_deadline(body);
             } else {
-                let whole = body
-                    .collect()
+                let whole = before(deadline, body.collect())
                     .await
+                    .map_err(|()| timeout_error(&provider.name, missed, limit))?
                     .map_err(|e| {
                         GatewayError::new(
                             ErrorKind::Upstream,
@@ -280,6 +270,8 @@ impl ForwardService {
             if is_sse && let Some(idle) = millis(opts.stream_idle_timeout_ms) {
                 body = body::IdleTimeout::new(body, idle, provider.name.clone()).boxed_unsync();
             }
+        } else {
+            body = keep_deadline(body);
         }
         let resp = GatewayResponse::from_parts(parts, body);
         if translated.is_some() {
@@ -317,37 +309,6 @@ fn forwarded_query(query: Option<&str>) -> Option<String> {
     }
     let kept: Vec<&str> = query.split('&').filter(|p| *p != "key" && !p.starts_with("key=")).collect();
     (!kept.is_empty()).then(|| kept.join("&"))
-}
-
-/// Whether a send failed because the proxy itself could not be reached (refused, timed out, no
-/// route), as opposed to a proxy that answered and refused us (bad credentials): only the first
-/// may fall back to a direct connection, or a misconfigured proxy would be silently bypassed.
-fn proxy_unreachable(e: &reqwest::Error) -> bool {
-    use std::io::ErrorKind as K;
-    if !e.is_connect() {
-        return false;
-    }
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = source {
-        // The SOCKS connector reports an unreachable proxy only as text.
-        if s.to_string().contains("failed to create underlying connection") {
-            return true;
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                K::ConnectionRefused
-                    | K::TimedOut
-                    | K::HostUnreachable
-                    | K::NetworkUnreachable
-                    | K::AddrNotAvailable
-                    | K::NotFound
-            );
-        }
-        source = s.source();
-    }
-    // A connect timeout surfaces as reqwest's own timeout, without an io::Error.
-    e.is_timeout()
 }
 
 /// Runs `fut` until `deadline`, if there is one.
