@@ -24,6 +24,9 @@ pub struct ClientOptions {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per upstream host.
     pub pool_max_idle_per_host: usize,
+    /// Certificates trusted as roots besides the webpki (Mozilla) roots: for upstreams or
+    /// proxies behind a private certificate authority.
+    pub extra_root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for ClientOptions {
@@ -32,6 +35,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
+            extra_root_certificates: Vec::new(),
         }
     }
 }
@@ -46,9 +50,12 @@ fn client_error(e: &dyn std::fmt::Display) -> GatewayError {
 
 /// rustls on ring with the webpki roots, without ALPN protocols (hyper-rustls sets them itself
 /// from the enabled HTTP versions).
-fn tls_config() -> Result<rustls::ClientConfig, GatewayError> {
+fn tls_config(opts: &ClientOptions) -> Result<rustls::ClientConfig, GatewayError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in &opts.extra_root_certificates {
+        roots.add(cert.clone()).map_err(|e| client_error(&e))?;
+    }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| client_error(&e))?
@@ -66,7 +73,7 @@ pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, GatewayErro
 }
 
 fn builder(opts: &ClientOptions) -> Result<reqwest::ClientBuilder, GatewayError> {
-    let mut tls = tls_config()?;
+    let mut tls = tls_config(opts)?;
     // HTTP/2 by ALPN, HTTP/1.1 otherwise.
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(reqwest::Client::builder()
@@ -234,7 +241,7 @@ fn direct_client(opts: &ClientOptions) -> Result<UpstreamClient, GatewayError> {
     http.set_nodelay(true);
     http.set_connect_timeout(Some(opts.connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config()?)
+        .with_tls_config(tls_config(opts)?)
         .https_or_http()
         .enable_http1()
         .enable_http2()
