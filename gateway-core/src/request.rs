@@ -213,6 +213,29 @@ impl RequestContext {
         self.0.state.lock().clone()
     }
 
+    /// The state for the usage record, built once at the end of the request: what only the
+    /// record needs (session, models, chain, notes) is moved out rather than copied; the rest
+    /// (dialect, user, key, provider...) stays readable, e.g. to render a late error.
+    pub fn take_for_record(&self) -> ContextState {
+        let mut state = self.0.state.lock();
+        ContextState {
+            dialect: state.dialect,
+            user: state.user.clone(),
+            key: state.key.clone(),
+            session_id: state.session_id.take(),
+            original_model: state.original_model.take(),
+            forwarded_model: state.forwarded_model.take(),
+            stream: state.stream,
+            provider: state.provider.clone(),
+            ttfb: state.ttfb,
+            ttft: state.ttft,
+            billable: state.billable,
+            chain: std::mem::take(&mut state.chain),
+            notes: std::mem::take(&mut state.notes),
+            hide_usage_chunk: state.hide_usage_chunk,
+        }
+    }
+
     /// The dialect to render errors in: the detected one, else Anthropic (our primary client).
     pub fn error_dialect(&self) -> Dialect {
         self.0.state.lock().dialect.unwrap_or(Dialect::Anthropic)

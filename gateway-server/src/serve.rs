@@ -12,7 +12,7 @@ use gateway_core::{Gateway, GatewaySettings};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use crate::app::{AppState, router};
+use crate::app::{AppState, app};
 use crate::db::{Database, UsageWriter, WriterConfig};
 use crate::settings::{CommonArgs, ServeArgs};
 
@@ -170,7 +170,10 @@ pub async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(address = %local, database = db.backend_name(), "gateway listening");
     println!("listening on http://{local}");
 
-    let app = router(AppState { gateway, db: db.clone() });
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app(AppState {
+        gateway,
+        db: db.clone(),
+    }));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and the client's
     // delayed ACK hold frames back by ~40 ms.

@@ -10,7 +10,7 @@ use gateway_core::catalog::CatalogHandle;
 use gateway_core::config::ConfigFile;
 use gateway_core::forward::{ClientOptions, build_client};
 use gateway_mock::MockUpstream;
-use gateway_server::app::{AppState, router};
+use gateway_server::app::{AppState, app};
 use gateway_server::db::{UsageWriter, WriterConfig};
 
 use db_support::TestDb;
@@ -56,7 +56,10 @@ async fn exercise(test_db: TestDb) {
         .expect("gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = router(AppState { gateway, db: db.clone() });
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app(AppState {
+        gateway,
+        db: db.clone(),
+    }));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let client = build_client(&ClientOptions::default()).expect("client");

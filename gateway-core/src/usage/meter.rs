@@ -46,7 +46,7 @@ impl Recorder {
 
     /// Builds the record of a request and delivers it.
     pub fn finish(&self, ctx: &RequestContext, done: Completion) {
-        let state = ctx.snapshot();
+        let state = ctx.take_for_record();
         let provider = state.provider.as_ref();
         let multiplier = provider.map(|p| p.cost_multiplier);
         let cost = if state.billable && !done.usage.is_empty() {
