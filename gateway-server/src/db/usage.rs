@@ -11,8 +11,25 @@ use serde::{Deserialize, Serialize};
 
 use super::{Database, DbError, PoolExt, Result, with_pool};
 
-/// Columns written per record (30); 1,000 rows stay below SQLite's 32,766 bound parameters.
-const MAX_ROWS_PER_STATEMENT: usize = 1_000;
+/// Most rows per `INSERT`: 30 values each, so 512 rows stay below SQLite's 32,766 bound
+/// parameters.
+const MAX_ROWS_PER_STATEMENT: usize = 512;
+
+/// `records` cut into `INSERT`s of power-of-two row counts, largest first. Every statement then
+/// has one of ten shapes, which the driver's statement cache keeps prepared; a statement per
+/// batch size made the database parse a new statement of thousands of placeholders for most
+/// batches (their size follows the load) and filled the cache with them.
+fn statement_chunks(mut records: &[UsageRecord]) -> impl Iterator<Item = &[UsageRecord]> {
+    std::iter::from_fn(move || {
+        if records.is_empty() {
+            return None;
+        }
+        let rows = MAX_ROWS_PER_STATEMENT.min(1 << records.len().ilog2());
+        let (chunk, rest) = records.split_at(rows);
+        records = rest;
+        Some(chunk)
+    })
+}
 
 /// The column list of `request_log`, as a literal so that it can be `concat!`ed into `'static`
 /// SQL.
@@ -237,8 +254,8 @@ macro_rules! push_record {
 }
 
 impl Database {
-    /// Writes records to the request log with one multi-row `INSERT` per 1,000 records, all in
-    /// one transaction. A record whose `request_id` is already stored is skipped
+    /// Writes records to the request log with multi-row `INSERT`s of at most 512 rows, all in one
+    /// transaction. A record whose `request_id` is already stored is skipped
     /// (`ON CONFLICT (request_id) DO NOTHING`), so retrying a batch is harmless.
     pub async fn insert_usage_records(&self, records: &[UsageRecord]) -> Result<()> {
         if records.is_empty() {
@@ -246,7 +263,7 @@ impl Database {
         }
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            for chunk in records.chunks(MAX_ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(records) {
                 let mut query = pool.query_builder(INSERT_HEAD);
                 query.push_values(chunk, |mut row, r| push_record!(row, r));
                 query.push(" ON CONFLICT (request_id) DO NOTHING");
@@ -293,5 +310,59 @@ impl Database {
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM request_log").fetch_one(pool).await?
         });
         Ok(u64::try_from(count).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_take_power_of_two_row_counts_in_order_and_cover_every_record() {
+        let record = |n: usize| UsageRecord {
+            request_id: n.to_string(),
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            user_id: None,
+            key_id: None,
+            provider_id: None,
+            provider_name: None,
+            method: "POST".to_owned(),
+            endpoint: "/v1/messages".to_owned(),
+            dialect: None,
+            original_model: None,
+            forwarded_model: None,
+            stream: false,
+            status_code: 200,
+            outcome: Outcome::Success,
+            usage: TokenUsage::default(),
+            cost: None,
+            cost_multiplier: None,
+            duration_ms: 0,
+            ttfb_ms: None,
+            ttft_ms: None,
+            session_id: None,
+            error: None,
+            user_agent: None,
+            decision_chain: Vec::new(),
+            translation_notes: Vec::new(),
+        };
+        let mut shapes = std::collections::BTreeSet::new();
+        for len in [0, 1, 2, 3, 7, 100, 500, 511, 512, 513, 1000, 1537, 4099] {
+            let records: Vec<UsageRecord> = (0..len).map(record).collect();
+            let chunks: Vec<&[UsageRecord]> = statement_chunks(&records).collect();
+            let ids: Vec<&str> =
+                chunks.iter().flat_map(|c| c.iter().map(|r| r.request_id.as_str())).collect();
+            let expected: Vec<String> = (0..len).map(|n| n.to_string()).collect();
+            assert_eq!(ids, expected, "{len} records, in order, each once");
+            for chunk in &chunks {
+                assert!(chunk.len().is_power_of_two() && chunk.len() <= MAX_ROWS_PER_STATEMENT, "{len}");
+                shapes.insert(chunk.len());
+            }
+            let biggest = chunks.iter().map(|c| c.len()).max().unwrap_or(0);
+            assert!(chunks.len() <= len / MAX_ROWS_PER_STATEMENT + 10, "{len}: {} statements", chunks.len());
+            assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()), "{len}: largest first");
+            assert!(len == 0 || biggest == MAX_ROWS_PER_STATEMENT.min(1 << len.ilog2()), "{len}");
+        }
+        assert!(shapes.len() <= 10, "{shapes:?}");
     }
 }
