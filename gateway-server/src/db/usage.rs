@@ -1,6 +1,8 @@
 //! The request log: batch inserts of [`UsageRecord`]s and reading rows back.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use gateway_core::dialect::Dialect;
@@ -216,24 +218,40 @@ fn notes_json(notes: &[String]) -> Option<String> {
     if notes.is_empty() { None } else { serde_json::to_string(notes).ok() }
 }
 
+/// The strings a batch repeats from row to row (method, path, provider, models, user agent,
+/// dialect, outcome), one shared copy each: bound by value, a shared string reaches the driver
+/// without the copy and the allocation that binding a borrowed string makes for every row.
+#[derive(Default)]
+struct SharedStrings<'a>(HashMap<&'a str, Arc<str>>);
+
+impl<'a> SharedStrings<'a> {
+    fn get(&mut self, s: &'a str) -> Arc<str> {
+        self.0.entry(s).or_insert_with(|| Arc::from(s)).clone()
+    }
+
+    fn get_opt(&mut self, s: Option<&'a str>) -> Option<Arc<str>> {
+        s.map(|s| self.get(s))
+    }
+}
+
 /// Pushes the 30 values of one record in the column order of [`INSERT_HEAD`].
 macro_rules! push_record {
-    ($row:ident, $r:ident) => {{
+    ($row:ident, $r:ident, $shared:ident) => {{
         let u = &$r.usage;
         $row.push_bind(&$r.request_id)
             .push_bind($r.created_at)
             .push_bind($r.user_id)
             .push_bind($r.key_id)
             .push_bind($r.provider_id)
-            .push_bind(&$r.provider_name)
-            .push_bind(&$r.method)
-            .push_bind(&$r.endpoint)
-            .push_bind($r.dialect.map(Dialect::as_str))
-            .push_bind(&$r.original_model)
-            .push_bind(&$r.forwarded_model)
+            .push_bind($shared.get_opt($r.provider_name.as_deref()))
+            .push_bind($shared.get(&$r.method))
+            .push_bind($shared.get(&$r.endpoint))
+            .push_bind($shared.get_opt($r.dialect.map(Dialect::as_str)))
+            .push_bind($shared.get_opt($r.original_model.as_deref()))
+            .push_bind($shared.get_opt($r.forwarded_model.as_deref()))
             .push_bind($r.stream)
             .push_bind(i32::from($r.status_code))
-            .push_bind($r.outcome.as_str())
+            .push_bind($shared.get($r.outcome.as_str()))
             .push_bind(to_i64(u.input_tokens))
             .push_bind(to_i64(u.output_tokens))
             .push_bind(to_i64(u.cache_creation_input_tokens))
@@ -247,7 +265,7 @@ macro_rules! push_record {
             .push_bind($r.ttft_ms.map(to_i64))
             .push_bind(&$r.session_id)
             .push_bind(&$r.error)
-            .push_bind(&$r.user_agent)
+            .push_bind($shared.get_opt($r.user_agent.as_deref()))
             .push_bind(chain_json(&$r.decision_chain))
             .push_bind(notes_json(&$r.translation_notes));
     }};
@@ -261,11 +279,12 @@ impl Database {
         if records.is_empty() {
             return Ok(());
         }
+        let mut shared = SharedStrings::default();
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             for chunk in statement_chunks(records) {
                 let mut query = pool.query_builder(INSERT_HEAD);
-                query.push_values(chunk, |mut row, r| push_record!(row, r));
+                query.push_values(chunk, |mut row, r| push_record!(row, r, shared));
                 query.push(" ON CONFLICT (request_id) DO NOTHING");
                 query.build().execute(&mut *tx).await?;
             }
