@@ -54,89 +54,52 @@ impl Body for Prefixed {
     }
 }
 
-/// Error of a stream that went quiet for too long.
+/// Error of a body cut by its time limit.
 #[derive(Debug, thiserror::Error)]
-#[error("provider {provider:?} sent nothing for {} ms mid-stream", .limit.as_millis())]
-pub struct StreamIdle {
-    provider: String,
-    limit: Duration,
+pub enum TimedOut {
+    /// A stream went quiet for too long.
+    #[error("provider {provider:?} sent nothing for {} ms mid-stream", .limit.as_millis())]
+    Idle {
+        /// The provider's name.
+        provider: String,
+        /// The configured idle limit.
+        limit: Duration,
+    },
+    /// A non-streaming response was not complete by the deadline of the exchange.
+    #[error("provider {provider:?} did not complete its response within {} ms", .limit.as_millis())]
+    Deadline {
+        /// The provider's name.
+        provider: String,
+        /// The configured total.
+        limit: Duration,
+    },
 }
 
-/// Fails a stream when no frame arrives for `limit`.
+/// Fails a body when its timer fires before the next frame: an idle limit starts over with
+/// every frame, a deadline holds for the whole body.
 #[derive(Debug)]
-pub struct IdleTimeout {
-    inner: GatewayBody,
-    limit: Duration,
-    timer: Pin<Box<Sleep>>,
-    provider: String,
-}
-
-impl IdleTimeout {
-    /// Wraps `inner`.
-    pub fn new(inner: GatewayBody, limit: Duration, provider: String) -> Self {
-        Self { inner, limit, timer: Box::pin(tokio::time::sleep(limit)), provider }
-    }
-}
-
-impl Body for IdleTimeout {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + this.limit;
-                this.timer.as_mut().reset(deadline);
-                Poll::Ready(frame)
-            }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(StreamIdle {
-                    provider: this.provider.clone(),
-                    limit: this.limit,
-                })))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Error of a non-streaming response not complete by its deadline.
-#[derive(Debug, thiserror::Error)]
-#[error("provider {provider:?} did not complete its response within {} ms", .limit.as_millis())]
-pub struct DeadlinePassed {
-    provider: String,
-    limit: Duration,
-}
-
-/// Fails a body still unfinished at `at`, the deadline of the whole exchange.
-#[derive(Debug)]
-pub struct Deadline {
+pub struct TimeLimit {
     inner: GatewayBody,
     timer: Pin<Box<Sleep>>,
     limit: Duration,
     provider: String,
+    idle: bool,
 }
 
-impl Deadline {
-    /// Wraps `inner`; `limit` is the configured total, for the error message.
-    pub fn new(inner: GatewayBody, at: tokio::time::Instant, limit: Duration, provider: String) -> Self {
-        Self { inner, timer: Box::pin(tokio::time::sleep_until(at)), limit, provider }
+impl TimeLimit {
+    /// Fails `inner` when no frame arrives for `limit`.
+    pub fn idle(inner: GatewayBody, limit: Duration, provider: String) -> Self {
+        Self { inner, timer: Box::pin(tokio::time::sleep(limit)), limit, provider, idle: true }
+    }
+
+    /// Fails `inner` when it is still unfinished at `at`; `limit` is the configured total, for
+    /// the error message.
+    pub fn deadline(inner: GatewayBody, at: tokio::time::Instant, limit: Duration, provider: String) -> Self {
+        Self { inner, timer: Box::pin(tokio::time::sleep_until(at)), limit, provider, idle: false }
     }
 }
 
-impl Body for Deadline {
+impl Body for TimeLimit {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -146,13 +109,21 @@ impl Body for Deadline {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if this.idle {
+                this.timer.as_mut().reset(tokio::time::Instant::now() + this.limit);
+            }
             return Poll::Ready(frame);
         }
         match this.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(DeadlinePassed {
-                provider: this.provider.clone(),
-                limit: this.limit,
-            })))),
+            Poll::Ready(()) => {
+                let (provider, limit) = (this.provider.clone(), this.limit);
+                let error = if this.idle {
+                    TimedOut::Idle { provider, limit }
+                } else {
+                    TimedOut::Deadline { provider, limit }
+                };
+                Poll::Ready(Some(Err(Box::new(error))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -185,7 +156,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_unfinished_at_its_deadline_fails_and_one_finished_in_time_does_not() {
         let at = tokio::time::Instant::now() + Duration::from_millis(500);
-        let mut body = Deadline::new(stalled_after("{\"id\":"), at, Duration::from_millis(500), "p".into());
+        let mut body =
+            TimeLimit::deadline(stalled_after("{\"id\":"), at, Duration::from_millis(500), "p".into());
         let first = body.frame().await.expect("a frame").expect("data");
         assert_eq!(first.into_data().expect("data"), Bytes::from_static(b"{\"id\":"));
         let started = tokio::time::Instant::now();
@@ -194,7 +166,19 @@ mod tests {
         assert_eq!(tokio::time::Instant::now().duration_since(started), Duration::from_millis(500));
 
         let whole =
-            Deadline::new(crate::request::full_body("{}"), at, Duration::from_millis(500), "p".into());
+            TimeLimit::deadline(crate::request::full_body("{}"), at, Duration::from_millis(500), "p".into());
         assert_eq!(whole.collect().await.expect("in time").to_bytes(), Bytes::from_static(b"{}"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_limit_starts_over_with_every_frame() {
+        let start = tokio::time::Instant::now();
+        let mut body = TimeLimit::idle(stalled_after("data: {}\n\n"), Duration::from_millis(300), "p".into());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        body.frame().await.expect("a frame").expect("data");
+        let err = body.frame().await.expect("an end").expect_err("idle too long");
+        assert!(err.to_string().contains("sent nothing for 300 ms"), "{err}");
+        // 300 ms after the frame read at 200 ms, not 300 ms after the start.
+        assert_eq!(tokio::time::Instant::now().duration_since(start), Duration::from_millis(500));
     }
 }

@@ -211,7 +211,7 @@ impl ForwardService {
         // The part of a non-streaming body relayed without being read here keeps the deadline.
         let keep_deadline = |body: GatewayBody| match (deadline, total_limit) {
             (Some(at), Some(limit)) => {
-                body::Deadline::new(body, at, limit, provider.name.clone()).boxed_unsync()
+                body::TimeLimit::deadline(body, at, limit, provider.name.clone()).boxed_unsync()
             }
             _ => body,
         };
@@ -268,7 +268,7 @@ impl ForwardService {
                 body = crate::request::full_body(whole);
             }
             if is_sse && let Some(idle) = millis(opts.stream_idle_timeout_ms) {
-                body = body::IdleTimeout::new(body, idle, provider.name.clone()).boxed_unsync();
+                body = body::TimeLimit::idle(body, idle, provider.name.clone()).boxed_unsync();
             }
         } else {
             body = keep_deadline(body);
