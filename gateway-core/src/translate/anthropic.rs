@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 
 use bytes::{BufMut, BytesMut};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ir::{
@@ -1236,7 +1236,7 @@ fn decode_response(o: ResponseIn<'_>) -> Result<Response, TranslateError> {
     }
     let mut usage = Usage::default();
     match &o.usage {
-        F::Val(u) => merge_usage_in(u, &mut usage),
+        F::Val(u) => merge_usage(u, &mut usage),
         F::Other => return Err(wrong_at(root, "usage", "an object")),
         F::Absent | F::Null => {}
     }
@@ -1250,39 +1250,11 @@ fn decode_response(o: ResponseIn<'_>) -> Result<Response, TranslateError> {
     })
 }
 
-/// Overlays the counts present in `u` onto `into`: `message_delta` carries only some, and later
-/// values are cumulative, so they win.
-fn merge_usage(u: &Obj, into: &mut Usage) {
-    let n = |key: &str| u.get(key).and_then(Value::as_u64);
-    let t = &mut into.tokens;
-    if let Some(v) = n("input_tokens") {
-        t.input_tokens = v;
-    }
-    if let Some(v) = n("output_tokens") {
-        t.output_tokens = v;
-    }
-    if let Some(v) = n("cache_read_input_tokens") {
-        t.cache_read_input_tokens = v;
-    }
-    if let Some(split) = u.get("cache_creation").and_then(Value::as_object) {
-        if let Some(v) = split.get("ephemeral_5m_input_tokens").and_then(Value::as_u64) {
-            t.cache_creation_5m_input_tokens = v;
-        }
-        if let Some(v) = split.get("ephemeral_1h_input_tokens").and_then(Value::as_u64) {
-            t.cache_creation_1h_input_tokens = v;
-        }
-    }
-    match n("cache_creation_input_tokens") {
-        Some(v) => t.cache_creation_input_tokens = v,
-        None => {
-            let split = t.cache_creation_5m_input_tokens.saturating_add(t.cache_creation_1h_input_tokens);
-            t.cache_creation_input_tokens = t.cache_creation_input_tokens.max(split);
-        }
-    }
-    if let Some(v) =
-        u.get("output_tokens_details").and_then(|d| d.get("thinking_tokens")).and_then(Value::as_u64)
-    {
-        into.reasoning_tokens = v;
+/// [`merge_usage`] for a `usage` the stream decoder holds as a `Value`: read through the same
+/// typed shape, so both paths apply one set of rules; anything but an object is no usage.
+fn merge_usage_value(u: &Value, into: &mut Usage) {
+    if let Ok(F::Val(u)) = F::<UsageIn<'_>>::deserialize(u) {
+        merge_usage(&u, into);
     }
 }
 
@@ -1311,8 +1283,9 @@ lenient_object! {
     }
 }
 
-/// [`merge_usage`] for a typed `usage` (complete responses, read without a `Value`).
-fn merge_usage_in(u: &UsageIn<'_>, into: &mut Usage) {
+/// Overlays the counts present in `u` onto `into`: `message_delta` carries only some, and later
+/// values are cumulative, so they win.
+fn merge_usage(u: &UsageIn<'_>, into: &mut Usage) {
     let t = &mut into.tokens;
     if let Some(v) = u.input_tokens.u64() {
         t.input_tokens = v;
@@ -1551,8 +1524,8 @@ impl DecodeState {
                     self.fail("message_start without message");
                     return;
                 };
-                if let Some(u) = m.get("usage").and_then(Value::as_object) {
-                    merge_usage(u, &mut self.usage);
+                if let Some(u) = m.get("usage") {
+                    merge_usage_value(u, &mut self.usage);
                 }
                 let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
                 out.push(StreamEvent::Start { id: text("id"), model: text("model"), usage: self.usage });
@@ -1578,8 +1551,8 @@ impl DecodeState {
                         self.stop_sequence = s.as_str().map(str::to_owned);
                     }
                 }
-                if let Some(u) = o.get("usage").and_then(Value::as_object) {
-                    merge_usage(u, &mut self.usage);
+                if let Some(u) = o.get("usage") {
+                    merge_usage_value(u, &mut self.usage);
                 }
             }
             "message_stop" => {
@@ -2151,10 +2124,10 @@ mod tests {
         ] {
             let value: Value = serde_json::from_str(u).expect("json");
             let mut from_value = Usage::default();
-            merge_usage(value.as_object().expect("object"), &mut from_value);
+            merge_usage_value(&value, &mut from_value);
             let Ok(F::Val(typed)) = lenient::parse::<UsageIn<'_>>(u) else { panic!("object: {u}") };
             let mut from_typed = Usage::default();
-            merge_usage_in(&typed, &mut from_typed);
+            merge_usage(&typed, &mut from_typed);
             assert_eq!(from_typed, from_value, "{u}");
         }
     }
@@ -2163,7 +2136,7 @@ mod tests {
     fn usage_split_alone_gives_the_cache_creation_total() {
         let u = serde_json::json!({"cache_creation": {"ephemeral_5m_input_tokens": 3, "ephemeral_1h_input_tokens": 4}});
         let mut usage = Usage::default();
-        merge_usage(u.as_object().expect("object"), &mut usage);
+        merge_usage_value(&u, &mut usage);
         assert_eq!(usage.tokens.cache_creation_input_tokens, 7);
     }
 }
