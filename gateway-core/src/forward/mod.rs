@@ -86,6 +86,12 @@ fn millis(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
 
+/// Whether `text` starts with the ASCII `prefix`, ignoring ASCII case (media types are
+/// case-insensitive), without the lowercase copy a `to_ascii_lowercase` would make per response.
+pub(crate) fn starts_with_ignore_ascii_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
 fn content_type(headers: &http::HeaderMap) -> &str {
     headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -217,11 +223,11 @@ impl ForwardService {
         };
 
         if parts.status.is_success() {
-            let ct = content_type(&parts.headers).to_ascii_lowercase();
-            if ct.starts_with("text/html") {
+            let ct = content_type(&parts.headers);
+            if starts_with_ignore_ascii_case(ct, "text/html") {
                 return Err(fake_200(&provider.name, "an HTML page"));
             }
-            let is_sse = ct.starts_with("text/event-stream");
+            let is_sse = starts_with_ignore_ascii_case(ct, "text/event-stream");
             let small = body.size_hint().upper().is_some_and(|n| n <= FAKE_200_INSPECT_BYTES);
             if is_sse || !small {
                 // Look at the first frame only: enough to see an opening error event.
@@ -349,6 +355,15 @@ impl Service<GatewayRequest> for ForwardService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_type_prefixes_ignore_ascii_case() {
+        assert!(starts_with_ignore_ascii_case("Text/Event-Stream; charset=utf-8", "text/event-stream"));
+        assert!(starts_with_ignore_ascii_case("text/html", "text/html"));
+        assert!(!starts_with_ignore_ascii_case("text/ht", "text/html"));
+        assert!(!starts_with_ignore_ascii_case("application/json", "text/html"));
+        assert!(!starts_with_ignore_ascii_case("tëxt/html", "text/html"));
+    }
 
     #[test]
     fn recognizes_error_bodies() {

@@ -118,7 +118,7 @@ pub async fn translate_response(
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        .is_some_and(|ct| super::starts_with_ignore_ascii_case(ct.trim_start(), "text/event-stream"));
     if !parts.status.is_success() {
         let raw = collect_limited(body).await?;
         let info = src.decode_error(parts.status.as_u16(), &raw);
