@@ -226,32 +226,7 @@ fn whole(f: F<Value>) -> Option<Value> {
 }
 
 /// `content` and `system`: a string or an array of blocks.
-enum ContentIn<'de> {
-    Text(Cow<'de, str>),
-    Blocks(Vec<F<BlockIn<'de>>>),
-}
-
-impl<'de> lenient::Shape<'de> for ContentIn<'de> {
-    fn read(r: &mut lenient::fast::Reader<'de>) -> Result<F<Self>, lenient::fast::Bail> {
-        match r.peek()? {
-            b'"' => r.str().map(|s| F::Val(Self::Text(s))),
-            b'[' => <Vec<F<BlockIn<'de>>> as lenient::Shape<'de>>::read(r).map(|v| match v {
-                F::Val(blocks) => F::Val(Self::Blocks(blocks)),
-                _ => F::Other,
-            }),
-            _ => r.skip().map(|()| F::Other),
-        }
-    }
-    fn from_borrowed_str(s: &'de str) -> Option<Self> {
-        Some(Self::Text(Cow::Borrowed(s)))
-    }
-    fn from_str(s: &str) -> Option<Self> {
-        Some(Self::Text(Cow::Owned(s.to_owned())))
-    }
-    fn from_seq<A: serde::de::SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
-        <Vec<F<BlockIn<'de>>> as lenient::Shape<'de>>::from_seq(seq).map(|v| v.map(Self::Blocks))
-    }
-}
+type ContentIn<'de> = lenient::StrOrList<'de, BlockIn<'de>>;
 
 lenient_object! {
     struct RequestIn<'de> {
@@ -389,8 +364,8 @@ fn decode_request(o: RequestIn<'_>, notes: &mut Notes) -> Result<Request, Transl
 
     match system {
         F::Absent | F::Null => {}
-        F::Val(ContentIn::Text(s)) => req.system.push(s.into_owned()),
-        F::Val(ContentIn::Blocks(items)) => {
+        F::Val(ContentIn::Str(s)) => req.system.push(s.into_owned()),
+        F::Val(ContentIn::Val(items)) => {
             decode_system_blocks(items, &At::Key(root, "system"), "system", &mut req.system, notes)?
         }
         F::Other => return Err(wrong_at(root, "system", "a string or an array of text blocks")),
@@ -574,8 +549,8 @@ fn decode_message(
             notes.note("messages[].role=system (moved into system)");
             match m.content {
                 F::Absent | F::Null => {}
-                F::Val(ContentIn::Text(s)) => req.system.push(s.into_owned()),
-                F::Val(ContentIn::Blocks(items)) => {
+                F::Val(ContentIn::Str(s)) => req.system.push(s.into_owned()),
+                F::Val(ContentIn::Val(items)) => {
                     let path = At::Key(&At::Each(&At::Key(&At::Root, "messages")), "content");
                     decode_system_blocks(items, &path, "messages[].content", &mut req.system, notes)?
                 }
@@ -603,8 +578,8 @@ fn decode_blocks(
     notes: &mut Notes,
 ) -> Result<Vec<Block>, TranslateError> {
     match v {
-        F::Val(ContentIn::Text(s)) => Ok(vec![Block::Text { text: s.into_owned() }]),
-        F::Val(ContentIn::Blocks(items)) => {
+        F::Val(ContentIn::Str(s)) => Ok(vec![Block::Text { text: s.into_owned() }]),
+        F::Val(ContentIn::Val(items)) => {
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.into_iter().enumerate() {
                 let bat = At::Index(at, i);
@@ -665,7 +640,7 @@ fn decode_block(
             let content = match b.content {
                 F::Absent | F::Null => Vec::new(),
                 // An empty string is no content; an empty text block would be rejected upstream.
-                F::Val(ContentIn::Text(s)) if s.is_empty() => Vec::new(),
+                F::Val(ContentIn::Str(s)) if s.is_empty() => Vec::new(),
                 content => decode_blocks(content, &At::Key(at, "content"), "tool_result.content[]", notes)?,
             };
             Block::ToolResult {

@@ -325,6 +325,42 @@ impl<'de, T: Shape<'de>> Shape<'de> for Vec<F<T>> {
     }
 }
 
+/// A string, or a value of shape `T` (an object: `image_url`, `tool_choice`, content parts; or
+/// an array: [`StrOrList`]). Anything else is `Other`, as `T` itself reports it.
+pub(crate) enum StrOr<'de, T> {
+    /// The string form.
+    Str(Cow<'de, str>),
+    /// The `T` form.
+    Val(T),
+}
+
+/// A string, or an array of `T` (`content`, `system`, `stop`).
+pub(crate) type StrOrList<'de, T> = StrOr<'de, Vec<F<T>>>;
+
+impl<'de, T: Shape<'de>> Shape<'de> for StrOr<'de, T> {
+    fn read(r: &mut fast::Reader<'de>) -> Result<F<Self>, fast::Bail> {
+        if r.peek()? == b'"' {
+            return r.str().map(|s| F::Val(Self::Str(s)));
+        }
+        T::read(r).map(|v| match v {
+            F::Val(t) => F::Val(Self::Val(t)),
+            _ => F::Other,
+        })
+    }
+    fn from_borrowed_str(s: &'de str) -> Option<Self> {
+        Some(Self::Str(Cow::Borrowed(s)))
+    }
+    fn from_str(s: &str) -> Option<Self> {
+        Some(Self::Str(Cow::Owned(s.to_owned())))
+    }
+    fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+        T::from_seq(seq).map(|t| t.map(Self::Val))
+    }
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        T::from_map(map).map(|t| t.map(Self::Val))
+    }
+}
+
 /// The value itself, for the rare parts kept whole (usage objects, tool arguments).
 impl<'de> Shape<'de> for Value {
     fn read(r: &mut fast::Reader<'de>) -> Result<F<Self>, fast::Bail> {

@@ -21,7 +21,7 @@ use super::ir::{
     Block, BlockStart, Delta, ImageSource, Message, Reasoning, Request, Response, ResponseFormat, Role,
     StopReason, StreamEvent, Tool, ToolChoice, Usage,
 };
-use super::lenient::{self, F, lenient_object};
+use super::lenient::{self, F, StrOr, StrOrList, lenient_object};
 use super::{Codec, ErrorInfo, Notes, StreamDecoder, StreamEncoder, TranslateError};
 use crate::dialect::Dialect;
 use crate::sse::SseDecoder;
@@ -249,62 +249,6 @@ fn arguments_to_wire(input: &Value) -> String {
 // same documents accepted, the same fields seen (absent / `null` / wrong type, last duplicate
 // wins), and the same errors reported in the same order as walking a `Value` did.
 // ---------------------------------------------------------------------------------------------
-
-/// A string, or an object of shape `T` (`image_url`, `tool_choice`, content parts).
-enum StrOr<'de, T> {
-    Str(Cow<'de, str>),
-    Obj(T),
-}
-
-impl<'de, T: lenient::Shape<'de>> lenient::Shape<'de> for StrOr<'de, T> {
-    fn read(r: &mut lenient::fast::Reader<'de>) -> Result<F<Self>, lenient::fast::Bail> {
-        match r.peek()? {
-            b'"' => r.str().map(|s| F::Val(Self::Str(s))),
-            b'{' => T::read(r).map(|v| match v {
-                F::Val(t) => F::Val(Self::Obj(t)),
-                _ => F::Other,
-            }),
-            _ => r.skip().map(|()| F::Other),
-        }
-    }
-    fn from_borrowed_str(s: &'de str) -> Option<Self> {
-        Some(Self::Str(Cow::Borrowed(s)))
-    }
-    fn from_str(s: &str) -> Option<Self> {
-        Some(Self::Str(Cow::Owned(s.to_owned())))
-    }
-    fn from_map<A: serde::de::MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
-        T::from_map(map).map(|t| t.map(Self::Obj))
-    }
-}
-
-/// A string, or an array of `T` (`content`, `stop`).
-enum StrOrList<'de, T> {
-    Str(Cow<'de, str>),
-    List(Vec<F<T>>),
-}
-
-impl<'de, T: lenient::Shape<'de>> lenient::Shape<'de> for StrOrList<'de, T> {
-    fn read(r: &mut lenient::fast::Reader<'de>) -> Result<F<Self>, lenient::fast::Bail> {
-        match r.peek()? {
-            b'"' => r.str().map(|s| F::Val(Self::Str(s))),
-            b'[' => <Vec<F<T>> as lenient::Shape<'de>>::read(r).map(|v| match v {
-                F::Val(items) => F::Val(Self::List(items)),
-                _ => F::Other,
-            }),
-            _ => r.skip().map(|()| F::Other),
-        }
-    }
-    fn from_borrowed_str(s: &'de str) -> Option<Self> {
-        Some(Self::Str(Cow::Borrowed(s)))
-    }
-    fn from_str(s: &str) -> Option<Self> {
-        Some(Self::Str(Cow::Owned(s.to_owned())))
-    }
-    fn from_seq<A: serde::de::SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
-        <Vec<F<T>> as lenient::Shape<'de>>::from_seq(seq).map(|v| v.map(Self::List))
-    }
-}
 
 /// Any value, remembering only whether it was `false` (fields noted unless absent, `null` or
 /// `false`).
@@ -616,7 +560,7 @@ fn content_in(content: &F<ContentIn<'_>>, notes: &mut Notes) -> Result<Vec<Block
                 blocks.push(Block::Text { text: s.as_ref().to_owned() });
             }
         }
-        F::Val(StrOrList::List(parts)) => {
+        F::Val(StrOrList::Val(parts)) => {
             for part in parts {
                 part_in(part, &mut blocks, notes)?;
             }
@@ -638,7 +582,7 @@ fn part_in(
             blocks.push(Block::Text { text: s.as_ref().to_owned() });
             return Ok(());
         }
-        F::Val(StrOr::Obj(p)) => p,
+        F::Val(StrOr::Val(p)) => p,
         _ => return Err(err("a content part must be a JSON object")),
     };
     match t_str(&part.kind, "type")?.unwrap_or("text") {
@@ -652,7 +596,7 @@ fn part_in(
         "image_url" => {
             let url = match &part.image_url {
                 F::Val(StrOr::Str(s)) => s.as_ref(),
-                F::Val(StrOr::Obj(img)) => {
+                F::Val(StrOr::Val(img)) => {
                     if img.detail.present() {
                         notes.note("image_url.detail");
                     }
@@ -844,7 +788,7 @@ fn tool_choice_in(
                 None
             }
         },
-        F::Val(StrOr::Obj(o)) => match t_str(&o.kind, "type")?.unwrap_or("function") {
+        F::Val(StrOr::Val(o)) => match t_str(&o.kind, "type")?.unwrap_or("function") {
             "function" => {
                 let name = o
                     .function
@@ -902,7 +846,7 @@ fn stop_in(v: &F<StrOrList<'_, Cow<'_, str>>>) -> Result<Vec<String>, TranslateE
     match v {
         F::Absent | F::Null => Ok(Vec::new()),
         F::Val(StrOrList::Str(s)) => Ok(vec![s.as_ref().to_owned()]),
-        F::Val(StrOrList::List(items)) => items
+        F::Val(StrOrList::Val(items)) => items
             .iter()
             .map(|i| i.str().map(str::to_owned).ok_or_else(|| err("`stop` entries must be strings")))
             .collect(),
