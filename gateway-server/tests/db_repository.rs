@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use db_support::{as_json, backends, full_record, instant, minimal_record, records};
 use gateway_core::config::{ConfigFile, Id, ProviderType, hash_api_key, redirect_model};
-use gateway_core::usage::UsdNanos;
+use gateway_core::dialect::Dialect;
+use gateway_core::usage::{Outcome, UsdNanos};
 use gateway_server::db::{Database, DbError, ImportCounts, ImportSummary};
 use rust_decimal::Decimal;
 
@@ -459,6 +460,50 @@ async fn usage_records_round_trip_exactly() {
         let order: Vec<&str> = recent.iter().map(|r| r.request_id.as_str()).collect();
         assert_eq!(order, ["req-min", "req-full"], "{}", t.label);
         assert_eq!(t.db.recent_request_logs(1).await.expect("recent").len(), 1);
+    }
+}
+
+/// The writer binds a string again while rows repeat it; rows that change, change back or lack
+/// a value must still be stored as they are.
+#[tokio::test]
+async fn rows_that_repeat_change_and_omit_values_round_trip_in_one_batch() {
+    for t in backends().await {
+        let a = full_record("req-a1");
+        let mut b = full_record("req-b1");
+        b.provider_name = Some("openai-main".to_owned());
+        b.method = "GET".to_owned();
+        b.endpoint = "/v1/messages".to_owned();
+        b.dialect = Some(Dialect::Anthropic);
+        b.original_model = Some("gpt-5".to_owned());
+        b.forwarded_model = None;
+        b.outcome = Outcome::Success;
+        b.user_agent = None;
+        b.cost_multiplier = Some("0.5".parse::<Decimal>().expect("decimal"));
+        let mut a2 = a.clone();
+        a2.request_id = "req-a2".to_owned();
+        let mut b2 = b.clone();
+        b2.request_id = "req-b2".to_owned();
+        let minimal = minimal_record("req-min", instant(1_760_000_001, 0));
+        let batch = [a, b, a2.clone(), a2.clone(), minimal, b2]
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                r.request_id = format!("{}-{i}", r.request_id);
+                r
+            })
+            .collect::<Vec<_>>();
+        t.db.insert_usage_records(&batch).await.expect("insert");
+        for record in &batch {
+            let row =
+                t.db.request_log_by_request_id(&record.request_id).await.expect("query").expect("row");
+            assert_eq!(
+                as_json(&row.into_usage_record().expect("convert")),
+                as_json(record),
+                "{}: {}",
+                t.label,
+                record.request_id
+            );
+        }
     }
 }
 

@@ -134,31 +134,38 @@ pub(crate) trait PoolExt {
         &self,
     ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send;
 
-    /// A query builder for this backend (placeholders in its own syntax).
-    fn query_builder(&self, init: &str) -> sqlx::QueryBuilder<Self::Db>;
+    /// Whether this is SQLite (statement texts that differ by backend are cached per backend).
+    const SQLITE: bool;
+
+    /// Appends the `n`th (1-based) bind parameter in this backend's syntax.
+    fn push_placeholder(sql: &mut String, n: usize);
 }
 
 impl PoolExt for SqlitePool {
     type Db = sqlx::Sqlite;
+    const SQLITE: bool = true;
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         self.begin_with("BEGIN IMMEDIATE").await
     }
 
-    fn query_builder(&self, init: &str) -> sqlx::QueryBuilder<sqlx::Sqlite> {
-        sqlx::QueryBuilder::new(init)
+    /// Anonymous `?`: bound in order, the driver has no parameter name to look up and parse.
+    fn push_placeholder(sql: &mut String, _n: usize) {
+        sql.push('?');
     }
 }
 
 impl PoolExt for PgPool {
     type Db = sqlx::Postgres;
+    const SQLITE: bool = false;
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         self.begin().await
     }
 
-    fn query_builder(&self, init: &str) -> sqlx::QueryBuilder<sqlx::Postgres> {
-        sqlx::QueryBuilder::new(init)
+    fn push_placeholder(sql: &mut String, n: usize) {
+        use std::fmt::Write;
+        let _ = write!(sql, "${n}");
     }
 }
 

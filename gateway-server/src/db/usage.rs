@@ -1,8 +1,7 @@
 //! The request log: batch inserts of [`UsageRecord`]s and reading rows back.
 
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use gateway_core::dialect::Dialect;
@@ -13,9 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{Database, DbError, PoolExt, Result, with_pool};
 
-/// Most rows per `INSERT`: 30 values each, so 512 rows stay below SQLite's 32,766 bound
-/// parameters.
+/// Most rows per `INSERT`: [`COLUMNS`] values each, so 512 rows stay below SQLite's 32,766
+/// bound parameters.
 const MAX_ROWS_PER_STATEMENT: usize = 512;
+
+/// Values per row of [`INSERT_HEAD`].
+const COLUMNS: usize = 30;
 
 /// `records` cut into `INSERT`s of power-of-two row counts, largest first. Every statement then
 /// has one of ten shapes, which the driver's statement cache keeps prepared; a statement per
@@ -218,56 +220,124 @@ fn notes_json(notes: &[String]) -> Option<String> {
     if notes.is_empty() { None } else { serde_json::to_string(notes).ok() }
 }
 
-/// The strings a batch repeats from row to row (method, path, provider, models, user agent,
-/// dialect, outcome), one shared copy each: bound by value, a shared string reaches the driver
-/// without the copy and the allocation that binding a borrowed string makes for every row.
-#[derive(Default)]
-struct SharedStrings<'a>(HashMap<&'a str, Arc<str>>);
+/// The multi-row `INSERT` of `rows` records (a power of two, at most
+/// [`MAX_ROWS_PER_STATEMENT`]) in the placeholder syntax of `P`. Built once per shape and
+/// backend: formatting thousands of placeholders per statement cost more than binding them.
+fn insert_sql<P: PoolExt>(rows: usize) -> &'static str {
+    const SHAPES: usize = MAX_ROWS_PER_STATEMENT.ilog2() as usize + 1;
+    static TEXTS: [[OnceLock<String>; SHAPES]; 2] = [const { [const { OnceLock::new() }; SHAPES] }; 2];
+    let shape = (rows.ilog2() as usize).min(SHAPES - 1);
+    TEXTS[usize::from(P::SQLITE)][shape].get_or_init(|| {
+        let rows = 1usize << shape;
+        let mut sql = String::with_capacity(INSERT_HEAD.len() + rows * COLUMNS * 6 + 64);
+        sql.push_str(INSERT_HEAD);
+        sql.push_str("VALUES ");
+        for row in 0..rows {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for column in 0..COLUMNS {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                P::push_placeholder(&mut sql, row * COLUMNS + column + 1);
+            }
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+        sql
+    })
+}
 
-impl<'a> SharedStrings<'a> {
-    fn get(&mut self, s: &'a str) -> Arc<str> {
-        self.0.entry(s).or_insert_with(|| Arc::from(s)).clone()
+fn insert_sql_for<P: PoolExt>(_pool: &P, rows: usize) -> &'static str {
+    insert_sql::<P>(rows)
+}
+
+fn arguments_for<P: PoolExt>(_pool: &P) -> <P::Db as sqlx::Database>::Arguments {
+    Default::default()
+}
+
+/// A column's string of the previous row, bound again as one shared `Arc<str>` while rows
+/// repeat it (method, path, provider, models, user agent... mostly do). Bound by value, a
+/// shared string reaches the driver without the copy and allocation that binding a borrowed
+/// string makes for every row.
+#[derive(Default)]
+struct Repeated(Option<Arc<str>>);
+
+impl Repeated {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        match &self.0 {
+            Some(last) if **last == *s => last.clone(),
+            _ => self.0.insert(Arc::from(s)).clone(),
+        }
     }
 
-    fn get_opt(&mut self, s: Option<&'a str>) -> Option<Arc<str>> {
+    fn get_opt(&mut self, s: Option<&str>) -> Option<Arc<str>> {
         s.map(|s| self.get(s))
     }
 }
 
-/// Pushes the 30 values of one record in the column order of [`INSERT_HEAD`].
-macro_rules! push_record {
-    ($row:ident, $r:ident, $shared:ident) => {{
+/// [`Repeated`] for each column whose value rows tend to share.
+#[derive(Default)]
+struct RepeatedColumns {
+    provider_name: Repeated,
+    method: Repeated,
+    endpoint: Repeated,
+    dialect: Repeated,
+    original_model: Repeated,
+    forwarded_model: Repeated,
+    outcome: Repeated,
+    user_agent: Repeated,
+    /// The multiplier and its decimal text.
+    cost_multiplier: Option<(Decimal, Arc<str>)>,
+}
+
+impl RepeatedColumns {
+    fn cost_multiplier(&mut self, multiplier: Option<Decimal>) -> Option<Arc<str>> {
+        let m = multiplier?;
+        match &self.cost_multiplier {
+            Some((last, text)) if *last == m => Some(text.clone()),
+            _ => Some(self.cost_multiplier.insert((m, Arc::from(m.to_string()))).1.clone()),
+        }
+    }
+}
+
+/// Adds the [`COLUMNS`] values of one record to `$args`, in the column order of [`INSERT_HEAD`].
+macro_rules! add_record {
+    ($args:ident, $r:ident, $repeated:ident) => {{
         let u = &$r.usage;
-        $row.push_bind(&$r.request_id)
-            .push_bind($r.created_at)
-            .push_bind($r.user_id)
-            .push_bind($r.key_id)
-            .push_bind($r.provider_id)
-            .push_bind($shared.get_opt($r.provider_name.as_deref()))
-            .push_bind($shared.get(&$r.method))
-            .push_bind($shared.get(&$r.endpoint))
-            .push_bind($shared.get_opt($r.dialect.map(Dialect::as_str)))
-            .push_bind($shared.get_opt($r.original_model.as_deref()))
-            .push_bind($shared.get_opt($r.forwarded_model.as_deref()))
-            .push_bind($r.stream)
-            .push_bind(i32::from($r.status_code))
-            .push_bind($shared.get($r.outcome.as_str()))
-            .push_bind(to_i64(u.input_tokens))
-            .push_bind(to_i64(u.output_tokens))
-            .push_bind(to_i64(u.cache_creation_input_tokens))
-            .push_bind(to_i64(u.cache_creation_5m_input_tokens))
-            .push_bind(to_i64(u.cache_creation_1h_input_tokens))
-            .push_bind(to_i64(u.cache_read_input_tokens))
-            .push_bind($r.cost.map(|c| c.0))
-            .push_bind($r.cost_multiplier.map(|m| m.to_string()))
-            .push_bind(to_i64($r.duration_ms))
-            .push_bind($r.ttfb_ms.map(to_i64))
-            .push_bind($r.ttft_ms.map(to_i64))
-            .push_bind(&$r.session_id)
-            .push_bind(&$r.error)
-            .push_bind($shared.get_opt($r.user_agent.as_deref()))
-            .push_bind(chain_json(&$r.decision_chain))
-            .push_bind(notes_json(&$r.translation_notes));
+        let c = &mut $repeated;
+        $args.add(&$r.request_id)?;
+        $args.add($r.created_at)?;
+        $args.add($r.user_id)?;
+        $args.add($r.key_id)?;
+        $args.add($r.provider_id)?;
+        $args.add(c.provider_name.get_opt($r.provider_name.as_deref()))?;
+        $args.add(c.method.get(&$r.method))?;
+        $args.add(c.endpoint.get(&$r.endpoint))?;
+        $args.add(c.dialect.get_opt($r.dialect.map(Dialect::as_str)))?;
+        $args.add(c.original_model.get_opt($r.original_model.as_deref()))?;
+        $args.add(c.forwarded_model.get_opt($r.forwarded_model.as_deref()))?;
+        $args.add($r.stream)?;
+        $args.add(i32::from($r.status_code))?;
+        $args.add(c.outcome.get($r.outcome.as_str()))?;
+        $args.add(to_i64(u.input_tokens))?;
+        $args.add(to_i64(u.output_tokens))?;
+        $args.add(to_i64(u.cache_creation_input_tokens))?;
+        $args.add(to_i64(u.cache_creation_5m_input_tokens))?;
+        $args.add(to_i64(u.cache_creation_1h_input_tokens))?;
+        $args.add(to_i64(u.cache_read_input_tokens))?;
+        $args.add($r.cost.map(|c| c.0))?;
+        $args.add(c.cost_multiplier($r.cost_multiplier))?;
+        $args.add(to_i64($r.duration_ms))?;
+        $args.add($r.ttfb_ms.map(to_i64))?;
+        $args.add($r.ttft_ms.map(to_i64))?;
+        $args.add(&$r.session_id)?;
+        $args.add(&$r.error)?;
+        $args.add(c.user_agent.get_opt($r.user_agent.as_deref()))?;
+        $args.add(chain_json(&$r.decision_chain))?;
+        $args.add(notes_json(&$r.translation_notes))?;
     }};
 }
 
@@ -276,17 +346,25 @@ impl Database {
     /// transaction. A record whose `request_id` is already stored is skipped
     /// (`ON CONFLICT (request_id) DO NOTHING`), so retrying a batch is harmless.
     pub async fn insert_usage_records(&self, records: &[UsageRecord]) -> Result<()> {
+        use sqlx::Arguments;
         if records.is_empty() {
             return Ok(());
         }
-        let mut shared = SharedStrings::default();
+        let mut repeated = RepeatedColumns::default();
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             for chunk in statement_chunks(records) {
-                let mut query = pool.query_builder(INSERT_HEAD);
-                query.push_values(chunk, |mut row, r| push_record!(row, r, shared));
-                query.push(" ON CONFLICT (request_id) DO NOTHING");
-                query.build().execute(&mut *tx).await?;
+                let sql = insert_sql_for(pool, chunk.len());
+                let mut args = arguments_for(pool);
+                args.reserve(chunk.len() * COLUMNS, 0);
+                let added: std::result::Result<(), sqlx::error::BoxDynError> = (|| {
+                    for r in chunk {
+                        add_record!(args, r, repeated);
+                    }
+                    Ok(())
+                })();
+                added.map_err(sqlx::Error::Encode)?;
+                sqlx::query_with(sql, args).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
