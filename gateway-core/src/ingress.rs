@@ -10,7 +10,6 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 
 use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
@@ -317,11 +316,13 @@ pub fn parse_hints(body: &[u8], dialect: Dialect, require_model: bool) -> Result
     let conversation_fingerprint = if system.is_none() && first_user.is_none() {
         None
     } else {
-        let mut h = Sha256::new();
+        // Not a cryptographic hash: the opening can be tens of kilobytes (Claude Code's system
+        // prompt and tools), and a collision could only join two sessions of the same key.
+        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
         h.update(system.map_or("", |s| s.get()).as_bytes());
-        h.update([0]);
+        h.update(&[0]);
         h.update(first_user.map_or("", |m| m.get()).as_bytes());
-        Some(h.finalize().into())
+        Some(h.digest128())
     };
     Ok(RequestHints {
         model,

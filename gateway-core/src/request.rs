@@ -42,8 +42,9 @@ pub struct RequestHints {
     /// OpenAI chat: the client asked for a usage chunk (`stream_options.include_usage`). The
     /// gateway always asks upstream, and hides that chunk from clients that did not.
     pub wants_stream_usage: bool,
-    /// Hash input for sessions without an explicit id: system prompt and first user message.
-    pub conversation_fingerprint: Option<[u8; 32]>,
+    /// Hash input for sessions without an explicit id: a 128-bit XXH3 of the system prompt and
+    /// the first user message.
+    pub conversation_fingerprint: Option<u128>,
 }
 
 /// A request after ingress: body buffered once (so failover can resend it), decoded, with its

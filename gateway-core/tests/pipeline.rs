@@ -606,7 +606,8 @@ async fn claude_code_session_header_wins_and_hash_fallback_is_stable() {
     assert_eq!(ids[0], "cc-session-42");
     assert_eq!(ids[1], ids[2], "same key + same conversation start = same session");
     assert_ne!(ids[1], ids[3]);
-    assert!(ids[1].starts_with("hash_"));
+    let digits = ids[1].strip_prefix("hash_").expect("hash_ prefix");
+    assert!(digits.len() == 24 && digits.bytes().all(|b| b.is_ascii_hexdigit()), "{}", ids[1]);
 }
 
 #[tokio::test]
