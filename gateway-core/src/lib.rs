@@ -12,6 +12,7 @@ pub mod config;
 pub mod dialect;
 pub mod error;
 pub mod forward;
+pub mod header_names;
 pub mod ingress;
 pub mod limit;
 pub mod models;

@@ -89,7 +89,7 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
 
 fn set_request_id(headers: &mut http::HeaderMap, ctx: &RequestContext) {
     if let Ok(v) = HeaderValue::from_str(ctx.request_id()) {
-        headers.insert("x-request-id", v);
+        headers.insert(crate::header_names::X_REQUEST_ID, v);
     }
 }
 
@@ -492,9 +492,9 @@ impl Drop for AbandonGuard {
 /// `GET /v1/models` answers in Anthropic's shape when the client sends `anthropic-version`
 /// (Claude Code and the Anthropic SDKs do), else in OpenAI's list shape.
 fn models_dialect(headers: &http::HeaderMap, path: &str) -> Dialect {
-    if path.starts_with("/v1beta/") || headers.contains_key("x-goog-api-key") {
+    if path.starts_with("/v1beta/") || headers.contains_key(crate::header_names::X_GOOG_API_KEY) {
         Dialect::Gemini
-    } else if headers.contains_key("anthropic-version") {
+    } else if headers.contains_key(crate::header_names::ANTHROPIC_VERSION) {
         Dialect::Anthropic
     } else {
         Dialect::OpenaiChat

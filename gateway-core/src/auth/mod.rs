@@ -5,12 +5,13 @@
 use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use tower::{Layer, Service};
 
 use crate::catalog::CatalogHandle;
 use crate::config::hash_api_key;
 use crate::error::{ErrorKind, GatewayError};
+use crate::header_names::{X_API_KEY, X_GOOG_API_KEY};
 use crate::request::{GatewayRequest, GatewayResponse};
 
 /// Adds [`AuthService`].
@@ -52,10 +53,10 @@ pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Resu
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let query_key =
         query.and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("key=")).filter(|k| !k.is_empty()));
-    for candidate in [header("x-api-key"), bearer, header("x-goog-api-key"), query_key].into_iter().flatten()
+    for candidate in [header(&X_API_KEY), bearer, header(&X_GOOG_API_KEY), query_key].into_iter().flatten()
     {
         if candidate.is_empty() {
             continue;

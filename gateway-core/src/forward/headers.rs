@@ -6,24 +6,25 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 #[cfg(test)]
 use crate::config::ProviderConfig;
 use crate::config::{Provider, ProviderType};
+use crate::header_names as names;
 
 /// Anthropic API version sent when the client did not name one.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus ones the
-/// client library recomputes.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
+/// client library recomputes (`host`, `content-length`).
+const HOP_BY_HOP: [HeaderName; 11] = [
+    header::CONNECTION,
+    names::KEEP_ALIVE,
+    names::PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    header::CONTENT_LENGTH,
 ];
 
 /// Client credentials of any dialect.
@@ -59,7 +60,7 @@ pub fn upstream_request_headers(client: &HeaderMap, provider: &Provider, transla
     let mut out = HeaderMap::with_capacity(client.len() + 2);
     for (name, value) in client {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
+        if HOP_BY_HOP.contains(name)
             || CLIENT_AUTH.contains(&n)
             || (is_client_ip_header(n) && !provider.options.preserve_client_ip)
             || n == "accept-encoding"
@@ -84,18 +85,18 @@ pub fn upstream_request_headers(client: &HeaderMap, provider: &Provider, transla
     match provider.provider_type {
         ProviderType::Claude => {
             if let Ok(v) = HeaderValue::from_str(&provider.api_key) {
-                out.insert(HeaderName::from_static("x-api-key"), sensitive(v));
+                out.insert(names::X_API_KEY, sensitive(v));
             }
-            if !out.contains_key("anthropic-version") {
+            if !out.contains_key(names::ANTHROPIC_VERSION) {
                 out.insert(
-                    HeaderName::from_static("anthropic-version"),
+                    names::ANTHROPIC_VERSION,
                     HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
                 );
             }
         }
         ProviderType::Gemini => {
             if let Ok(v) = HeaderValue::from_str(&provider.api_key) {
-                out.insert(HeaderName::from_static("x-goog-api-key"), sensitive(v));
+                out.insert(names::X_GOOG_API_KEY, sensitive(v));
             }
         }
         ProviderType::Codex | ProviderType::OpenaiCompatible => {
@@ -112,19 +113,47 @@ fn sensitive(mut v: HeaderValue) -> HeaderValue {
     v
 }
 
-/// Removes connection-level headers from an upstream response before it is relayed.
+/// Removes connection-level headers from an upstream response before it is relayed (its
+/// `content-length` stays: it describes the body).
 pub fn clean_response_headers(headers: &mut HeaderMap) {
-    for name in HOP_BY_HOP {
-        if *name == "content-length" {
-            continue;
-        }
-        headers.remove(*name);
+    let hop_by_hop = |name: &HeaderName| *name != header::CONTENT_LENGTH && HOP_BY_HOP.contains(name);
+    // Most responses carry none: one pass over their few headers instead of a lookup per name.
+    if !headers.keys().any(hop_by_hop) {
+        return;
+    }
+    for name in HOP_BY_HOP.iter().filter(|n| hop_by_hop(n)) {
+        headers.remove(name);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn responses_lose_hop_by_hop_headers_but_keep_their_length() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("content-length", "42"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "close"),
+            ("x-request-id", "upstream-1"),
+        ] {
+            headers.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        clean_response_headers(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "content-type", "x-request-id"]);
+
+        let mut plain = HeaderMap::new();
+        plain.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        clean_response_headers(&mut plain);
+        assert_eq!(plain.len(), 1);
+    }
 
     fn claude() -> Provider {
         let cfg =

@@ -11,9 +11,11 @@
 
 use std::task::{Context, Poll};
 
+use http::HeaderName;
 use tower::{Layer, Service};
 
 use crate::error::GatewayError;
+use crate::header_names::{SESSION_ID_HEADERS, X_CLAUDE_CODE_SESSION_ID};
 use crate::request::{GatewayRequest, GatewayResponse};
 
 /// Adds [`SessionService`].
@@ -61,14 +63,14 @@ pub fn session_from_metadata_user_id(user_id: &str) -> Option<String> {
 
 /// Derives the session id of a request.
 pub fn derive_session_id(req: &GatewayRequest) -> String {
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).and_then(usable);
-    if let Some(id) = header("x-claude-code-session-id") {
+    let header = |name: &HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok()).and_then(usable);
+    if let Some(id) = header(&X_CLAUDE_CODE_SESSION_ID) {
         return id.to_owned();
     }
     if let Some(id) = req.hints.metadata_user_id.as_deref().and_then(session_from_metadata_user_id) {
         return id;
     }
-    for name in ["x-session-id", "session-id", "session_id"] {
+    for name in &SESSION_ID_HEADERS {
         if let Some(id) = header(name) {
             return id.to_owned();
         }
