@@ -291,6 +291,8 @@ pub struct Provider {
     pub active_window: Option<ActiveWindow>,
     /// Spend limits: a provider over one is left out of selection.
     pub limits: Limits,
+    /// The header carrying `api_key` upstream, built from it once.
+    pub(crate) upstream_auth: Option<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Provider {
@@ -320,6 +322,7 @@ impl Provider {
             )?,
             options: cfg.options.clone(),
             limits: cfg.limits.clone(),
+            upstream_auth: crate::forward::headers::provider_auth_header(cfg.provider_type, &cfg.api_key),
         })
     }
 

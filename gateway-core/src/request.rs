@@ -90,7 +90,7 @@ struct ContextInner {
     request_id: String,
     started: Instant,
     created_at: chrono::DateTime<chrono::Utc>,
-    method: String,
+    method: Method,
     endpoint: String,
     user_agent: Option<String>,
     state: Mutex<ContextState>,
@@ -149,12 +149,13 @@ impl RequestContext {
             request_id: new_request_id(),
             started: Instant::now(),
             created_at: chrono::Utc::now(),
-            method: method.as_str().to_owned(),
+            method: method.clone(),
             endpoint: uri.path().to_owned(),
             user_agent: headers
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(512).collect()),
+                // `to_str` passes visible ASCII only, so any byte offset is a char boundary.
+                .map(|s| s.get(..MAX_USER_AGENT_BYTES).unwrap_or(s).to_owned()),
             state: Mutex::new(ContextState { billable: true, ..Default::default() }),
         }))
     }
@@ -181,7 +182,7 @@ impl RequestContext {
 
     /// Request method.
     pub fn method(&self) -> &str {
-        &self.0.method
+        self.0.method.as_str()
     }
 
     /// Request path.
@@ -243,6 +244,9 @@ impl RequestContext {
     }
 }
 
+/// Longest user agent kept for the log.
+const MAX_USER_AGENT_BYTES: usize = 512;
+
 /// Time-ordered, unique request ids (UUIDv7) so log rows sort by arrival.
 fn new_request_id() -> String {
     let mut buf = uuid::Uuid::encode_buffer();
@@ -251,4 +255,25 @@ fn new_request_id() -> String {
     out.push_str("req_");
     out.push_str(id);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keeps_method_path_and_at_most_512_bytes_of_user_agent() {
+        let mut headers = HeaderMap::new();
+        let long = "claude-cli/2.1 ".repeat(50);
+        headers.insert(http::header::USER_AGENT, long.parse().expect("header value"));
+        let uri: Uri = "/v1/messages?beta=true".parse().expect("uri");
+        let ctx = RequestContext::new(&Method::POST, &uri, &headers);
+        assert_eq!(ctx.method(), "POST");
+        assert_eq!(ctx.endpoint(), "/v1/messages");
+        assert_eq!(ctx.user_agent(), Some(&long[..512]));
+
+        headers.insert(http::header::USER_AGENT, "curl/8".parse().expect("header value"));
+        assert_eq!(RequestContext::new(&Method::GET, &uri, &headers).user_agent(), Some("curl/8"));
+        assert!(ctx.request_id().starts_with("req_"));
+    }
 }

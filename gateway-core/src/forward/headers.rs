@@ -82,30 +82,27 @@ pub fn upstream_request_headers(client: &HeaderMap, provider: &Provider, transla
     if !out.contains_key(header::CONTENT_TYPE) {
         out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
-    match provider.provider_type {
-        ProviderType::Claude => {
-            if let Ok(v) = HeaderValue::from_str(&provider.api_key) {
-                out.insert(names::X_API_KEY, sensitive(v));
-            }
-            if !out.contains_key(names::ANTHROPIC_VERSION) {
-                out.insert(
-                    names::ANTHROPIC_VERSION,
-                    HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
-                );
-            }
-        }
-        ProviderType::Gemini => {
-            if let Ok(v) = HeaderValue::from_str(&provider.api_key) {
-                out.insert(names::X_GOOG_API_KEY, sensitive(v));
-            }
-        }
-        ProviderType::Codex | ProviderType::OpenaiCompatible => {
-            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", provider.api_key)) {
-                out.insert(header::AUTHORIZATION, sensitive(v));
-            }
-        }
+    if let Some((name, value)) = &provider.upstream_auth {
+        out.insert(name.clone(), value.clone());
+    }
+    if provider.provider_type == ProviderType::Claude && !out.contains_key(names::ANTHROPIC_VERSION) {
+        out.insert(names::ANTHROPIC_VERSION, HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
     }
     out
+}
+
+/// The header that carries `api_key` to a provider of `provider_type`, marked sensitive (kept
+/// out of HTTP/2 header compression and debug output); `None` if the key is not a valid header
+/// value. Built once per provider ([`Provider::upstream_auth`]), not per request.
+pub fn provider_auth_header(provider_type: ProviderType, api_key: &str) -> Option<(HeaderName, HeaderValue)> {
+    let (name, value) = match provider_type {
+        ProviderType::Claude => (names::X_API_KEY, HeaderValue::from_str(api_key)),
+        ProviderType::Gemini => (names::X_GOOG_API_KEY, HeaderValue::from_str(api_key)),
+        ProviderType::Codex | ProviderType::OpenaiCompatible => {
+            (header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {api_key}")))
+        }
+    };
+    value.ok().map(|v| (name, sensitive(v)))
 }
 
 fn sensitive(mut v: HeaderValue) -> HeaderValue {
