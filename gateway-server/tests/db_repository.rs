@@ -494,8 +494,7 @@ async fn rows_that_repeat_change_and_omit_values_round_trip_in_one_batch() {
             .collect::<Vec<_>>();
         t.db.insert_usage_records(&batch).await.expect("insert");
         for record in &batch {
-            let row =
-                t.db.request_log_by_request_id(&record.request_id).await.expect("query").expect("row");
+            let row = t.db.request_log_by_request_id(&record.request_id).await.expect("query").expect("row");
             assert_eq!(
                 as_json(&row.into_usage_record().expect("convert")),
                 as_json(record),

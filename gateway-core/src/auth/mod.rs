@@ -56,8 +56,7 @@ pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Resu
     let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let query_key =
         query.and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("key=")).filter(|k| !k.is_empty()));
-    for candidate in [header(&X_API_KEY), bearer, header(&X_GOOG_API_KEY), query_key].into_iter().flatten()
-    {
+    for candidate in [header(&X_API_KEY), bearer, header(&X_GOOG_API_KEY), query_key].into_iter().flatten() {
         if candidate.is_empty() {
             continue;
         }
