@@ -103,3 +103,55 @@ pub struct ChainEntry {
     #[serde(flatten)]
     pub step: ChainStep,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(provider_id: Id, provider: &str, step: ChainStep) -> ChainEntry {
+        ChainEntry { provider_id, provider: provider.to_owned(), step }
+    }
+
+    /// The stored format of the chain (a `request_log` column): rows already in databases must
+    /// keep reading back, and new rows must look the same.
+    #[test]
+    fn entries_serialize_flat_and_read_back() {
+        let chain = vec![
+            entry(2, "backup \"b\"", ChainStep::Skipped { reason: SkipReason::CircuitOpen }),
+            entry(
+                3,
+                "main",
+                ChainStep::Selected { method: SelectionMethod::WeightedRandom, priority: -1, tier_size: 2 },
+            ),
+            entry(
+                3,
+                "main",
+                ChainStep::Attempt {
+                    attempt: 1,
+                    outcome: AttemptOutcome::UpstreamError,
+                    status: Some(529),
+                    latency_ms: 12,
+                    error: Some("overloaded".to_owned()),
+                },
+            ),
+            entry(
+                3,
+                "main",
+                ChainStep::Attempt {
+                    attempt: 2,
+                    outcome: AttemptOutcome::Success,
+                    status: None,
+                    latency_ms: 7,
+                    error: None,
+                },
+            ),
+        ];
+        let json = serde_json::to_string(&chain).expect("serialize");
+        assert_eq!(
+            json,
+            r#"[{"provider_id":2,"provider":"backup \"b\"","event":"skipped","reason":"circuit_open"},{"provider_id":3,"provider":"main","event":"selected","method":"weighted_random","priority":-1,"tier_size":2},{"provider_id":3,"provider":"main","event":"attempt","attempt":1,"outcome":"upstream_error","status":529,"latency_ms":12,"error":"overloaded"},{"provider_id":3,"provider":"main","event":"attempt","attempt":2,"outcome":"success","latency_ms":7}]"#
+        );
+        let back: Vec<ChainEntry> = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, chain);
+    }
+}
