@@ -14,7 +14,7 @@ pub mod anthropic;
 pub mod gemini;
 pub mod ir;
 mod jsonw;
-pub(crate) mod lenient;
+mod lenient;
 pub mod normalize;
 pub mod openai_chat;
 pub mod openai_responses;

@@ -4,7 +4,6 @@ use serde::Deserialize;
 
 use super::TokenUsage;
 use crate::sse::SseDecoder;
-use crate::translate::lenient::fast::{Bail, Int, Reader};
 
 #[derive(Debug, Default, Deserialize)]
 struct CacheCreationSplit {
@@ -65,95 +64,10 @@ struct MessageBody {
 /// Usage of a complete (non-streaming) Anthropic Messages response; `None` when the body has
 /// no `usage` object or is not JSON.
 pub fn usage_from_json(body: &[u8]) -> Option<TokenUsage> {
-    // The fast reader skips the content without serde's visitor layers; whatever it cannot
-    // vouch for (floats, escaped keys, odd shapes) is decided by serde_json, exactly as before.
-    let found = match std::str::from_utf8(body).map_err(|_| Bail).and_then(fast_anthropic_usage) {
-        Ok(found) => found,
-        Err(Bail) => serde_json::from_slice::<MessageBody>(body).ok()?.usage,
-    };
+    let parsed: MessageBody = serde_json::from_slice(body).ok()?;
     let mut usage = TokenUsage::default();
-    found?.merge_into(&mut usage);
+    parsed.usage?.merge_into(&mut usage);
     Some(usage)
-}
-
-/// The top-level `usage` of a message as [`MessageBody`] would read it, or [`Bail`].
-fn fast_anthropic_usage(text: &str) -> Result<Option<AnthropicUsage>, Bail> {
-    let mut r = Reader::new(text);
-    let mut usage = Unseen::default();
-    r.object(|r, key| match key {
-        "usage" => usage.set(|| nullable(r, read_anthropic_usage)),
-        _ => r.skip(),
-    })?;
-    r.end()?;
-    Ok(usage.0.flatten())
-}
-
-fn read_anthropic_usage(r: &mut Reader<'_>) -> Result<AnthropicUsage, Bail> {
-    let (mut input, mut output, mut creation, mut read, mut split) =
-        (Unseen::default(), Unseen::default(), Unseen::default(), Unseen::default(), Unseen::default());
-    r.object(|r, key| match key {
-        "input_tokens" => input.set(|| nullable(r, count)),
-        "output_tokens" => output.set(|| nullable(r, count)),
-        "cache_creation_input_tokens" => creation.set(|| nullable(r, count)),
-        "cache_read_input_tokens" => read.set(|| nullable(r, count)),
-        "cache_creation" => split.set(|| {
-            nullable(r, |r| {
-                let (mut m5, mut h1) = (Unseen::default(), Unseen::default());
-                r.object(|r, key| match key {
-                    "ephemeral_5m_input_tokens" => m5.set(|| nullable(r, count)),
-                    "ephemeral_1h_input_tokens" => h1.set(|| nullable(r, count)),
-                    _ => r.skip(),
-                })?;
-                Ok(CacheCreationSplit {
-                    ephemeral_5m_input_tokens: m5.0.flatten(),
-                    ephemeral_1h_input_tokens: h1.0.flatten(),
-                })
-            })
-        }),
-        _ => r.skip(),
-    })?;
-    Ok(AnthropicUsage {
-        input_tokens: input.0.flatten(),
-        output_tokens: output.0.flatten(),
-        cache_creation_input_tokens: creation.0.flatten(),
-        cache_read_input_tokens: read.0.flatten(),
-        cache_creation: split.0.flatten(),
-    })
-}
-
-/// A field read at most once: serde's derive rejects a repeated known field.
-struct Unseen<T>(Option<T>);
-
-impl<T> Default for Unseen<T> {
-    fn default() -> Self {
-        Self(None)
-    }
-}
-
-impl<T> Unseen<T> {
-    fn set(&mut self, read: impl FnOnce() -> Result<T, Bail>) -> Result<(), Bail> {
-        if self.0.is_some() {
-            return Err(Bail);
-        }
-        self.0 = Some(read()?);
-        Ok(())
-    }
-}
-
-/// `null` as `None`, like serde's `Option`.
-fn nullable<'de, T>(
-    r: &mut Reader<'de>,
-    read: impl FnOnce(&mut Reader<'de>) -> Result<T, Bail>,
-) -> Result<Option<T>, Bail> {
-    if r.null()? { Ok(None) } else { read(r).map(Some) }
-}
-
-/// A token count: a non-negative integer (anything else is serde's to judge).
-fn count(r: &mut Reader<'_>) -> Result<u64, Bail> {
-    match r.int()? {
-        Int::Pos(n) => Ok(n),
-        Int::Neg(_) => Err(Bail),
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -383,54 +297,6 @@ fn json_type(data: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What serde_json alone reads: the reference the fast reader must agree with.
-    fn serde_usage(body: &[u8]) -> Option<TokenUsage> {
-        let parsed: MessageBody = serde_json::from_slice(body).ok()?;
-        let mut usage = TokenUsage::default();
-        parsed.usage?.merge_into(&mut usage);
-        Some(usage)
-    }
-
-    #[test]
-    fn the_fast_usage_reader_agrees_with_serde_json() {
-        let plain = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hello \"quoted\" \u00e9"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":7,"cache_creation":{"ephemeral_5m_input_tokens":3,"ephemeral_1h_input_tokens":4},"output_tokens":15,"service_tier":"standard","server_tool_use":{"web_search_requests":0}}}"#;
-        let documents = [
-            plain,
-            r#"{"usage":{"input_tokens":1,"output_tokens":2}}"#,
-            r#"{"usage":{"input_tokens":1,"cache_creation":{"ephemeral_1h_input_tokens":9}}}"#,
-            r#"{"usage":null}"#,
-            r#"{"content":[]}"#,
-            r#"{"content":[{"type":"tool_use","input":{"usage":{"input_tokens":999}}}],"usage":{"output_tokens":3}}"#,
-            r#" { "usage" : { "input_tokens" : 5 , "output_tokens" : null } } "#,
-            r#"{"usage":{"input_tokens":1},"usage":{"input_tokens":2}}"#,
-            r#"{"usage":{"input_tokens":1,"input_tokens":2}}"#,
-            r#"{"usage":{"input_tokens":-1}}"#,
-            r#"{"usage":{"input_tokens":1.0}}"#,
-            r#"{"temperature":0.5,"usage":{"input_tokens":4}}"#,
-            r#"{"us\u0061ge":{"input_tokens":4}}"#,
-            r#"{"usage":{"input_tokens":18446744073709551615}}"#,
-            r#"[{"input_tokens":1}]"#,
-            r#"{"usage":{"input_tokens":1}} trailing"#,
-            r#"{"usage":{"input_tokens":1}"#,
-            r#"{"usage":{"input_tokens":"1"}}"#,
-            r#"{"usage":[]}"#,
-            "",
-            "not json",
-        ];
-        for doc in documents {
-            assert_eq!(usage_from_json(doc.as_bytes()), serde_usage(doc.as_bytes()), "{doc}");
-        }
-        // The common shape is read by the fast path itself, not by the fallback.
-        let fast = fast_anthropic_usage(plain).expect("read by the fast reader").expect("usage");
-        let mut usage = TokenUsage::default();
-        fast.merge_into(&mut usage);
-        assert_eq!(usage.input_tokens, 25);
-        assert_eq!(usage.output_tokens, 15);
-        assert_eq!(usage.cache_read_input_tokens, 7);
-        assert_eq!((usage.cache_creation_5m_input_tokens, usage.cache_creation_1h_input_tokens), (3, 4));
-        assert!(matches!(fast_anthropic_usage(r#"{"usage":{"input_tokens":1},"usage":null}"#), Err(Bail)));
-    }
 
     #[test]
     fn usage_from_a_whole_message() {
