@@ -7,13 +7,17 @@ use arc_swap::ArcSwap;
 
 use crate::config::{ApiKey, ConfigError, ConfigFile, Id, Price, Provider, User, hash_api_key};
 
+/// Lookups per request; the keys come from configuration, not from callers.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Everything a request needs to know about configuration, indexed for lookups.
 #[derive(Debug, Default)]
 pub struct Catalog {
     providers: Vec<Arc<Provider>>,
-    users: HashMap<Id, Arc<User>>,
-    keys_by_hash: HashMap<String, Arc<ApiKey>>,
-    prices: HashMap<String, Arc<Price>>,
+    users: FastMap<Id, Arc<User>>,
+    /// By the SHA-256 digest of the plain key (the stored hex hash, decoded).
+    keys_by_digest: FastMap<[u8; 32], Arc<ApiKey>>,
+    prices: FastMap<String, Arc<Price>>,
 }
 
 impl Catalog {
@@ -22,7 +26,11 @@ impl Catalog {
         Self {
             providers: providers.into_iter().map(Arc::new).collect(),
             users: users.into_iter().map(|u| (u.id, Arc::new(u))).collect(),
-            keys_by_hash: keys.into_iter().map(|k| (k.key_hash.clone(), Arc::new(k))).collect(),
+            // A stored hash that is not 64 hex digits matches no key, as before.
+            keys_by_digest: keys
+                .into_iter()
+                .filter_map(|k| Some((digest_of_hash(&k.key_hash)?, Arc::new(k))))
+                .collect(),
             prices: prices.into_iter().map(|p| (p.model.clone(), Arc::new(p))).collect(),
         }
     }
@@ -70,9 +78,14 @@ impl Catalog {
         &self.providers
     }
 
-    /// A key by the hash of its plain text.
+    /// A key by the hash of its plain text ([`hash_api_key`]).
     pub fn key_by_hash(&self, hash: &str) -> Option<&Arc<ApiKey>> {
-        self.keys_by_hash.get(hash)
+        self.keys_by_digest.get(&digest_of_hash(hash)?)
+    }
+
+    /// A key by the SHA-256 digest of its plain text ([`crate::config::api_key_digest`]).
+    pub fn key_by_digest(&self, digest: &[u8; 32]) -> Option<&Arc<ApiKey>> {
+        self.keys_by_digest.get(digest)
     }
 
     /// A user by id.
@@ -89,6 +102,17 @@ impl Catalog {
     pub fn price(&self, model: &str) -> Option<&Arc<Price>> {
         self.prices.get(model)
     }
+}
+
+/// The digest a stored key hash encodes: exactly 64 lowercase hex digits, as [`hash_api_key`]
+/// writes them.
+fn digest_of_hash(hash: &str) -> Option<[u8; 32]> {
+    if hash.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hash, &mut digest).ok()?;
+    Some(digest)
 }
 
 /// Shared, atomically swappable handle to the current [`Catalog`].
@@ -109,5 +133,45 @@ impl CatalogHandle {
     /// Replaces the snapshot; requests in flight keep the one they started with.
     pub fn store(&self, catalog: Catalog) {
         self.0.store(Arc::new(catalog));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::api_key_digest;
+
+    fn catalog_with_key(plain: &str) -> Catalog {
+        let file: ConfigFile = toml::from_str(&format!(
+            "[[users]]\nname = \"alice\"\n[[users.keys]]\nname = \"laptop\"\nkey = \"{plain}\"\n"
+        ))
+        .expect("config parses");
+        Catalog::from_config(&file).expect("config is valid")
+    }
+
+    #[test]
+    fn a_key_is_found_by_its_hash_and_by_its_digest_and_nothing_else() {
+        let catalog = catalog_with_key("sk-alice-0001");
+        let by_digest = catalog.key_by_digest(&api_key_digest("sk-alice-0001")).expect("found by digest");
+        let by_hash = catalog.key_by_hash(&hash_api_key("sk-alice-0001")).expect("found by hash");
+        assert_eq!(by_digest.name, "laptop");
+        assert!(Arc::ptr_eq(by_digest, by_hash));
+        assert!(catalog.key_by_digest(&api_key_digest("sk-alice-0002")).is_none());
+        // Only the exact form `hash_api_key` writes is a stored hash.
+        assert!(catalog.key_by_hash(&hash_api_key("sk-alice-0001").to_uppercase()).is_none());
+        assert!(catalog.key_by_hash(&hash_api_key("sk-alice-0001")[..63]).is_none());
+        assert!(catalog.key_by_hash("").is_none());
+    }
+
+    #[test]
+    fn a_stored_hash_that_is_not_a_digest_matches_no_key() {
+        let mut key = catalog_with_key("sk-alice-0001")
+            .key_by_hash(&hash_api_key("sk-alice-0001"))
+            .map(|k| (**k).clone())
+            .expect("key");
+        key.key_hash = "not-a-hash".to_owned();
+        let catalog = Catalog::new(Vec::new(), Vec::new(), vec![key], Vec::new());
+        assert!(catalog.key_by_hash("not-a-hash").is_none());
+        assert!(catalog.key_by_digest(&api_key_digest("sk-alice-0001")).is_none());
     }
 }

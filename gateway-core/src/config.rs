@@ -404,7 +404,13 @@ pub struct ApiKey {
 /// Hashes a plain API key for storage and lookup. Keys are long random strings, so a fast hash
 /// is enough: there is nothing to brute-force that is cheaper than guessing the key itself.
 pub fn hash_api_key(plain: &str) -> String {
-    hex::encode(Sha256::digest(plain.as_bytes()))
+    hex::encode(api_key_digest(plain))
+}
+
+/// The SHA-256 digest of a plain API key: [`hash_api_key`] before hex encoding, which is how
+/// the catalog looks keys up per request.
+pub fn api_key_digest(plain: &str) -> [u8; 32] {
+    Sha256::digest(plain.as_bytes()).into()
 }
 
 /// Per-million-token prices of one model, in USD.

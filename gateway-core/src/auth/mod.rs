@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName};
 use tower::{Layer, Service};
 
 use crate::catalog::CatalogHandle;
-use crate::config::hash_api_key;
+use crate::config::api_key_digest;
 use crate::error::{ErrorKind, GatewayError};
 use crate::header_names::{X_API_KEY, X_GOOG_API_KEY};
 use crate::request::{GatewayRequest, GatewayResponse};
@@ -83,9 +83,9 @@ impl<S> AuthService<S> {
     fn authenticate(&self, req: &GatewayRequest) -> Result<(), GatewayError> {
         let plain = presented_key(&req.headers, req.uri.query())?;
         let catalog = self.catalog.load();
-        let hash = hash_api_key(plain);
-        let key =
-            catalog.key_by_hash(&hash).ok_or_else(|| auth_error("invalid_api_key", "invalid API key"))?;
+        let key = catalog
+            .key_by_digest(&api_key_digest(plain))
+            .ok_or_else(|| auth_error("invalid_api_key", "invalid API key"))?;
         let now = chrono::Utc::now();
         if !key.enabled {
             return Err(auth_error("key_disabled", "this API key is disabled"));

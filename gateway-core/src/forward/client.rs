@@ -268,8 +268,8 @@ pub struct ProviderClients {
 #[derive(Debug, Clone)]
 pub struct ClientPool {
     opts: ClientOptions,
-    clients: Arc<RwLock<HashMap<ClientKey, UpstreamClient>>>,
-    uris: Arc<RwLock<HashMap<String, http::Uri>>>,
+    clients: Arc<RwLock<HashMap<ClientKey, UpstreamClient, foldhash::fast::RandomState>>>,
+    uris: Arc<RwLock<HashMap<String, http::Uri, foldhash::fast::RandomState>>>,
 }
 
 /// Parsed upstream URLs kept at most; a gateway sends to few distinct endpoints, so the cache
