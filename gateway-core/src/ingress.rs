@@ -8,12 +8,15 @@ use bytes::Bytes;
 use http::{HeaderMap, header};
 use http_body::Body;
 use http_body_util::BodyExt;
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
 use crate::request::{GatewayBody, GatewayRequest, GatewayResponse, RequestHints};
+use crate::translate::lenient::fast::{Bail, Reader};
 
 /// Default request body limit: 32 MiB, after decompression.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -228,17 +231,31 @@ where
     }
 }
 
+/// What hints are made of, borrowed from the body: the same whichever reader produced it.
+#[derive(Debug, Default, PartialEq)]
+struct Probe<'a> {
+    model: Option<Cow<'a, str>>,
+    stream: bool,
+    metadata_user_id: Option<Cow<'a, str>>,
+    prompt_cache_key: Option<Cow<'a, str>>,
+    include_usage: Option<bool>,
+    /// The opening of the conversation, as raw JSON: system-like instructions and the first
+    /// user turn of the dialect's fields.
+    system: Option<&'a str>,
+    first_user: Option<&'a str>,
+}
+
 #[derive(Deserialize)]
 struct Metadata<'a> {
     #[serde(borrow, default)]
-    user_id: Option<std::borrow::Cow<'a, str>>,
+    user_id: Option<Cow<'a, str>>,
 }
 
 /// The only fields ingress reads; serde skips the rest without building it.
 #[derive(Deserialize)]
 struct BodyProbe<'a> {
     #[serde(borrow, default)]
-    model: Option<std::borrow::Cow<'a, str>>,
+    model: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<serde_json::Value>,
     #[serde(borrow, default)]
@@ -253,7 +270,7 @@ struct BodyProbe<'a> {
     #[serde(borrow, default)]
     input: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    prompt_cache_key: Option<std::borrow::Cow<'a, str>>,
+    prompt_cache_key: Option<Cow<'a, str>>,
     // Gemini (camelCase from the REST API, snake_case from the google-genai SDK).
     #[serde(borrow, default, alias = "system_instruction")]
     #[serde(rename = "systemInstruction")]
@@ -274,7 +291,222 @@ struct StreamOptions {
 #[derive(Deserialize)]
 struct RoleOnly<'a> {
     #[serde(borrow, default)]
-    role: Option<std::borrow::Cow<'a, str>>,
+    role: Option<Cow<'a, str>>,
+}
+
+/// The reference reading of a body, with `serde_json`: it decides every body the fast reader
+/// gives up on, and its errors are the ones clients see.
+fn probe_with_serde(body: &[u8], dialect: Dialect) -> Result<Probe<'_>, GatewayError> {
+    fn raw(value: Option<&RawValue>) -> Option<&str> {
+        value.map(RawValue::get)
+    }
+    let probe: BodyProbe<'_> = serde_json::from_slice(body).map_err(|e| {
+        let what = if e.is_data() { "must be a JSON object" } else { "is not valid JSON" };
+        GatewayError::new(ErrorKind::InvalidRequest, "invalid_json", format!("request body {what}: {e}"))
+    })?;
+    fn first_user<'a>(items: Option<&[&'a RawValue]>) -> Option<&'a str> {
+        items.unwrap_or_default().iter().map(|m| m.get()).find(|m| {
+            serde_json::from_str::<RoleOnly<'_>>(m).ok().and_then(|r| r.role).is_some_and(|r| r == "user")
+        })
+    }
+    let (system, first_user) = match dialect {
+        Dialect::Anthropic | Dialect::OpenaiChat => (raw(probe.system), first_user(probe.messages.as_deref())),
+        Dialect::OpenaiResponses => (raw(probe.instructions), raw(probe.input)),
+        Dialect::Gemini => (raw(probe.system_instruction), first_user(probe.contents.as_deref())),
+    };
+    Ok(Probe {
+        model: probe.model,
+        stream: matches!(probe.stream, Some(serde_json::Value::Bool(true))),
+        metadata_user_id: probe.metadata.and_then(|m| m.user_id),
+        prompt_cache_key: probe.prompt_cache_key,
+        include_usage: probe.stream_options.and_then(|o| o.include_usage),
+        system,
+        first_user,
+    })
+}
+
+/// The same reading in one pass of [`fast`]: no list of raw messages, each message read once.
+/// It gives up ([`Bail`]) on anything where it could differ from [`probe_with_serde`]: a field
+/// of an unexpected type, a repeated field, a body that is not an object, and whatever the
+/// fast reader itself leaves to `serde_json`.
+fn probe_fast(text: &str, dialect: Dialect) -> Result<Probe<'_>, Bail> {
+    let mut probe = Probe::default();
+    let mut seen = 0u16;
+    let mut once = |bit: u16| {
+        let first = seen & bit == 0;
+        seen |= bit;
+        if first { Ok(()) } else { Err(Bail) }
+    };
+    let (mut system, mut messages, mut instructions, mut input) = (None, None, None, None);
+    let (mut system_instruction, mut contents) = (None, None);
+    let mut r = Reader::new(text);
+    if r.peek()? != b'{' {
+        return Err(Bail);
+    }
+    r.object(|r, key| match key {
+        "model" => {
+            once(1)?;
+            probe.model = optional_str(r)?;
+            Ok(())
+        }
+        "stream" => {
+            once(1 << 1)?;
+            if !r.null()? {
+                probe.stream = matches!(r.value()?, serde_json::Value::Bool(true));
+            }
+            Ok(())
+        }
+        "metadata" => {
+            once(1 << 2)?;
+            if r.null()? {
+                return Ok(());
+            }
+            probe.metadata_user_id = None;
+            let mut user_id_seen = false;
+            only_object(r)?;
+            r.object(|r, key| {
+                if key != "user_id" {
+                    return r.ignore();
+                }
+                if std::mem::replace(&mut user_id_seen, true) {
+                    return Err(Bail);
+                }
+                probe.metadata_user_id = optional_str(r)?;
+                Ok(())
+            })
+        }
+        "system" => {
+            once(1 << 3)?;
+            system = optional_raw(r)?;
+            Ok(())
+        }
+        "messages" => {
+            once(1 << 4)?;
+            messages = first_user_fast(r)?;
+            Ok(())
+        }
+        "instructions" => {
+            once(1 << 5)?;
+            instructions = optional_raw(r)?;
+            Ok(())
+        }
+        "input" => {
+            once(1 << 6)?;
+            input = optional_raw(r)?;
+            Ok(())
+        }
+        "prompt_cache_key" => {
+            once(1 << 7)?;
+            probe.prompt_cache_key = optional_str(r)?;
+            Ok(())
+        }
+        // One field under two names: serde reports either twice as a duplicate.
+        "systemInstruction" | "system_instruction" => {
+            once(1 << 8)?;
+            system_instruction = optional_raw(r)?;
+            Ok(())
+        }
+        "contents" => {
+            once(1 << 9)?;
+            contents = first_user_fast(r)?;
+            Ok(())
+        }
+        "stream_options" => {
+            once(1 << 10)?;
+            if r.null()? {
+                return Ok(());
+            }
+            let mut include_usage_seen = false;
+            only_object(r)?;
+            r.object(|r, key| {
+                if key != "include_usage" {
+                    return r.ignore();
+                }
+                if std::mem::replace(&mut include_usage_seen, true) {
+                    return Err(Bail);
+                }
+                probe.include_usage = if r.null()? { None } else { Some(r.bool()?) };
+                Ok(())
+            })
+        }
+        _ => r.ignore(),
+    })?;
+    r.end()?;
+    (probe.system, probe.first_user) = match dialect {
+        Dialect::Anthropic | Dialect::OpenaiChat => (system, messages.flatten()),
+        Dialect::OpenaiResponses => (instructions, input),
+        Dialect::Gemini => (system_instruction, contents.flatten()),
+    };
+    Ok(probe)
+}
+
+fn only_object(r: &mut Reader<'_>) -> Result<(), Bail> {
+    if r.peek()? == b'{' { Ok(()) } else { Err(Bail) }
+}
+
+/// `Option<Cow<str>>`: `null` or a string.
+fn optional_str<'a>(r: &mut Reader<'a>) -> Result<Option<Cow<'a, str>>, Bail> {
+    if r.null()? { Ok(None) } else { r.str().map(Some) }
+}
+
+/// `Option<&RawValue>`: `null` is none.
+fn optional_raw<'a>(r: &mut Reader<'a>) -> Result<Option<&'a str>, Bail> {
+    if r.null()? { Ok(None) } else { r.raw().map(Some) }
+}
+
+/// A list of messages (`null` or an array): the first whose `role` is `"user"`, as raw JSON.
+/// A message that is not an object counts as no user turn, as in [`probe_with_serde`], except
+/// an array, which serde would read as a struct: that is left to serde.
+fn first_user_fast<'a>(r: &mut Reader<'a>) -> Result<Option<Option<&'a str>>, Bail> {
+    if r.null()? {
+        return Ok(None);
+    }
+    if r.peek()? != b'[' {
+        return Err(Bail);
+    }
+    let mut found = None;
+    r.array(|r| {
+        if found.is_some() {
+            return r.ignore();
+        }
+        match r.peek()? {
+            b'[' => Err(Bail),
+            b'{' => {
+                let start = r.mark();
+                // Whether serde's `RoleOnly` reads the message as a user turn; `None` when it
+                // fails to read it (a role that is not a string, or a repeated role).
+                let mut is_user = Some(false);
+                let mut role_seen = false;
+                r.object(|r, key| {
+                    if key != "role" {
+                        return r.ignore();
+                    }
+                    if std::mem::replace(&mut role_seen, true) {
+                        is_user = None;
+                        return r.ignore();
+                    }
+                    if r.null()? {
+                        return Ok(());
+                    }
+                    if r.peek()? != b'"' {
+                        is_user = None;
+                        return r.ignore();
+                    }
+                    let role = r.str()?;
+                    if let Some(is_user) = is_user.as_mut() {
+                        *is_user = role == "user";
+                    }
+                    Ok(())
+                })?;
+                if is_user == Some(true) {
+                    found = Some(r.since(start)?);
+                }
+                Ok(())
+            }
+            _ => r.ignore(),
+        }
+    })?;
+    Ok(Some(found))
 }
 
 /// Parses the hints of a JSON body. `require_model` makes a missing `model` an error.
@@ -286,50 +518,51 @@ pub fn parse_hints(body: &[u8], dialect: Dialect, require_model: bool) -> Result
             "request body is empty; a JSON object is required",
         ));
     }
-    let probe: BodyProbe<'_> = serde_json::from_slice(body).map_err(|e| {
-        let what = if e.is_data() { "must be a JSON object" } else { "is not valid JSON" };
-        GatewayError::new(ErrorKind::InvalidRequest, "invalid_json", format!("request body {what}: {e}"))
-    })?;
-    let model = probe.model.map(|m| m.into_owned()).filter(|m| !m.is_empty());
+    let fast = std::str::from_utf8(body).ok().and_then(|text| probe_fast(text, dialect).ok());
+    let probe = match fast {
+        Some(probe) => probe,
+        None => probe_with_serde(body, dialect)?,
+    };
+    hints_of(probe, require_model)
+}
+
+/// [`parse_hints`] with `serde_json` alone: the reference the fast reading must agree with (for
+/// tests and fuzzing).
+#[doc(hidden)]
+pub fn parse_hints_with_serde(
+    body: &[u8],
+    dialect: Dialect,
+    require_model: bool,
+) -> Result<RequestHints, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return parse_hints(body, dialect, require_model);
+    }
+    hints_of(probe_with_serde(body, dialect)?, require_model)
+}
+
+fn hints_of(probe: Probe<'_>, require_model: bool) -> Result<RequestHints, GatewayError> {
+    let model = probe.model.map(Cow::into_owned).filter(|m| !m.is_empty());
     if require_model && model.is_none() {
         return Err(GatewayError::new(ErrorKind::InvalidRequest, "missing_model", "model: field required"));
     }
-    let stream = match probe.stream {
-        Some(serde_json::Value::Bool(b)) => b,
-        _ => false,
-    };
-    // The opening of the conversation: system-like instructions and the first user turn, as
-    // raw JSON. The same key sending the same opening is the same session.
-    fn first_user<'a>(items: Option<&[&'a RawValue]>) -> Option<&'a RawValue> {
-        items.unwrap_or_default().iter().copied().find(|m| {
-            serde_json::from_str::<RoleOnly<'_>>(m.get())
-                .ok()
-                .and_then(|r| r.role)
-                .is_some_and(|r| r == "user")
-        })
-    }
-    let (system, first_user): (Option<&RawValue>, Option<&RawValue>) = match dialect {
-        Dialect::Anthropic | Dialect::OpenaiChat => (probe.system, first_user(probe.messages.as_deref())),
-        Dialect::OpenaiResponses => (probe.instructions, probe.input),
-        Dialect::Gemini => (probe.system_instruction, first_user(probe.contents.as_deref())),
-    };
-    let conversation_fingerprint = if system.is_none() && first_user.is_none() {
+    // The same key sending the same opening is the same session.
+    let conversation_fingerprint = if probe.system.is_none() && probe.first_user.is_none() {
         None
     } else {
         // Not a cryptographic hash: the opening can be tens of kilobytes (Claude Code's system
         // prompt and tools), and a collision could only join two sessions of the same key.
         let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-        h.update(system.map_or("", |s| s.get()).as_bytes());
+        h.update(probe.system.unwrap_or_default().as_bytes());
         h.update(&[0]);
-        h.update(first_user.map_or("", |m| m.get()).as_bytes());
+        h.update(probe.first_user.unwrap_or_default().as_bytes());
         Some(h.digest128())
     };
     Ok(RequestHints {
         model,
-        stream,
-        metadata_user_id: probe.metadata.and_then(|m| m.user_id).map(|u| u.into_owned()),
-        prompt_cache_key: probe.prompt_cache_key.map(|k| k.into_owned()),
-        wants_stream_usage: probe.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        stream: probe.stream,
+        metadata_user_id: probe.metadata_user_id.map(Cow::into_owned),
+        prompt_cache_key: probe.prompt_cache_key.map(Cow::into_owned),
+        wants_stream_usage: probe.include_usage.unwrap_or(false),
         conversation_fingerprint,
     })
 }
@@ -463,6 +696,101 @@ mod tests {
             assert_eq!(err.code, code, "{}", String::from_utf8_lossy(body));
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
         }
+    }
+
+    const DIALECTS: [Dialect; 4] =
+        [Dialect::Anthropic, Dialect::OpenaiChat, Dialect::OpenaiResponses, Dialect::Gemini];
+
+    /// `parse_hints` (fast reading, serde where it gives up) gives exactly what serde alone
+    /// gives, errors included; returns whether the fast reading decided the body itself.
+    fn same_as_serde(body: &str) -> bool {
+        let mut fast_decided = false;
+        for dialect in DIALECTS {
+            for require_model in [false, true] {
+                let both = parse_hints(body.as_bytes(), dialect, require_model);
+                let serde_only = parse_hints_with_serde(body.as_bytes(), dialect, require_model);
+                assert_eq!(format!("{both:?}"), format!("{serde_only:?}"), "{dialect:?}: {body}");
+            }
+            if let Ok(fast) = probe_fast(body, dialect) {
+                let reference = probe_with_serde(body.as_bytes(), dialect).expect("serde reads what fast reads");
+                assert_eq!(fast, reference, "{dialect:?}: {body}");
+                fast_decided = true;
+            }
+        }
+        fast_decided
+    }
+
+    #[test]
+    fn the_fast_reading_decides_ordinary_bodies_as_serde_would() {
+        for body in [
+            r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#,
+            r#" { "model" : "m" , "stream" : true , "temperature" : 0.7, "top_p": 1e-3, "n": -0,
+                "system": [ {"type":"text","text":"line\none \"quoted\" \u00e9 \ud83d\ude00"} ] ,
+                "messages":[{"content":"sys","role":"system"},{"content":[{"type":"text","text":"a\\b"}],"role":"user"},{"role":"user","content":"second"}],
+                "metadata":{"user_id":"user_abc_account_x_session_y","other":[1,2.5,{"k":null}]},
+                "stream_options":{"include_usage":true,"x":1}} "#,
+            r#"{"model":"gpt-5","instructions":"be brief","input":[{"role":"user","content":"hi"}],"prompt_cache_key":"sess-1","stream":false}"#,
+            r#"{"contents":[{"role":"model","parts":[]},{"role":"user","parts":[{"text":"hi"}]}],"systemInstruction":{"parts":[{"text":"s"}]}}"#,
+            r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"system_instruction":{"parts":[{"text":"s"}]}}"#,
+            r#"{"model":null,"stream":null,"metadata":null,"system":null,"messages":null,"stream_options":null,"input":null}"#,
+            r#"{"model":"m","messages":[{"role":"us\u0065r","content":"escaped role"}]}"#,
+            r#"{"model":"m","messages":[null,"user",7,{"role":null},{"role":"user","role":"user"},{"role":5},{"role":"user","content":"this one"}]}"#,
+            r#"{"model":"m","messages":[],"metadata":{"user_id":null},"stream_options":{"include_usage":null}}"#,
+            r#"{"model":"m","stream":{"nested":[true]},"unknown":[[[]]],"big":123456789012345678901234567890,"e":1E+400}"#,
+            r#"{"model":"m","ignored":"lone \udc00 surrogate"}"#,
+            r#"{}"#,
+        ] {
+            assert!(same_as_serde(body), "the fast reading gave up on {body}");
+        }
+    }
+
+    #[test]
+    fn the_fast_reading_leaves_doubtful_bodies_to_serde() {
+        for body in [
+            // Not an object, or not one object.
+            r#"["m",true]"#,
+            r#"{"model":"m"} {}"#,
+            r#"{"model":"m""#,
+            r#"{"model":"m",}"#,
+            // Fields of another type, or repeated.
+            r#"{"model":5}"#,
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"systemInstruction":{},"system_instruction":{}}"#,
+            r#"{"metadata":{"user_id":1}}"#,
+            r#"{"metadata":{"user_id":"a","user_id":"b"}}"#,
+            r#"{"metadata":["as a sequence"]}"#,
+            r#"{"stream_options":{"include_usage":"yes"}}"#,
+            r#"{"stream_options":[true]}"#,
+            r#"{"messages":{"role":"user"}}"#,
+            r#"{"messages":[["user"]]}"#,
+            r#"{"stream":1.5}"#,
+            // What the fast reader itself does not decide.
+            r#"{"mod\u0065l":"m"}"#,
+            r#"{"model":"m","x":01}"#,
+            r#"{"model":"m","x":1.}"#,
+            r#"{"model":"m","x":"\x"}"#,
+            "{\"model\":\"m\",\"x\":\"tab\there\"}",
+            r#"{"model":"m","messages":[{"role":"\ud800"}]}"#,
+        ] {
+            same_as_serde(body);
+        }
+        // Bytes that are not UTF-8 in a field nobody reads: serde accepts them.
+        let body = b"{\"model\":\"m\",\"x\":\"\xff\"}";
+        let hints = parse_hints(body, Dialect::Anthropic, true).expect("serde accepts it");
+        assert_eq!(hints.model.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_opening_as_sent() {
+        let spaced = r#"{"model":"m","system": "s" ,"messages":[ {"role":"user","content":"a"} ]}"#;
+        let tight = r#"{"model":"m","system":"s","messages":[{"role":"user","content":"a"}]}"#;
+        let fingerprint = |body: &str| {
+            parse_hints(body.as_bytes(), Dialect::Anthropic, true).expect("hints").conversation_fingerprint
+        };
+        assert!(same_as_serde(spaced) && same_as_serde(tight));
+        // Raw values start and end at the value itself, whatever surrounds them.
+        assert_eq!(fingerprint(spaced), fingerprint(tight));
+        assert_ne!(fingerprint(tight), fingerprint(&tight.replace("\"a\"", "\"b\"")));
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod anthropic;
 pub mod gemini;
 pub mod ir;
 mod jsonw;
-mod lenient;
+pub(crate) mod lenient;
 pub mod normalize;
 pub mod openai_chat;
 pub mod openai_responses;

@@ -98,29 +98,7 @@ impl<'de> Reader<'de> {
         }
         let start = self.pos + 1;
         let b = self.bytes;
-        let mut i = start;
-        // Eight bytes at a time to the first quote, backslash or control character.
-        loop {
-            match b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
-                Some(word) => {
-                    let found = special(u64::from_le_bytes(word));
-                    if found != 0 {
-                        i += (found.trailing_zeros() / 8) as usize;
-                        break;
-                    }
-                    i += 8;
-                }
-                None => {
-                    while let Some(&c) = b.get(i) {
-                        if c == b'"' || c == b'\\' || c < 0x20 {
-                            break;
-                        }
-                        i += 1;
-                    }
-                    break;
-                }
-            }
-        }
+        let i = plain_run_end(b, start);
         if b.get(i) == Some(&b'"') {
             self.pos = i + 1;
             return self.input.get(start..i).map(Cow::Borrowed).ok_or(Bail);
@@ -304,6 +282,107 @@ impl<'de> Reader<'de> {
         }
     }
 
+    /// Reads and drops the next value as `serde_json` ignores one (`IgnoredAny`, or the value
+    /// behind a `RawValue`): numbers are checked against the grammar only and `\u` escapes only
+    /// for their four hex digits, so this accepts more than [`Self::skip`] does.
+    pub(crate) fn ignore(&mut self) -> Result<(), Bail> {
+        match self.peek()? {
+            b'"' => self.ignore_str(),
+            b'{' => self.object(|r, _| r.ignore()),
+            b'[' => self.array(Self::ignore),
+            b't' | b'f' => self.bool().map(drop),
+            b'n' => self.literal(b"null"),
+            _ => self.ignore_number(),
+        }
+    }
+
+    /// The text of the next value, read as by [`Self::ignore`]: what a `&RawValue` would hold.
+    pub(crate) fn raw(&mut self) -> Result<&'de str, Bail> {
+        let start = self.mark();
+        self.ignore()?;
+        self.since(start)
+    }
+
+    /// Where the next value starts, to take its text with [`Self::since`] once it is read.
+    pub(crate) fn mark(&mut self) -> usize {
+        self.skip_ws();
+        self.pos
+    }
+
+    /// The text read since `mark`.
+    pub(crate) fn since(&self, mark: usize) -> Result<&'de str, Bail> {
+        self.input.get(mark..self.pos).ok_or(Bail)
+    }
+
+    /// A string, which must be next, checked and dropped without unescaping it.
+    fn ignore_str(&mut self) -> Result<(), Bail> {
+        let b = self.bytes;
+        let mut i = self.pos + 1;
+        loop {
+            i = plain_run_end(b, i);
+            match b.get(i) {
+                Some(b'"') => {
+                    self.pos = i + 1;
+                    return Ok(());
+                }
+                Some(b'\\') => match b.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u') => {
+                        hex4(b, i + 2)?;
+                        i += 6;
+                    }
+                    _ => return Err(Bail),
+                },
+                // A control character, or the end of the input.
+                _ => return Err(Bail),
+            }
+        }
+    }
+
+    /// A number, which must be next, checked against JSON's grammar only.
+    fn ignore_number(&mut self) -> Result<(), Bail> {
+        let b = self.bytes;
+        let digits_from = |mut i: usize| {
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        let mut i = self.pos;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        i = match b.get(i) {
+            Some(b'0') => i + 1,
+            Some(b'1'..=b'9') => digits_from(i + 1),
+            _ => return Err(Bail),
+        };
+        if b.get(i) == Some(&b'.') {
+            let end = digits_from(i + 1);
+            if end == i + 1 {
+                return Err(Bail);
+            }
+            i = end;
+        }
+        if let Some(b'e' | b'E') = b.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
+            }
+            let end = digits_from(i);
+            if end == i {
+                return Err(Bail);
+            }
+            i = end;
+        }
+        // serde_json stops at a digit after a leading zero and reports it; so do we.
+        if b.get(i).is_some_and(u8::is_ascii_digit) {
+            return Err(Bail);
+        }
+        self.pos = i;
+        Ok(())
+    }
+
     /// Reads the next value whole, as `serde_json::Value` would hold it.
     pub(crate) fn value(&mut self) -> Result<Value, Bail> {
         Ok(match self.peek()? {
@@ -335,6 +414,31 @@ impl<'de> Reader<'de> {
                 Int::Neg(n) => Value::from(n),
             },
         })
+    }
+}
+
+/// The index of the first quote, backslash or control character of `b` from `i` (or its
+/// length): eight bytes at a time.
+fn plain_run_end(b: &[u8], mut i: usize) -> usize {
+    loop {
+        match b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+            Some(word) => {
+                let found = special(u64::from_le_bytes(word));
+                if found != 0 {
+                    return i + (found.trailing_zeros() / 8) as usize;
+                }
+                i += 8;
+            }
+            None => {
+                while let Some(&c) = b.get(i) {
+                    if c == b'"' || c == b'\\' || c < 0x20 {
+                        break;
+                    }
+                    i += 1;
+                }
+                return i;
+            }
+        }
     }
 }
 
