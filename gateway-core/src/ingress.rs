@@ -310,7 +310,9 @@ fn probe_with_serde(body: &[u8], dialect: Dialect) -> Result<Probe<'_>, GatewayE
         })
     }
     let (system, first_user) = match dialect {
-        Dialect::Anthropic | Dialect::OpenaiChat => (raw(probe.system), first_user(probe.messages.as_deref())),
+        Dialect::Anthropic | Dialect::OpenaiChat => {
+            (raw(probe.system), first_user(probe.messages.as_deref()))
+        }
         Dialect::OpenaiResponses => (raw(probe.instructions), raw(probe.input)),
         Dialect::Gemini => (raw(probe.system_instruction), first_user(probe.contents.as_deref())),
     };
@@ -712,7 +714,8 @@ mod tests {
                 assert_eq!(format!("{both:?}"), format!("{serde_only:?}"), "{dialect:?}: {body}");
             }
             if let Ok(fast) = probe_fast(body, dialect) {
-                let reference = probe_with_serde(body.as_bytes(), dialect).expect("serde reads what fast reads");
+                let reference =
+                    probe_with_serde(body.as_bytes(), dialect).expect("serde reads what fast reads");
                 assert_eq!(fast, reference, "{dialect:?}: {body}");
                 fast_decided = true;
             }
