@@ -1,11 +1,13 @@
 //! `Codec::decode_response` and `Codec::decode_error` of every dialect (selector bits 0-1), and
 //! for what decodes, the encoding into every dialect (`encode_response` after the signature
 //! tagging that `translate_response` does, `encode_error`). The error status comes from selector
-//! bits 2-5. Properties: no panic, and a response that encodes decodes again with the target's
-//! own codec.
+//! bits 2-5. Properties: no panic, a response that encodes decodes again with the target's
+//! own codec, and the usage read from an Anthropic body is the one the `serde_json`-only reading
+//! finds.
 #![no_main]
 
 use gateway_core::translate::{Notes, codec, signature};
+use gateway_core::usage::extract::{usage_from_json, usage_from_json_with_serde};
 use gateway_fuzz::{DIALECTS, Input};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let input = Input::parse(data);
     let from = input.dialect();
     let Some(src) = codec(from) else { return };
+    assert_eq!(usage_from_json(input.body), usage_from_json_with_serde(input.body));
 
     let status = STATUSES[usize::from((input.selector >> 2) & 15)];
     let error = src.decode_error(status, input.body);

@@ -332,106 +332,89 @@ fn probe_with_serde(body: &[u8], dialect: Dialect) -> Result<Probe<'_>, GatewayE
 /// of an unexpected type, a repeated field, a body that is not an object, and whatever the
 /// fast reader itself leaves to `serde_json`.
 fn probe_fast(text: &str, dialect: Dialect) -> Result<Probe<'_>, Bail> {
-    let mut probe = Probe::default();
-    let mut seen = 0u16;
-    let mut once = |bit: u16| {
-        let first = seen & bit == 0;
-        seen |= bit;
-        if first { Ok(()) } else { Err(Bail) }
+    #[derive(Clone, Copy)]
+    enum Field {
+        Model,
+        Stream,
+        Metadata,
+        System,
+        Messages,
+        Instructions,
+        Input,
+        PromptCacheKey,
+        SystemInstruction,
+        Contents,
+        StreamOptions,
+    }
+    const FIELDS: [Field; 11] = [
+        Field::Model,
+        Field::Stream,
+        Field::Metadata,
+        Field::System,
+        Field::Messages,
+        Field::Instructions,
+        Field::Input,
+        Field::PromptCacheKey,
+        Field::SystemInstruction,
+        Field::Contents,
+        Field::StreamOptions,
+    ];
+    let slot_of = |key: &str| {
+        Some(match key {
+            "model" => Field::Model,
+            "stream" => Field::Stream,
+            "metadata" => Field::Metadata,
+            "system" => Field::System,
+            "messages" => Field::Messages,
+            "instructions" => Field::Instructions,
+            "input" => Field::Input,
+            "prompt_cache_key" => Field::PromptCacheKey,
+            // One field under two names: serde reports both together as a duplicate.
+            "systemInstruction" | "system_instruction" => Field::SystemInstruction,
+            "contents" => Field::Contents,
+            "stream_options" => Field::StreamOptions,
+            _ => return None,
+        } as u32)
     };
+    let mut probe = Probe::default();
     let (mut system, mut messages, mut instructions, mut input) = (None, None, None, None);
     let (mut system_instruction, mut contents) = (None, None);
     let mut r = Reader::new(text);
-    if r.peek()? != b'{' {
-        return Err(Bail);
-    }
-    r.object(|r, key| match key {
-        "model" => {
-            once(1)?;
-            probe.model = optional_str(r)?;
-            Ok(())
-        }
-        "stream" => {
-            once(1 << 1)?;
-            if !r.null()? {
-                probe.stream = matches!(r.value()?, serde_json::Value::Bool(true));
+    r.fields(slot_of, |r, slot| {
+        match FIELDS[slot as usize] {
+            Field::Model => probe.model = r.optional_str()?,
+            Field::Stream => {
+                probe.stream = !r.null()? && matches!(r.value()?, serde_json::Value::Bool(true));
             }
-            Ok(())
-        }
-        "metadata" => {
-            once(1 << 2)?;
-            if r.null()? {
-                return Ok(());
+            Field::Metadata if !r.null()? => {
+                r.fields(
+                    |k| (k == "user_id").then_some(0),
+                    |r, _| {
+                        probe.metadata_user_id = r.optional_str()?;
+                        Ok(())
+                    },
+                )?;
             }
-            probe.metadata_user_id = None;
-            let mut user_id_seen = false;
-            only_object(r)?;
-            r.object(|r, key| {
-                if key != "user_id" {
-                    return r.ignore();
-                }
-                if std::mem::replace(&mut user_id_seen, true) {
-                    return Err(Bail);
-                }
-                probe.metadata_user_id = optional_str(r)?;
-                Ok(())
-            })
-        }
-        "system" => {
-            once(1 << 3)?;
-            system = optional_raw(r)?;
-            Ok(())
-        }
-        "messages" => {
-            once(1 << 4)?;
-            messages = first_user_fast(r)?;
-            Ok(())
-        }
-        "instructions" => {
-            once(1 << 5)?;
-            instructions = optional_raw(r)?;
-            Ok(())
-        }
-        "input" => {
-            once(1 << 6)?;
-            input = optional_raw(r)?;
-            Ok(())
-        }
-        "prompt_cache_key" => {
-            once(1 << 7)?;
-            probe.prompt_cache_key = optional_str(r)?;
-            Ok(())
-        }
-        // One field under two names: serde reports either twice as a duplicate.
-        "systemInstruction" | "system_instruction" => {
-            once(1 << 8)?;
-            system_instruction = optional_raw(r)?;
-            Ok(())
-        }
-        "contents" => {
-            once(1 << 9)?;
-            contents = first_user_fast(r)?;
-            Ok(())
-        }
-        "stream_options" => {
-            once(1 << 10)?;
-            if r.null()? {
-                return Ok(());
+            Field::Metadata => {}
+            Field::System => system = optional_raw(r)?,
+            Field::Messages => messages = first_user_fast(r)?,
+            Field::Instructions => instructions = optional_raw(r)?,
+            Field::Input => input = optional_raw(r)?,
+            Field::PromptCacheKey => probe.prompt_cache_key = r.optional_str()?,
+            Field::SystemInstruction => system_instruction = optional_raw(r)?,
+            Field::Contents => contents = first_user_fast(r)?,
+            Field::StreamOptions if !r.null()? => {
+                r.fields(
+                    |k| (k == "include_usage").then_some(0),
+                    |r, _| {
+                        probe.include_usage = if r.null()? { None } else { Some(r.bool()?) };
+                        Ok(())
+                    },
+                )?;
             }
-            let mut include_usage_seen = false;
-            only_object(r)?;
-            r.object(|r, key| {
-                if key != "include_usage" {
-                    return r.ignore();
-                }
-                if std::mem::replace(&mut include_usage_seen, true) {
-                    return Err(Bail);
-                }
-                probe.include_usage = if r.null()? { None } else { Some(r.bool()?) };
-                Ok(())
-            })
+            Field::StreamOptions => {}
         }
-        _ => r.ignore(),
+        Ok(())
     })?;
     r.end()?;
     (probe.system, probe.first_user) = match dialect {
@@ -440,15 +423,6 @@ fn probe_fast(text: &str, dialect: Dialect) -> Result<Probe<'_>, Bail> {
         Dialect::Gemini => (system_instruction, contents.flatten()),
     };
     Ok(probe)
-}
-
-fn only_object(r: &mut Reader<'_>) -> Result<(), Bail> {
-    if r.peek()? == b'{' { Ok(()) } else { Err(Bail) }
-}
-
-/// `Option<Cow<str>>`: `null` or a string.
-fn optional_str<'a>(r: &mut Reader<'a>) -> Result<Option<Cow<'a, str>>, Bail> {
-    if r.null()? { Ok(None) } else { r.str().map(Some) }
 }
 
 /// `Option<&RawValue>`: `null` is none.
@@ -475,32 +449,17 @@ fn first_user_fast<'a>(r: &mut Reader<'a>) -> Result<Option<Option<&'a str>>, Ba
             b'[' => Err(Bail),
             b'{' => {
                 let start = r.mark();
-                // Whether serde's `RoleOnly` reads the message as a user turn; `None` when it
-                // fails to read it (a role that is not a string, or a repeated role).
-                let mut is_user = Some(false);
-                let mut role_seen = false;
-                r.object(|r, key| {
-                    if key != "role" {
-                        return r.ignore();
-                    }
-                    if std::mem::replace(&mut role_seen, true) {
-                        is_user = None;
-                        return r.ignore();
-                    }
-                    if r.null()? {
-                        return Ok(());
-                    }
-                    if r.peek()? != b'"' {
-                        is_user = None;
-                        return r.ignore();
-                    }
-                    let role = r.str()?;
-                    if let Some(is_user) = is_user.as_mut() {
-                        *is_user = role == "user";
-                    }
-                    Ok(())
-                })?;
-                if is_user == Some(true) {
+                // A role that is not a string, or a repeated one, fails serde's reading of
+                // the message; that is left to serde too.
+                let mut is_user = false;
+                r.fields(
+                    |k| (k == "role").then_some(0),
+                    |r, _| {
+                        is_user = r.optional_str()?.is_some_and(|role| role == "user");
+                        Ok(())
+                    },
+                )?;
+                if is_user {
                     found = Some(r.since(start)?);
                 }
                 Ok(())
@@ -737,7 +696,7 @@ mod tests {
             r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"system_instruction":{"parts":[{"text":"s"}]}}"#,
             r#"{"model":null,"stream":null,"metadata":null,"system":null,"messages":null,"stream_options":null,"input":null}"#,
             r#"{"model":"m","messages":[{"role":"us\u0065r","content":"escaped role"}]}"#,
-            r#"{"model":"m","messages":[null,"user",7,{"role":null},{"role":"user","role":"user"},{"role":5},{"role":"user","content":"this one"}]}"#,
+            r#"{"model":"m","messages":[null,"user",7,{"role":null},{"content":"no role"},{"role":"user","content":"this one"}]}"#,
             r#"{"model":"m","messages":[],"metadata":{"user_id":null},"stream_options":{"include_usage":null}}"#,
             r#"{"model":"m","stream":{"nested":[true]},"unknown":[[[]]],"big":123456789012345678901234567890,"e":1E+400}"#,
             r#"{"model":"m","ignored":"lone \udc00 surrogate"}"#,
@@ -766,6 +725,8 @@ mod tests {
             r#"{"stream_options":[true]}"#,
             r#"{"messages":{"role":"user"}}"#,
             r#"{"messages":[["user"]]}"#,
+            r#"{"model":"m","messages":[{"role":"user","role":"user"},{"role":"user","content":"x"}]}"#,
+            r#"{"model":"m","messages":[{"role":5},{"role":"user","content":"x"}]}"#,
             r#"{"stream":1.5}"#,
             // What the fast reader itself does not decide.
             r#"{"mod\u0065l":"m"}"#,

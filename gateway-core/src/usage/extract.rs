@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use super::TokenUsage;
 use crate::sse::SseDecoder;
+use crate::translate::lenient::fast::{Bail, Reader};
 
 #[derive(Debug, Default, Deserialize)]
 struct CacheCreationSplit {
@@ -64,10 +65,81 @@ struct MessageBody {
 /// Usage of a complete (non-streaming) Anthropic Messages response; `None` when the body has
 /// no `usage` object or is not JSON.
 pub fn usage_from_json(body: &[u8]) -> Option<TokenUsage> {
-    let parsed: MessageBody = serde_json::from_slice(body).ok()?;
+    // The fast reader answers for nearly every body; serde_json for the rest.
+    let fast = std::str::from_utf8(body).ok().and_then(|text| message_usage_fast(text).ok());
+    let parsed = match fast {
+        Some(usage) => usage,
+        None => serde_json::from_slice::<MessageBody>(body).ok()?.usage,
+    };
     let mut usage = TokenUsage::default();
-    parsed.usage?.merge_into(&mut usage);
+    parsed?.merge_into(&mut usage);
     Some(usage)
+}
+
+/// [`usage_from_json`] with `serde_json` alone: the reference the fast reading must agree with
+/// (for tests and fuzzing).
+#[doc(hidden)]
+pub fn usage_from_json_with_serde(body: &[u8]) -> Option<TokenUsage> {
+    let mut usage = TokenUsage::default();
+    serde_json::from_slice::<MessageBody>(body).ok()?.usage?.merge_into(&mut usage);
+    Some(usage)
+}
+
+/// [`MessageBody`]'s `usage` read in one pass of the fast reader, giving up where serde's
+/// reading could differ.
+fn message_usage_fast(text: &str) -> Result<Option<AnthropicUsage>, Bail> {
+    let mut r = Reader::new(text);
+    let mut usage = None;
+    r.fields(
+        |k| (k == "usage").then_some(0),
+        |r, _| {
+            usage = if r.null()? { None } else { Some(anthropic_usage_fast(r)?) };
+            Ok(())
+        },
+    )?;
+    r.end()?;
+    Ok(usage)
+}
+
+fn anthropic_usage_fast(r: &mut Reader<'_>) -> Result<AnthropicUsage, Bail> {
+    let mut u = AnthropicUsage::default();
+    let slot_of = |key: &str| match key {
+        "input_tokens" => Some(0),
+        "output_tokens" => Some(1),
+        "cache_creation_input_tokens" => Some(2),
+        "cache_read_input_tokens" => Some(3),
+        "cache_creation" => Some(4),
+        _ => None,
+    };
+    r.fields(slot_of, |r, slot| {
+        match slot {
+            0 => u.input_tokens = r.optional_u64()?,
+            1 => u.output_tokens = r.optional_u64()?,
+            2 => u.cache_creation_input_tokens = r.optional_u64()?,
+            3 => u.cache_read_input_tokens = r.optional_u64()?,
+            _ if r.null()? => u.cache_creation = None,
+            _ => {
+                let mut split = CacheCreationSplit::default();
+                let slot_of = |key: &str| match key {
+                    "ephemeral_5m_input_tokens" => Some(0),
+                    "ephemeral_1h_input_tokens" => Some(1),
+                    _ => None,
+                };
+                r.fields(slot_of, |r, slot| {
+                    let value = r.optional_u64()?;
+                    if slot == 0 {
+                        split.ephemeral_5m_input_tokens = value;
+                    } else {
+                        split.ephemeral_1h_input_tokens = value;
+                    }
+                    Ok(())
+                })?;
+                u.cache_creation = Some(split);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(u)
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +389,48 @@ mod tests {
         );
         assert!(usage_from_json(b"not json").is_none());
         assert!(usage_from_json(b"{\"id\":1}").is_none());
+    }
+
+    #[test]
+    fn the_fast_usage_reading_agrees_with_serde() {
+        let decided = [
+            r#"{"id":"msg_1","type":"message","content":[{"type":"text","text":"a \"quoted\"\n\u00e9 text"}],"stop_reason":"end_turn","usage":{"input_tokens":25,"output_tokens":15,"service_tier":"standard","server_tool_use":{"web_search_requests":0}}}"#,
+            r#" { "usage" : { "input_tokens" : 1 , "cache_creation" : { "ephemeral_5m_input_tokens" : 4 , "x" : 1.5 } , "cache_read_input_tokens" : null } } "#,
+            r#"{"usage":{"cache_creation":null,"input_tokens":3}}"#,
+            r#"{"usage":null}"#,
+            r#"{"content":[{"type":"tool_use","input":{"usage":{"input_tokens":999}}}],"usage":{"output_tokens":2}}"#,
+            r#"{"usage":{}}"#,
+            r#"{}"#,
+        ];
+        for body in decided {
+            assert!(message_usage_fast(body).is_ok(), "the fast reading gave up on {body}");
+            assert_eq!(
+                usage_from_json(body.as_bytes()),
+                usage_from_json_with_serde(body.as_bytes()),
+                "{body}"
+            );
+        }
+        let left_to_serde = [
+            r#"{"usage":{"input_tokens":1},"usage":{"input_tokens":2}}"#,
+            r#"{"usage":{"input_tokens":1,"input_tokens":2}}"#,
+            r#"{"usage":{"input_tokens":-1}}"#,
+            r#"{"usage":{"input_tokens":1.0}}"#,
+            r#"{"usage":{"input_tokens":"1"}}"#,
+            r#"{"usage":{"cache_creation":{"ephemeral_1h_input_tokens":1,"ephemeral_1h_input_tokens":2}}}"#,
+            r#"{"usage":[1,2]}"#,
+            r#"[{"input_tokens":1}]"#,
+            r#"{"usage":{"input_tokens":1}} trailing"#,
+            r#"{"us\u0061ge":{"input_tokens":1}}"#,
+            r#"{"usage":{"input_tokens":123456789012345678901}}"#,
+        ];
+        for body in left_to_serde {
+            assert!(message_usage_fast(body).is_err(), "the fast reading decided {body}");
+            assert_eq!(
+                usage_from_json(body.as_bytes()),
+                usage_from_json_with_serde(body.as_bytes()),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -282,6 +282,49 @@ impl<'de> Reader<'de> {
         }
     }
 
+    /// Reads an object, which must be next, as a derived `Deserialize` reads a struct from one:
+    /// `slot_of` names the field (at most 64) a key fills, `field` reads that field's value,
+    /// other keys are ignored ([`Self::ignore`]). A field filled twice, which serde reports as
+    /// an error, is left to serde.
+    pub(crate) fn fields(
+        &mut self,
+        slot_of: impl Fn(&str) -> Option<u32>,
+        mut field: impl FnMut(&mut Self, u32) -> Result<(), Bail>,
+    ) -> Result<(), Bail> {
+        if self.peek()? != b'{' {
+            return Err(Bail);
+        }
+        let mut filled = 0u64;
+        self.object(|r, key| {
+            let Some(slot) = slot_of(key) else {
+                return r.ignore();
+            };
+            let bit = 1u64.checked_shl(slot).ok_or(Bail)?;
+            if filled & bit != 0 {
+                return Err(Bail);
+            }
+            filled |= bit;
+            field(r, slot)
+        })
+    }
+
+    /// An `Option<String>` (borrowed when it has no escapes) as serde reads one: `null` or a
+    /// string.
+    pub(crate) fn optional_str(&mut self) -> Result<Option<Cow<'de, str>>, Bail> {
+        if self.null()? { Ok(None) } else { self.str().map(Some) }
+    }
+
+    /// An `Option<u64>` as serde reads one: `null` or a non-negative integer.
+    pub(crate) fn optional_u64(&mut self) -> Result<Option<u64>, Bail> {
+        if self.null()? {
+            return Ok(None);
+        }
+        match self.int()? {
+            Int::Pos(n) => Ok(Some(n)),
+            Int::Neg(_) => Err(Bail),
+        }
+    }
+
     /// Reads and drops the next value as `serde_json` ignores one (`IgnoredAny`, or the value
     /// behind a `RawValue`): numbers are checked against the grammar only and `\u` escapes only
     /// for their four hex digits, so this accepts more than [`Self::skip`] does.
@@ -493,6 +536,38 @@ mod tests {
         let v = r.value()?;
         r.end()?;
         Ok(v)
+    }
+
+    #[test]
+    fn ignore_accepts_what_serde_ignores_and_raw_is_the_value_as_written() {
+        for doc in [
+            r#" {"a":[1,-0,2.5e-3,1E+400,123456789012345678901234],"b":"\ud800 lone, \"q\" \\ \/ \b\f\n\r\t","c":{},"d":[],"e":true,"f":null} "#,
+            "0",
+            "-1.0e5",
+            r#""plain""#,
+        ] {
+            let mut r = Reader::new(doc);
+            let raw = r.raw().expect("fast reader ignores it");
+            r.end().expect("nothing follows");
+            assert_eq!(raw, doc.trim());
+            assert!(serde_json::from_str::<serde::de::IgnoredAny>(doc).is_ok(), "{doc}");
+        }
+        for doc in [
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "+1",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"tab\there\"",
+            "\"open",
+            "[1,]",
+            "{\"k\":}",
+        ] {
+            let mut r = Reader::new(doc);
+            assert!(r.ignore().and_then(|()| r.end()).is_err(), "{doc}");
+        }
     }
 
     /// Whatever the fast reader accepts, `serde_json` accepts and reads the same way.
