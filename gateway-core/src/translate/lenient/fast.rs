@@ -461,28 +461,26 @@ impl<'de> Reader<'de> {
 }
 
 /// The index of the first quote, backslash or control character of `b` from `i` (or its
-/// length): eight bytes at a time.
-fn plain_run_end(b: &[u8], mut i: usize) -> usize {
-    loop {
-        match b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
-            Some(word) => {
-                let found = special(u64::from_le_bytes(word));
-                if found != 0 {
-                    return i + (found.trailing_zeros() / 8) as usize;
-                }
-                i += 8;
-            }
-            None => {
-                while let Some(&c) = b.get(i) {
-                    if c == b'"' || c == b'\\' || c < 0x20 {
-                        break;
-                    }
-                    i += 1;
-                }
-                return i;
-            }
-        }
+/// length). Keys and short values end within the first word, tested eight bytes at a time;
+/// longer strings (message texts, often kilobytes) are searched with `memchr`'s vector code,
+/// then checked for control characters in one branch-free pass.
+fn plain_run_end(b: &[u8], i: usize) -> usize {
+    let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) else {
+        let tail = b.get(i..).unwrap_or_default();
+        return i + tail.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(tail.len());
+    };
+    let found = special(u64::from_le_bytes(word));
+    if found != 0 {
+        return i + (found.trailing_zeros() / 8) as usize;
     }
+    let from = i + 8;
+    let rest = b.get(from..).unwrap_or_default();
+    let run = &rest[..memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len())];
+    // No early exit, so the compiler can vectorize it; a control character is an error anyway.
+    if run.iter().fold(false, |seen, &c| seen | (c < 0x20)) {
+        return from + run.iter().position(|&c| c < 0x20).unwrap_or(run.len());
+    }
+    from + run.len()
 }
 
 /// Whether a JSON string of these bytes needs escapes (a quote, a backslash or a control
