@@ -461,26 +461,30 @@ impl<'de> Reader<'de> {
 }
 
 /// The index of the first quote, backslash or control character of `b` from `i` (or its
-/// length). Keys and short values end within the first word, tested eight bytes at a time;
-/// longer strings (message texts, often kilobytes) are searched with `memchr`'s vector code,
-/// then checked for control characters in one branch-free pass.
-fn plain_run_end(b: &[u8], i: usize) -> usize {
-    let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) else {
-        let tail = b.get(i..).unwrap_or_default();
-        return i + tail.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(tail.len());
-    };
-    let found = special(u64::from_le_bytes(word));
-    if found != 0 {
-        return i + (found.trailing_zeros() / 8) as usize;
+/// length). Keys and short values end within a few words, tested eight bytes at a time; longer
+/// strings (message texts, often kilobytes) are searched with `memchr`'s vector code, whose
+/// setup only pays off past a few words, then checked for control characters in one
+/// branch-free pass.
+fn plain_run_end(b: &[u8], mut i: usize) -> usize {
+    const WORDS_BEFORE_MEMCHR: usize = 4;
+    for _ in 0..WORDS_BEFORE_MEMCHR {
+        let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) else {
+            let tail = b.get(i..).unwrap_or_default();
+            return i + tail.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(tail.len());
+        };
+        let found = special(u64::from_le_bytes(word));
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
     }
-    let from = i + 8;
-    let rest = b.get(from..).unwrap_or_default();
+    let rest = b.get(i..).unwrap_or_default();
     let run = &rest[..memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len())];
     // No early exit, so the compiler can vectorize it; a control character is an error anyway.
     if run.iter().fold(false, |seen, &c| seen | (c < 0x20)) {
-        return from + run.iter().position(|&c| c < 0x20).unwrap_or(run.len());
+        return i + run.iter().position(|&c| c < 0x20).unwrap_or(run.len());
     }
-    from + run.len()
+    i + run.len()
 }
 
 /// Whether a JSON string of these bytes needs escapes (a quote, a backslash or a control
@@ -631,6 +635,24 @@ mod tests {
         ] {
             assert!(!agrees(doc), "{doc:?} should be left to serde_json");
         }
+    }
+
+    #[test]
+    fn a_run_ends_at_its_first_special_byte_at_any_length() {
+        // Across the word-at-a-time part, the memchr part and the tail shorter than a word.
+        for start in [0, 3] {
+            for len in 0..80 {
+                for special_byte in [b'"', b'\\', 0x00, 0x1f] {
+                    let mut doc = vec![b'x'; start + len];
+                    doc.push(special_byte);
+                    doc.extend_from_slice(b"\"\\\x01 more");
+                    assert_eq!(plain_run_end(&doc, start), start + len, "{start} {len} {special_byte}");
+                }
+                let plain = vec![b'y'; start + len];
+                assert_eq!(plain_run_end(&plain, start), start + len);
+            }
+        }
+        assert_eq!(plain_run_end(b"ab", 5), 5);
     }
 
     #[test]
