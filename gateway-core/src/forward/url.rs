@@ -28,21 +28,24 @@ pub fn join_upstream_url(base: &str, client_path: &str, query: Option<&str>) -> 
     let (version, endpoint) = split_version(client_path);
     let (origin, base_path) = split_origin(base);
 
-    let path = if base_path.is_empty() {
-        format!("{version}{endpoint}")
+    // The path's pieces, pushed straight into the URL: this runs per request.
+    let path: [&str; 3] = if base_path.is_empty() {
+        ["", version, endpoint]
     } else if let Some(stem) = strip_endpoint_suffix(base_path, endpoint) {
         // Full endpoint given (".../v1/messages" for "/v1/messages"): use it as is, but keep
         // deeper sub-paths of the client ("/count_tokens").
-        format!("{stem}{endpoint}")
+        [stem, "", endpoint]
     } else if ends_with_version_segment(base_path) {
-        format!("{base_path}{endpoint}")
+        [base_path, "", endpoint]
     } else {
-        format!("{base_path}{version}{endpoint}")
+        [base_path, version, endpoint]
     };
-    let mut url = String::with_capacity(origin.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    let query = query.filter(|q| !q.is_empty());
+    let len = origin.len() + path.iter().map(|p| p.len()).sum::<usize>() + query.map_or(0, |q| q.len() + 1);
+    let mut url = String::with_capacity(len);
     url.push_str(origin);
-    url.push_str(&path);
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
+    path.iter().for_each(|piece| url.push_str(piece));
+    if let Some(q) = query {
         url.push('?');
         url.push_str(q);
     }
