@@ -1,14 +1,11 @@
 //! The read model the hot path consults: an immutable snapshot swapped whole on change.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::FastMap;
 use crate::config::{ApiKey, ConfigError, ConfigFile, Id, Price, Provider, User, hash_api_key};
-
-/// Lookups per request; the keys come from configuration, not from callers.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Everything a request needs to know about configuration, indexed for lookups.
 #[derive(Debug, Default)]

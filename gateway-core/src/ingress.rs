@@ -346,20 +346,12 @@ fn probe_fast(text: &str, dialect: Dialect) -> Result<Probe<'_>, Bail> {
         Contents,
         StreamOptions,
     }
-    const FIELDS: [Field; 11] = [
-        Field::Model,
-        Field::Stream,
-        Field::Metadata,
-        Field::System,
-        Field::Messages,
-        Field::Instructions,
-        Field::Input,
-        Field::PromptCacheKey,
-        Field::SystemInstruction,
-        Field::Contents,
-        Field::StreamOptions,
-    ];
-    let slot_of = |key: &str| {
+    impl From<Field> for u32 {
+        fn from(field: Field) -> u32 {
+            field as u32
+        }
+    }
+    let field_of = |key: &str| {
         Some(match key {
             "model" => Field::Model,
             "stream" => Field::Stream,
@@ -374,73 +366,67 @@ fn probe_fast(text: &str, dialect: Dialect) -> Result<Probe<'_>, Bail> {
             "contents" => Field::Contents,
             "stream_options" => Field::StreamOptions,
             _ => return None,
-        } as u32)
+        })
     };
     let mut probe = Probe::default();
     let (mut system, mut messages, mut instructions, mut input) = (None, None, None, None);
     let (mut system_instruction, mut contents) = (None, None);
     let mut r = Reader::new(text);
-    r.fields(slot_of, |r, slot| {
-        match FIELDS[slot as usize] {
+    r.fields(field_of, |r, field| {
+        match field {
             Field::Model => probe.model = r.optional_str()?,
             Field::Stream => {
                 probe.stream = !r.null()? && matches!(r.value()?, serde_json::Value::Bool(true));
             }
-            Field::Metadata if !r.null()? => {
-                r.fields(
-                    |k| (k == "user_id").then_some(0),
-                    |r, _| {
-                        probe.metadata_user_id = r.optional_str()?;
-                        Ok(())
-                    },
-                )?;
+            Field::Metadata => {
+                if !r.null()? {
+                    r.fields(
+                        |k| (k == "user_id").then_some(0u32),
+                        |r, _| {
+                            probe.metadata_user_id = r.optional_str()?;
+                            Ok(())
+                        },
+                    )?;
+                }
             }
-            Field::Metadata => {}
-            Field::System => system = optional_raw(r)?,
+            Field::System => system = r.optional_raw()?,
             Field::Messages => messages = first_user_fast(r)?,
-            Field::Instructions => instructions = optional_raw(r)?,
-            Field::Input => input = optional_raw(r)?,
+            Field::Instructions => instructions = r.optional_raw()?,
+            Field::Input => input = r.optional_raw()?,
             Field::PromptCacheKey => probe.prompt_cache_key = r.optional_str()?,
-            Field::SystemInstruction => system_instruction = optional_raw(r)?,
+            Field::SystemInstruction => system_instruction = r.optional_raw()?,
             Field::Contents => contents = first_user_fast(r)?,
-            Field::StreamOptions if !r.null()? => {
-                r.fields(
-                    |k| (k == "include_usage").then_some(0),
-                    |r, _| {
-                        probe.include_usage = if r.null()? { None } else { Some(r.bool()?) };
-                        Ok(())
-                    },
-                )?;
+            Field::StreamOptions => {
+                if !r.null()? {
+                    r.fields(
+                        |k| (k == "include_usage").then_some(0u32),
+                        |r, _| {
+                            probe.include_usage = if r.null()? { None } else { Some(r.bool()?) };
+                            Ok(())
+                        },
+                    )?;
+                }
             }
-            Field::StreamOptions => {}
         }
         Ok(())
     })?;
     r.end()?;
     (probe.system, probe.first_user) = match dialect {
-        Dialect::Anthropic | Dialect::OpenaiChat => (system, messages.flatten()),
+        Dialect::Anthropic | Dialect::OpenaiChat => (system, messages),
         Dialect::OpenaiResponses => (instructions, input),
-        Dialect::Gemini => (system_instruction, contents.flatten()),
+        Dialect::Gemini => (system_instruction, contents),
     };
     Ok(probe)
-}
-
-/// `Option<&RawValue>`: `null` is none.
-fn optional_raw<'a>(r: &mut Reader<'a>) -> Result<Option<&'a str>, Bail> {
-    if r.null()? { Ok(None) } else { r.raw().map(Some) }
 }
 
 /// A list of messages (`null` or an array): the first whose `role` is `"user"`, as raw JSON.
 /// A message that is not an object counts as no user turn, as in [`probe_with_serde`], except
 /// an array, which serde would read as a struct: that is left to serde.
-fn first_user_fast<'a>(r: &mut Reader<'a>) -> Result<Option<Option<&'a str>>, Bail> {
-    if r.null()? {
-        return Ok(None);
-    }
-    if r.peek()? != b'[' {
-        return Err(Bail);
-    }
+fn first_user_fast<'a>(r: &mut Reader<'a>) -> Result<Option<&'a str>, Bail> {
     let mut found = None;
+    if r.null()? {
+        return Ok(found);
+    }
     r.array(|r| {
         if found.is_some() {
             return r.ignore();
@@ -453,7 +439,7 @@ fn first_user_fast<'a>(r: &mut Reader<'a>) -> Result<Option<Option<&'a str>>, Ba
                 // the message; that is left to serde too.
                 let mut is_user = false;
                 r.fields(
-                    |k| (k == "role").then_some(0),
+                    |k| (k == "role").then_some(0u32),
                     |r, _| {
                         is_user = r.optional_str()?.is_some_and(|role| role == "user");
                         Ok(())
@@ -467,11 +453,11 @@ fn first_user_fast<'a>(r: &mut Reader<'a>) -> Result<Option<Option<&'a str>>, Ba
             _ => r.ignore(),
         }
     })?;
-    Ok(Some(found))
+    Ok(found)
 }
 
-/// Parses the hints of a JSON body. `require_model` makes a missing `model` an error.
-pub fn parse_hints(body: &[u8], dialect: Dialect, require_model: bool) -> Result<RequestHints, GatewayError> {
+/// The error for a body with nothing but whitespace.
+fn reject_empty(body: &[u8]) -> Result<(), GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::new(
             ErrorKind::InvalidRequest,
@@ -479,6 +465,12 @@ pub fn parse_hints(body: &[u8], dialect: Dialect, require_model: bool) -> Result
             "request body is empty; a JSON object is required",
         ));
     }
+    Ok(())
+}
+
+/// Parses the hints of a JSON body. `require_model` makes a missing `model` an error.
+pub fn parse_hints(body: &[u8], dialect: Dialect, require_model: bool) -> Result<RequestHints, GatewayError> {
+    reject_empty(body)?;
     let fast = std::str::from_utf8(body).ok().and_then(|text| probe_fast(text, dialect).ok());
     let probe = match fast {
         Some(probe) => probe,
@@ -495,9 +487,7 @@ pub fn parse_hints_with_serde(
     dialect: Dialect,
     require_model: bool,
 ) -> Result<RequestHints, GatewayError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return parse_hints(body, dialect, require_model);
-    }
+    reject_empty(body)?;
     hints_of(probe_with_serde(body, dialect)?, require_model)
 }
 

@@ -26,6 +26,10 @@ pub mod store;
 pub mod translate;
 pub mod usage;
 
+/// A hash map for per-request lookups whose keys come from configuration, not from callers, so
+/// a fast hash (foldhash) needs no resistance to chosen keys.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use error::{ErrorKind, GatewayError};
 pub use pipeline::{Gateway, GatewayBuilder, GatewaySettings};
 pub use request::{GatewayBody, GatewayRequest, GatewayResponse, RequestContext};

@@ -1,7 +1,6 @@
 //! Upstream HTTP clients: one per distinct (proxy, connect timeout), shared by every provider
 //! with those settings, each with its own connection pool.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::RwLock;
 
+use crate::FastMap;
 use crate::config::Provider;
 use crate::error::{ErrorKind, GatewayError};
 use crate::request::{BoxError, GatewayBody};
@@ -268,8 +268,8 @@ pub struct ProviderClients {
 #[derive(Debug, Clone)]
 pub struct ClientPool {
     opts: ClientOptions,
-    clients: Arc<RwLock<HashMap<ClientKey, UpstreamClient, foldhash::fast::RandomState>>>,
-    uris: Arc<RwLock<HashMap<String, http::Uri, foldhash::fast::RandomState>>>,
+    clients: Arc<RwLock<FastMap<ClientKey, UpstreamClient>>>,
+    uris: Arc<RwLock<FastMap<String, http::Uri>>>,
 }
 
 /// Parsed upstream URLs kept at most; a gateway sends to few distinct endpoints, so the cache

@@ -91,7 +91,7 @@ fn message_usage_fast(text: &str) -> Result<Option<AnthropicUsage>, Bail> {
     let mut r = Reader::new(text);
     let mut usage = None;
     r.fields(
-        |k| (k == "usage").then_some(0),
+        |k| (k == "usage").then_some(0u32),
         |r, _| {
             usage = if r.null()? { None } else { Some(anthropic_usage_fast(r)?) };
             Ok(())
@@ -104,7 +104,7 @@ fn message_usage_fast(text: &str) -> Result<Option<AnthropicUsage>, Bail> {
 fn anthropic_usage_fast(r: &mut Reader<'_>) -> Result<AnthropicUsage, Bail> {
     let mut u = AnthropicUsage::default();
     let slot_of = |key: &str| match key {
-        "input_tokens" => Some(0),
+        "input_tokens" => Some(0u32),
         "output_tokens" => Some(1),
         "cache_creation_input_tokens" => Some(2),
         "cache_read_input_tokens" => Some(3),
@@ -121,7 +121,7 @@ fn anthropic_usage_fast(r: &mut Reader<'_>) -> Result<AnthropicUsage, Bail> {
             _ => {
                 let mut split = CacheCreationSplit::default();
                 let slot_of = |key: &str| match key {
-                    "ephemeral_5m_input_tokens" => Some(0),
+                    "ephemeral_5m_input_tokens" => Some(0u32),
                     "ephemeral_1h_input_tokens" => Some(1),
                     _ => None,
                 };

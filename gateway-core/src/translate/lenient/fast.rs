@@ -286,10 +286,10 @@ impl<'de> Reader<'de> {
     /// `slot_of` names the field (at most 64) a key fills, `field` reads that field's value,
     /// other keys are ignored ([`Self::ignore`]). A field filled twice, which serde reports as
     /// an error, is left to serde.
-    pub(crate) fn fields(
+    pub(crate) fn fields<S: Copy + Into<u32>>(
         &mut self,
-        slot_of: impl Fn(&str) -> Option<u32>,
-        mut field: impl FnMut(&mut Self, u32) -> Result<(), Bail>,
+        slot_of: impl Fn(&str) -> Option<S>,
+        mut field: impl FnMut(&mut Self, S) -> Result<(), Bail>,
     ) -> Result<(), Bail> {
         if self.peek()? != b'{' {
             return Err(Bail);
@@ -299,7 +299,7 @@ impl<'de> Reader<'de> {
             let Some(slot) = slot_of(key) else {
                 return r.ignore();
             };
-            let bit = 1u64.checked_shl(slot).ok_or(Bail)?;
+            let bit = 1u64.checked_shl(slot.into()).ok_or(Bail)?;
             if filled & bit != 0 {
                 return Err(Bail);
             }
@@ -312,6 +312,11 @@ impl<'de> Reader<'de> {
     /// string.
     pub(crate) fn optional_str(&mut self) -> Result<Option<Cow<'de, str>>, Bail> {
         if self.null()? { Ok(None) } else { self.str().map(Some) }
+    }
+
+    /// An `Option<&RawValue>` as serde reads one: `null` is none, anything else its text.
+    pub(crate) fn optional_raw(&mut self) -> Result<Option<&'de str>, Bail> {
+        if self.null()? { Ok(None) } else { self.raw().map(Some) }
     }
 
     /// An `Option<u64>` as serde reads one: `null` or a non-negative integer.
@@ -490,15 +495,7 @@ fn plain_run_end(b: &[u8], mut i: usize) -> usize {
 /// Whether a JSON string of these bytes needs escapes (a quote, a backslash or a control
 /// character).
 pub(crate) fn needs_escape(bytes: &[u8]) -> bool {
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        if let Ok(word) = <[u8; 8]>::try_from(word)
-            && special(u64::from_le_bytes(word)) != 0
-        {
-            return true;
-        }
-    }
-    words.remainder().iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20)
+    plain_run_end(bytes, 0) < bytes.len()
 }
 
 /// The quotes, backslashes and control characters of eight bytes (little-endian): the high bit
