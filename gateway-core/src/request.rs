@@ -127,6 +127,10 @@ pub struct ContextState {
     pub notes: Vec<String>,
     /// Drop the trailing usage-only chunk of a chat stream before the client sees it.
     pub hide_usage_chunk: bool,
+    /// Usage of a complete response translated from another dialect, as the upstream reported
+    /// it. The meter takes it instead of reading the translated body: the client's dialect may
+    /// not carry every count (OpenAI chat has no cache writes), and the body was already read.
+    pub upstream_usage: Option<TokenUsage>,
 }
 
 /// Facts known only when the response ends, passed to the finalizer.
@@ -235,6 +239,7 @@ impl RequestContext {
             chain: std::mem::take(&mut state.chain),
             notes: std::mem::take(&mut state.notes),
             hide_usage_chunk: state.hide_usage_chunk,
+            upstream_usage: state.upstream_usage.take(),
         }
     }
 

@@ -240,6 +240,40 @@ async fn chat_clients_served_by_a_claude_provider_including_tool_calls() {
     assert!(r.usage.output_tokens > 0, "{r:?}");
 }
 
+/// A translated complete response is billed from the upstream's own usage, not from the body
+/// the client gets: OpenAI chat has no field for cache writes, so reading the chat body back
+/// would bill them as nothing.
+#[tokio::test]
+async fn translated_complete_responses_are_billed_from_the_upstreams_usage() {
+    let e = env("claude", "translate_from = [\"openai-chat\"]").await;
+    e.mock.set_behavior(gateway_mock::MockBehavior {
+        usage: gateway_mock::MockUsage {
+            input_tokens: 100,
+            output_tokens: 40,
+            cache_creation_input_tokens: 3000,
+            cache_creation_5m_input_tokens: 1000,
+            cache_creation_1h_input_tokens: 2000,
+            cache_read_input_tokens: 500,
+        },
+        ..gateway_mock::MockBehavior::default()
+    });
+    let body = r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, text, r) = e.post("/v1/chat/completions", &[BEARER], body).await;
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["object"], "chat.completion", "{text}");
+    assert_eq!(v["usage"]["completion_tokens"], 40, "{text}");
+    let u = r.usage;
+    assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_input_tokens), (100, 40, 500), "{r:?}");
+    assert_eq!(
+        (u.cache_creation_input_tokens, u.cache_creation_5m_input_tokens, u.cache_creation_1h_input_tokens),
+        (3000, 1000, 2000),
+        "cache writes reach the record although the chat body cannot carry them: {r:?}"
+    );
+    assert_eq!(r.outcome, gateway_core::usage::Outcome::Success);
+    assert!(r.ttft_ms.is_some(), "the first byte of the body still sets the time to first token");
+}
+
 #[tokio::test]
 async fn translated_upstream_errors_keep_their_status_in_the_callers_shape() {
     let e = env("openai-compatible", "translate_from = [\"anthropic\"]\nmax_retry_attempts = 1").await;

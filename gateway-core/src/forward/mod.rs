@@ -282,10 +282,13 @@ impl ForwardService {
         let resp = GatewayResponse::from_parts(parts, body);
         if translated.is_some() {
             let mut notes = crate::translate::Notes::default();
-            let resp =
+            let (resp, usage) =
                 translation::translate_response(resp, upstream_dialect, req.dialect, &mut notes).await?;
-            if !notes.is_empty() {
-                req.ctx.update(|s| s.notes.extend(notes.0));
+            if !notes.is_empty() || usage.is_some() {
+                req.ctx.update(|s| {
+                    s.notes.extend(notes.0);
+                    s.upstream_usage = usage;
+                });
             }
             return Ok(resp);
         }

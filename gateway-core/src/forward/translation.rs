@@ -13,6 +13,7 @@ use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
 use crate::request::{BoxError, GatewayBody, GatewayResponse, full_body};
 use crate::translate::{self, Notes, StreamTranslator};
+use crate::usage::TokenUsage;
 
 /// Largest complete body (response or error) translated in memory.
 const MAX_TRANSLATED_BODY: usize = 32 * 1024 * 1024;
@@ -102,13 +103,14 @@ fn set_json(headers: &mut http::HeaderMap, len: usize) {
 
 /// Rewrites an upstream response of dialect `from` into the client's dialect `to`. `stream` is
 /// whether the client asked for a stream; the response's own content type decides how it is
-/// read. Notes of the response are appended to `notes`.
+/// read. Notes of the response are appended to `notes`. A complete successful response comes
+/// with its usage as the upstream reported it; errors and streams come with none.
 pub async fn translate_response(
     resp: GatewayResponse,
     from: Dialect,
     to: Dialect,
     notes: &mut Notes,
-) -> Result<GatewayResponse, GatewayError> {
+) -> Result<(GatewayResponse, Option<TokenUsage>), GatewayError> {
     let src =
         translate::codec(from).ok_or_else(|| translate_error("response", format!("no codec for {from}")))?;
     let dst =
@@ -124,21 +126,21 @@ pub async fn translate_response(
         let info = src.decode_error(parts.status.as_u16(), &raw);
         let out = dst.encode_error(&info);
         set_json(&mut parts.headers, out.len());
-        return Ok(GatewayResponse::from_parts(parts, full_body(out)));
+        return Ok((GatewayResponse::from_parts(parts, full_body(out)), None));
     }
     if is_sse {
         let translator = StreamTranslator::new(from, to).map_err(|e| translate_error("stream", e))?;
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         let body = TranslatingBody { inner: body, translator, done: false }.boxed_unsync();
-        return Ok(GatewayResponse::from_parts(parts, body));
+        return Ok((GatewayResponse::from_parts(parts, body), None));
     }
     let raw = collect_limited(body).await?;
     let mut ir = src.decode_response(&raw).map_err(|e| translate_error("response", e))?;
     translate::signature::tag_blocks(from, &mut ir.content);
     let out = dst.encode_response(&ir, notes).map_err(|e| translate_error("response", e))?;
     set_json(&mut parts.headers, out.len());
-    Ok(GatewayResponse::from_parts(parts, full_body(out)))
+    Ok((GatewayResponse::from_parts(parts, full_body(out)), Some(ir.usage.tokens)))
 }
 
 /// A stream body translated frame by frame; memory is bounded by one incomplete event.

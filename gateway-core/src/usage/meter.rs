@@ -133,7 +133,13 @@ const MAX_JSON_TAP_BYTES: usize = 8 * 1024 * 1024;
 
 enum Tap {
     Sse(Box<SseUsageTap>),
-    Json { chunks: Vec<Bytes>, len: usize, overflow: bool },
+    Json {
+        chunks: Vec<Bytes>,
+        len: usize,
+        overflow: bool,
+    },
+    /// Usage known before the body is sent (a translated complete response): nothing to read.
+    Known(TokenUsage),
 }
 
 /// A response body that meters usage and finalizes the request's record exactly once.
@@ -164,7 +170,11 @@ impl MeteredBody {
         let (tap, remaining) = if sse {
             (Tap::Sse(Box::new(SseUsageTap::for_dialect(ctx.error_dialect()))), None)
         } else {
-            (Tap::Json { chunks: Vec::new(), len: 0, overflow: false }, inner.size_hint().exact())
+            let tap = match ctx.update(|s| s.upstream_usage.take()) {
+                Some(usage) => Tap::Known(usage),
+                None => Tap::Json { chunks: Vec::new(), len: 0, overflow: false },
+            };
+            (tap, inner.size_hint().exact())
         };
         Self {
             inner,
@@ -182,7 +192,7 @@ impl MeteredBody {
     fn observe(&mut self, data: &Bytes) {
         if !self.first_byte_seen && !data.is_empty() {
             self.first_byte_seen = true;
-            if matches!(self.tap, Tap::Json { .. }) {
+            if !matches!(self.tap, Tap::Sse(_)) {
                 let now = self.ctx.elapsed();
                 self.ctx.update(|s| s.ttft = Some(now));
             }
@@ -194,6 +204,7 @@ impl MeteredBody {
                     self.ctx.update(|s| s.ttft = Some(now));
                 }
             }
+            Tap::Known(_) => {}
             Tap::Json { chunks, len, overflow } => {
                 if !*overflow {
                     *len += data.len();
@@ -211,6 +222,12 @@ impl MeteredBody {
     fn usage(&mut self) -> TokenUsage {
         match &mut self.tap {
             Tap::Sse(tap) => tap.usage,
+            Tap::Known(usage) => {
+                if self.status >= 300 {
+                    return TokenUsage::default();
+                }
+                *usage
+            }
             Tap::Json { chunks, overflow, .. } => {
                 if *overflow || self.status >= 300 {
                     return TokenUsage::default();
