@@ -129,7 +129,8 @@ pub struct ContextState {
     pub hide_usage_chunk: bool,
     /// Usage of a complete response translated from another dialect, as the upstream reported
     /// it. The meter takes it instead of reading the translated body: the client's dialect may
-    /// not carry every count (OpenAI chat has no cache writes), and the body was already read.
+    /// not carry every count (OpenAI chat has no 5m/1h split of cache writes), and the body was
+    /// already read once.
     pub upstream_usage: Option<TokenUsage>,
 }
 
