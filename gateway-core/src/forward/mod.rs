@@ -284,12 +284,10 @@ impl ForwardService {
             let mut notes = crate::translate::Notes::default();
             let (resp, usage) =
                 translation::translate_response(resp, upstream_dialect, req.dialect, &mut notes).await?;
-            if !notes.is_empty() || usage.is_some() {
-                req.ctx.update(|s| {
-                    s.notes.extend(notes.0);
-                    s.upstream_usage = usage;
-                });
-            }
+            req.ctx.update(|s| {
+                s.notes.extend(notes.0);
+                s.upstream_usage = usage;
+            });
             return Ok(resp);
         }
         Ok(resp)

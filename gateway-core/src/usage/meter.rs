@@ -222,14 +222,10 @@ impl MeteredBody {
     fn usage(&mut self) -> TokenUsage {
         match &mut self.tap {
             Tap::Sse(tap) => tap.usage,
-            Tap::Known(usage) => {
-                if self.status >= 300 {
-                    return TokenUsage::default();
-                }
-                *usage
-            }
+            Tap::Known(_) | Tap::Json { .. } if self.status >= 300 => TokenUsage::default(),
+            Tap::Known(usage) => *usage,
             Tap::Json { chunks, overflow, .. } => {
-                if *overflow || self.status >= 300 {
+                if *overflow {
                     return TokenUsage::default();
                 }
                 let dialect = self.ctx.error_dialect();
