@@ -540,6 +540,42 @@ async fn large_batches_are_split_into_statements_within_parameter_limits() {
     }
 }
 
+/// Every logged request writes every index of `request_log`: it keeps only those its queries
+/// use (the unique request id, and subject + time for the spend windows).
+#[tokio::test]
+async fn request_log_has_only_the_indexes_its_queries_use() {
+    for t in backends().await {
+        let mut names: Vec<String> = on_pool!(t.db, |pool| {
+            sqlx::query_scalar(if t.label == "sqlite" {
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'request_log'"
+            } else {
+                "SELECT indexname::TEXT FROM pg_indexes WHERE tablename = 'request_log'"
+            })
+            .fetch_all(pool)
+            .await
+            .expect("indexes")
+        });
+        names.sort();
+        let expected: &[&str] = if t.label == "sqlite" {
+            &[
+                "request_log_key_created",
+                "request_log_provider_created",
+                "request_log_user_created",
+                "sqlite_autoindex_request_log_1",
+            ]
+        } else {
+            &[
+                "request_log_key_created",
+                "request_log_pkey",
+                "request_log_provider_created",
+                "request_log_request_id_key",
+                "request_log_user_created",
+            ]
+        };
+        assert_eq!(names, expected, "{}", t.label);
+    }
+}
+
 #[tokio::test]
 async fn settings_round_trip() {
     for t in backends().await {
@@ -576,6 +612,32 @@ async fn sqlite_urls_create_directories_and_use_wal() {
         assert!(matches!(db.ping().await, Err(DbError::Sqlx(sqlx::Error::PoolClosed))));
     }
     assert!(file.exists());
+}
+
+/// On a SQLite file the request log is written through a connection of its own: a busy main
+/// pool does not hold it up, and closing the database closes it too.
+#[tokio::test]
+async fn sqlite_log_writes_do_not_wait_for_the_main_pool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::connect(&format!("sqlite:{}", dir.path().join("gateway.db").display()))
+        .await
+        .expect("connect");
+    db.migrate().await.expect("migrate");
+    let pool = db.as_sqlite().expect("sqlite");
+    let mut held = Vec::new();
+    for _ in 0..pool.options().get_max_connections() {
+        held.push(pool.acquire().await.expect("acquire"));
+    }
+    tokio::time::timeout(Duration::from_secs(2), db.insert_usage_records(&records("busy", 3)))
+        .await
+        .expect("the log does not wait for the main pool")
+        .expect("insert");
+    drop(held);
+    assert_eq!(db.request_log_count().await.expect("count"), 3);
+
+    db.close().await;
+    let after_close = db.insert_usage_records(&records("closed", 1)).await;
+    assert!(matches!(after_close, Err(DbError::Sqlx(sqlx::Error::PoolClosed))), "{after_close:?}");
 }
 
 #[tokio::test]

@@ -95,6 +95,13 @@ pub type Result<T, E = DbError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Database {
     backend: Backend,
+    /// SQLite files: a pool of one long-lived connection for [`Database::insert_usage_records`].
+    /// A SQLite connection drops its page cache whenever another connection has written, and
+    /// the main pool hands out its idle connections in turn; so every log batch found a cold
+    /// cache and read the pages of the table and its indexes again. On one connection, the
+    /// pages a batch touches are those the previous batch left in its cache. Nor does the log
+    /// wait for a connection while the main pool is busy with slow reads.
+    log_writer: Option<Backend>,
 }
 
 #[derive(Clone)]
@@ -114,7 +121,10 @@ impl std::fmt::Debug for Database {
 /// `&SqlitePool` or `&PgPool` and evaluates `body` (which may `.await` and use `?`).
 macro_rules! with_pool {
     ($db:expr, |$pool:ident| $body:expr) => {
-        match &$db.backend {
+        $crate::db::with_pool!(backend: &$db.backend, |$pool| $body)
+    };
+    (backend: $backend:expr, |$pool:ident| $body:expr) => {
+        match $backend {
             $crate::db::Backend::Sqlite($pool) => $body,
             $crate::db::Backend::Postgres($pool) => $body,
         }
@@ -223,23 +233,40 @@ impl Database {
                 tokio::fs::create_dir_all(parent).await?;
             }
             let options = options.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
-            SqlitePoolOptions::new()
+            let pool = SqlitePoolOptions::new()
                 .max_connections(SQLITE_MAX_CONNECTIONS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await?
+                .connect_with(options.clone())
+                .await?;
+            // Connected on first use (after the migrations), and kept: its page cache is the point.
+            let log_writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy_with(options);
+            return Ok(Self {
+                backend: Backend::Sqlite(pool),
+                log_writer: Some(Backend::Sqlite(log_writer)),
+            });
         };
         Ok(Self::from_sqlite_pool(pool))
     }
 
-    /// Wraps an existing SQLite pool (configured by the caller).
+    /// Wraps an existing SQLite pool (configured by the caller); the request log is written
+    /// through it too.
     pub fn from_sqlite_pool(pool: SqlitePool) -> Self {
-        Self { backend: Backend::Sqlite(pool) }
+        Self { backend: Backend::Sqlite(pool), log_writer: None }
     }
 
     /// Wraps an existing PostgreSQL pool.
     pub fn from_postgres_pool(pool: PgPool) -> Self {
-        Self { backend: Backend::Postgres(pool) }
+        Self { backend: Backend::Postgres(pool), log_writer: None }
+    }
+
+    /// The pool [`Database::insert_usage_records`] writes through.
+    fn log_backend(&self) -> &Backend {
+        self.log_writer.as_ref().unwrap_or(&self.backend)
     }
 
     /// The SQLite pool, when this is a SQLite database.
@@ -287,6 +314,9 @@ impl Database {
     /// Closes the pool: waits for checked-out connections to return, then closes them all.
     /// Every later operation on any clone fails with [`sqlx::Error::PoolClosed`].
     pub async fn close(&self) {
+        if let Some(log_writer) = &self.log_writer {
+            with_pool!(backend: log_writer, |pool| pool.close().await);
+        }
         with_pool!(self, |pool| pool.close().await)
     }
 

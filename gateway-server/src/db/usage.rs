@@ -351,7 +351,7 @@ impl Database {
             return Ok(());
         }
         let mut repeated = RepeatedColumns::default();
-        with_pool!(self, |pool| {
+        with_pool!(backend: self.log_backend(), |pool| {
             let mut tx = pool.begin_write().await?;
             for chunk in statement_chunks(records) {
                 let sql = insert_sql_for(pool, chunk.len());
