@@ -212,7 +212,7 @@ impl RequestLogRow {
 
 /// The decision chain as stored: JSON, or NULL when nothing was routed.
 fn chain_json(chain: &[gateway_core::route::chain::ChainEntry]) -> Option<String> {
-    if chain.is_empty() { None } else { serde_json::to_string(chain).ok() }
+    if chain.is_empty() { None } else { Some(gateway_core::route::chain::chain_to_json(chain)) }
 }
 
 /// Translation notes as stored: a JSON array, or NULL when there are none.
