@@ -127,10 +127,10 @@ pub struct ContextState {
     pub notes: Vec<String>,
     /// Drop the trailing usage-only chunk of a chat stream before the client sees it.
     pub hide_usage_chunk: bool,
-    /// Usage of a complete response translated from another dialect, as the upstream reported
-    /// it. The meter takes it instead of reading the translated body: the client's dialect may
-    /// not carry every count (OpenAI chat has no 5m/1h split of cache writes), and the body was
-    /// already read once.
+    /// Usage of a response translated from another dialect, as the upstream reported it (for a
+    /// stream: so far). The meter takes it instead of what it reads in the translated body: the
+    /// client's dialect may not carry every count (OpenAI chat has no 5m/1h split of cache
+    /// writes), and a complete body was already read once.
     pub upstream_usage: Option<TokenUsage>,
 }
 

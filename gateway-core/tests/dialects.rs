@@ -275,6 +275,35 @@ async fn translated_complete_responses_are_billed_from_the_upstreams_usage() {
 }
 
 #[tokio::test]
+async fn translated_streams_are_billed_from_the_upstreams_usage() {
+    let e = env("claude", "translate_from = [\"openai-chat\"]").await;
+    e.mock.set_behavior(gateway_mock::MockBehavior {
+        usage: gateway_mock::MockUsage {
+            input_tokens: 100,
+            output_tokens: 40,
+            cache_creation_input_tokens: 3000,
+            cache_creation_5m_input_tokens: 1000,
+            cache_creation_1h_input_tokens: 2000,
+            cache_read_input_tokens: 500,
+        },
+        ..gateway_mock::MockBehavior::default()
+    });
+    let body = r#"{"model":"claude-sonnet-4-5","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, text, r) = e.post("/v1/chat/completions", &[BEARER], body).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("chat.completion.chunk") && text.contains("\"completion_tokens\":40"), "{text}");
+    let u = r.usage;
+    assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_input_tokens), (100, 40, 500), "{r:?}");
+    assert_eq!(
+        (u.cache_creation_input_tokens, u.cache_creation_5m_input_tokens, u.cache_creation_1h_input_tokens),
+        (3000, 1000, 2000),
+        "cache writes reach the record although chat chunks cannot carry them: {r:?}"
+    );
+    assert_eq!(r.outcome, gateway_core::usage::Outcome::Success);
+    assert!(r.ttft_ms.is_some());
+}
+
+#[tokio::test]
 async fn translated_upstream_errors_keep_their_status_in_the_callers_shape() {
     let e = env("openai-compatible", "translate_from = [\"anthropic\"]\nmax_retry_attempts = 1").await;
     e.mock.set_behavior(gateway_mock::MockBehavior { force_status: Some(400), ..Default::default() });

@@ -283,7 +283,8 @@ impl ForwardService {
         if translated.is_some() {
             let mut notes = crate::translate::Notes::default();
             let (resp, usage) =
-                translation::translate_response(resp, upstream_dialect, req.dialect, &mut notes).await?;
+                translation::translate_response(resp, upstream_dialect, req.dialect, &mut notes, &req.ctx)
+                    .await?;
             req.ctx.update(|s| {
                 s.notes.extend(notes.0);
                 s.upstream_usage = usage;

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 
 use crate::dialect::Dialect;
 use crate::error::{ErrorKind, GatewayError};
-use crate::request::{BoxError, GatewayBody, GatewayResponse, full_body};
+use crate::request::{BoxError, GatewayBody, GatewayResponse, RequestContext, full_body};
 use crate::translate::{self, Notes, StreamTranslator};
 use crate::usage::TokenUsage;
 
@@ -104,12 +104,14 @@ fn set_json(headers: &mut http::HeaderMap, len: usize) {
 /// Rewrites an upstream response of dialect `from` into the client's dialect `to`. `stream` is
 /// whether the client asked for a stream; the response's own content type decides how it is
 /// read. Notes of the response are appended to `notes`. A complete successful response comes
-/// with its usage as the upstream reported it; errors and streams come with none.
+/// with its usage as the upstream reported it; errors come with none; a stream leaves its
+/// upstream usage in `ctx` (`upstream_usage`) as it goes, for the meter.
 pub async fn translate_response(
     resp: GatewayResponse,
     from: Dialect,
     to: Dialect,
     notes: &mut Notes,
+    ctx: &RequestContext,
 ) -> Result<(GatewayResponse, Option<TokenUsage>), GatewayError> {
     let src =
         translate::codec(from).ok_or_else(|| translate_error("response", format!("no codec for {from}")))?;
@@ -132,7 +134,8 @@ pub async fn translate_response(
         let translator = StreamTranslator::new(from, to).map_err(|e| translate_error("stream", e))?;
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        let body = TranslatingBody { inner: body, translator, done: false }.boxed_unsync();
+        let body = TranslatingBody { inner: body, translator, done: false, ctx: ctx.clone(), reported: None }
+            .boxed_unsync();
         return Ok((GatewayResponse::from_parts(parts, body), None));
     }
     let raw = collect_limited(body).await?;
@@ -148,6 +151,24 @@ struct TranslatingBody {
     inner: GatewayBody,
     translator: StreamTranslator,
     done: bool,
+    /// Where the upstream's usage goes for the meter, which reads the translated stream and,
+    /// in the client's dialect, may not find every count (OpenAI chat has no 5m/1h split).
+    ctx: RequestContext,
+    /// The usage last put into `ctx`.
+    reported: Option<TokenUsage>,
+}
+
+impl TranslatingBody {
+    /// Hands on `out` after passing a changed upstream usage to the context (before the meter
+    /// sees the bytes that carry it).
+    fn emit(&mut self, out: Bytes) -> Bytes {
+        let usage = self.translator.upstream_usage();
+        if usage != self.reported {
+            self.reported = usage;
+            self.ctx.update(|s| s.upstream_usage = usage);
+        }
+        out
+    }
 }
 
 impl Body for TranslatingBody {
@@ -168,6 +189,7 @@ impl Body for TranslatingBody {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
                     let out = this.translator.push(&data);
+                    let out = this.emit(out);
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
@@ -177,11 +199,12 @@ impl Body for TranslatingBody {
                     // sees the error event and records the failure.
                     this.done = true;
                     let out = this.translator.finish(Some(&format!("the upstream stream broke off: {e}")));
-                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                    return Poll::Ready(Some(Ok(Frame::data(this.emit(out)))));
                 }
                 Poll::Ready(None) => {
                     this.done = true;
                     let out = this.translator.finish(None);
+                    let out = this.emit(out);
                     return Poll::Ready((!out.is_empty()).then(|| Ok(Frame::data(out))));
                 }
             }

@@ -159,6 +159,8 @@ pub struct StreamTranslator {
     signatures: signature::StreamTagger,
     /// Output buffer, reused: each call hands out what was written since the last one.
     out: BytesMut,
+    /// The usage of the last start or finish event: the upstream's own counts.
+    upstream_usage: Option<crate::usage::TokenUsage>,
 }
 
 impl std::fmt::Debug for StreamTranslator {
@@ -179,6 +181,7 @@ impl StreamTranslator {
             normalized: Vec::new(),
             signatures: signature::StreamTagger::new(from),
             out: BytesMut::new(),
+            upstream_usage: None,
         })
     }
 
@@ -200,9 +203,18 @@ impl StreamTranslator {
             self.out.reserve(1024);
         }
         for ev in self.normalized.drain(..) {
+            if let ir::StreamEvent::Start { usage, .. } | ir::StreamEvent::Finish { usage, .. } = &ev {
+                self.upstream_usage = Some(usage.tokens);
+            }
             self.encoder.encode(&ev, &mut self.out);
         }
         self.out.split().freeze()
+    }
+
+    /// The usage the upstream reported so far (its start event's, then its final one), in the
+    /// gateway's terms: every count, whatever the client's dialect can carry.
+    pub fn upstream_usage(&self) -> Option<crate::usage::TokenUsage> {
+        self.upstream_usage
     }
 
     /// Translates a chunk of upstream bytes; may return nothing while an event is incomplete.

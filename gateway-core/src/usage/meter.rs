@@ -221,7 +221,8 @@ impl MeteredBody {
 
     fn usage(&mut self) -> TokenUsage {
         match &mut self.tap {
-            Tap::Sse(tap) => tap.usage,
+            // A translated stream: the upstream's own counts (see `upstream_usage`).
+            Tap::Sse(tap) => self.ctx.update(|s| s.upstream_usage.take()).unwrap_or(tap.usage),
             Tap::Known(_) | Tap::Json { .. } if self.status >= 300 => TokenUsage::default(),
             Tap::Known(usage) => *usage,
             Tap::Json { chunks, overflow, .. } => {
