@@ -240,11 +240,10 @@ async fn chat_clients_served_by_a_claude_provider_including_tool_calls() {
     assert!(r.usage.output_tokens > 0, "{r:?}");
 }
 
-/// A translated complete response is billed from the upstream's own usage, not from the body
-/// the client gets: OpenAI chat has no field for cache writes, so reading the chat body back
-/// would bill them as nothing.
-#[tokio::test]
-async fn translated_complete_responses_are_billed_from_the_upstreams_usage() {
+/// Sends `body` as an OpenAI chat client to an Anthropic provider whose usage has cache writes
+/// of both TTLs, checks that the record bills the upstream's own counts (OpenAI chat has no field
+/// for the 5m/1h split, so reading the chat response back would lose it), and returns the body.
+async fn chat_over_claude_billed_from_upstream_usage(body: &str) -> String {
     let e = env("claude", "translate_from = [\"openai-chat\"]").await;
     e.mock.set_behavior(gateway_mock::MockBehavior {
         usage: gateway_mock::MockUsage {
@@ -257,50 +256,34 @@ async fn translated_complete_responses_are_billed_from_the_upstreams_usage() {
         },
         ..gateway_mock::MockBehavior::default()
     });
-    let body = r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#;
     let (status, text, r) = e.post("/v1/chat/completions", &[BEARER], body).await;
     assert_eq!(status, 200, "{text}");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    assert_eq!(v["object"], "chat.completion", "{text}");
-    assert_eq!(v["usage"]["completion_tokens"], 40, "{text}");
     let u = r.usage;
     assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_input_tokens), (100, 40, 500), "{r:?}");
     assert_eq!(
         (u.cache_creation_input_tokens, u.cache_creation_5m_input_tokens, u.cache_creation_1h_input_tokens),
         (3000, 1000, 2000),
-        "cache writes reach the record although the chat body cannot carry them: {r:?}"
+        "cache writes reach the record although the chat response cannot carry them: {r:?}"
     );
     assert_eq!(r.outcome, gateway_core::usage::Outcome::Success);
-    assert!(r.ttft_ms.is_some(), "the first byte of the body still sets the time to first token");
+    assert!(r.ttft_ms.is_some(), "the translated bytes still set the time to first token");
+    text
+}
+
+#[tokio::test]
+async fn translated_complete_responses_are_billed_from_the_upstreams_usage() {
+    let body = r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#;
+    let text = chat_over_claude_billed_from_upstream_usage(body).await;
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["object"], "chat.completion", "{text}");
+    assert_eq!(v["usage"]["completion_tokens"], 40, "{text}");
 }
 
 #[tokio::test]
 async fn translated_streams_are_billed_from_the_upstreams_usage() {
-    let e = env("claude", "translate_from = [\"openai-chat\"]").await;
-    e.mock.set_behavior(gateway_mock::MockBehavior {
-        usage: gateway_mock::MockUsage {
-            input_tokens: 100,
-            output_tokens: 40,
-            cache_creation_input_tokens: 3000,
-            cache_creation_5m_input_tokens: 1000,
-            cache_creation_1h_input_tokens: 2000,
-            cache_read_input_tokens: 500,
-        },
-        ..gateway_mock::MockBehavior::default()
-    });
     let body = r#"{"model":"claude-sonnet-4-5","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
-    let (status, text, r) = e.post("/v1/chat/completions", &[BEARER], body).await;
-    assert_eq!(status, 200, "{text}");
+    let text = chat_over_claude_billed_from_upstream_usage(body).await;
     assert!(text.contains("chat.completion.chunk") && text.contains("\"completion_tokens\":40"), "{text}");
-    let u = r.usage;
-    assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_input_tokens), (100, 40, 500), "{r:?}");
-    assert_eq!(
-        (u.cache_creation_input_tokens, u.cache_creation_5m_input_tokens, u.cache_creation_1h_input_tokens),
-        (3000, 1000, 2000),
-        "cache writes reach the record although chat chunks cannot carry them: {r:?}"
-    );
-    assert_eq!(r.outcome, gateway_core::usage::Outcome::Success);
-    assert!(r.ttft_ms.is_some());
 }
 
 #[tokio::test]
