@@ -282,13 +282,12 @@ impl ForwardService {
         let resp = GatewayResponse::from_parts(parts, body);
         if translated.is_some() {
             let mut notes = crate::translate::Notes::default();
-            let (resp, usage) =
+            let resp =
                 translation::translate_response(resp, upstream_dialect, req.dialect, &mut notes, &req.ctx)
                     .await?;
-            req.ctx.update(|s| {
-                s.notes.extend(notes.0);
-                s.upstream_usage = usage;
-            });
+            if !notes.is_empty() {
+                req.ctx.update(|s| s.notes.extend(notes.0));
+            }
             return Ok(resp);
         }
         Ok(resp)

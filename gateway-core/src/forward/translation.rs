@@ -103,16 +103,15 @@ fn set_json(headers: &mut http::HeaderMap, len: usize) {
 
 /// Rewrites an upstream response of dialect `from` into the client's dialect `to`. `stream` is
 /// whether the client asked for a stream; the response's own content type decides how it is
-/// read. Notes of the response are appended to `notes`. A complete successful response comes
-/// with its usage as the upstream reported it; errors come with none; a stream leaves its
-/// upstream usage in `ctx` (`upstream_usage`) as it goes, for the meter.
+/// read. Notes of the response are appended to `notes`. The upstream's usage goes into `ctx`
+/// (`upstream_usage`) for the meter: a complete response's at once, a stream's as it goes.
 pub async fn translate_response(
     resp: GatewayResponse,
     from: Dialect,
     to: Dialect,
     notes: &mut Notes,
     ctx: &RequestContext,
-) -> Result<(GatewayResponse, Option<TokenUsage>), GatewayError> {
+) -> Result<GatewayResponse, GatewayError> {
     let src =
         translate::codec(from).ok_or_else(|| translate_error("response", format!("no codec for {from}")))?;
     let dst =
@@ -128,7 +127,7 @@ pub async fn translate_response(
         let info = src.decode_error(parts.status.as_u16(), &raw);
         let out = dst.encode_error(&info);
         set_json(&mut parts.headers, out.len());
-        return Ok((GatewayResponse::from_parts(parts, full_body(out)), None));
+        return Ok(GatewayResponse::from_parts(parts, full_body(out)));
     }
     if is_sse {
         let translator = StreamTranslator::new(from, to).map_err(|e| translate_error("stream", e))?;
@@ -136,14 +135,15 @@ pub async fn translate_response(
         parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         let body = TranslatingBody { inner: body, translator, done: false, ctx: ctx.clone(), reported: None }
             .boxed_unsync();
-        return Ok((GatewayResponse::from_parts(parts, body), None));
+        return Ok(GatewayResponse::from_parts(parts, body));
     }
     let raw = collect_limited(body).await?;
     let mut ir = src.decode_response(&raw).map_err(|e| translate_error("response", e))?;
     translate::signature::tag_blocks(from, &mut ir.content);
     let out = dst.encode_response(&ir, notes).map_err(|e| translate_error("response", e))?;
     set_json(&mut parts.headers, out.len());
-    Ok((GatewayResponse::from_parts(parts, full_body(out)), Some(ir.usage.tokens)))
+    ctx.update(|s| s.upstream_usage = Some(ir.usage.tokens));
+    Ok(GatewayResponse::from_parts(parts, full_body(out)))
 }
 
 /// A stream body translated frame by frame; memory is bounded by one incomplete event.
@@ -159,15 +159,14 @@ struct TranslatingBody {
 }
 
 impl TranslatingBody {
-    /// Hands on `out` after passing a changed upstream usage to the context (before the meter
-    /// sees the bytes that carry it).
-    fn emit(&mut self, out: Bytes) -> Bytes {
+    /// Passes a changed upstream usage to the context; called before the bytes that carry it
+    /// go on to the meter.
+    fn report_usage(&mut self) {
         let usage = self.translator.upstream_usage();
         if usage != self.reported {
             self.reported = usage;
             self.ctx.update(|s| s.upstream_usage = usage);
         }
-        out
     }
 }
 
@@ -189,7 +188,7 @@ impl Body for TranslatingBody {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
                     let out = this.translator.push(&data);
-                    let out = this.emit(out);
+                    this.report_usage();
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
@@ -199,12 +198,13 @@ impl Body for TranslatingBody {
                     // sees the error event and records the failure.
                     this.done = true;
                     let out = this.translator.finish(Some(&format!("the upstream stream broke off: {e}")));
-                    return Poll::Ready(Some(Ok(Frame::data(this.emit(out)))));
+                    this.report_usage();
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
                 Poll::Ready(None) => {
                     this.done = true;
                     let out = this.translator.finish(None);
-                    let out = this.emit(out);
+                    this.report_usage();
                     return Poll::Ready((!out.is_empty()).then(|| Ok(Frame::data(out))));
                 }
             }

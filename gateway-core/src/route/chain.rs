@@ -149,88 +149,52 @@ pub struct ChainEntry {
 /// serde, the flattened and internally tagged entries took about 4 k instructions per logged
 /// request: several percent of the gateway's CPU at saturation.
 pub fn chain_to_json(chain: &[ChainEntry]) -> String {
-    let mut out = String::with_capacity(chain.len() * 128);
-    out.push('[');
+    use crate::translate::jsonw::{put_int, put_str};
+    let mut out: Vec<u8> = Vec::with_capacity(chain.len() * 128);
+    out.push(b'[');
     for (i, entry) in chain.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(r#"{"provider_id":"#);
-        push_int(&mut out, entry.provider_id);
-        out.push_str(r#","provider":"#);
-        push_json_str(&mut out, &entry.provider);
+        out.extend_from_slice(br#"{"provider_id":"#);
+        put_int(&mut out, entry.provider_id);
+        out.extend_from_slice(br#","provider":"#);
+        put_str(&mut out, &entry.provider);
         match &entry.step {
             ChainStep::Skipped { reason } => {
-                out.push_str(r#","event":"skipped","reason":""#);
-                out.push_str(reason.as_str());
-                out.push('"');
+                out.extend_from_slice(br#","event":"skipped","reason":"#);
+                put_str(&mut out, reason.as_str());
             }
             ChainStep::Selected { method, priority, tier_size } => {
-                out.push_str(r#","event":"selected","method":""#);
-                out.push_str(method.as_str());
-                out.push_str(r#"","priority":"#);
-                push_int(&mut out, *priority);
-                out.push_str(r#","tier_size":"#);
-                push_int(&mut out, *tier_size);
+                out.extend_from_slice(br#","event":"selected","method":"#);
+                put_str(&mut out, method.as_str());
+                out.extend_from_slice(br#","priority":"#);
+                put_int(&mut out, *priority);
+                out.extend_from_slice(br#","tier_size":"#);
+                put_int(&mut out, *tier_size);
             }
             ChainStep::Attempt { attempt, outcome, status, latency_ms, error } => {
-                out.push_str(r#","event":"attempt","attempt":"#);
-                push_int(&mut out, *attempt);
-                out.push_str(r#","outcome":""#);
-                out.push_str(outcome.as_str());
-                out.push('"');
+                out.extend_from_slice(br#","event":"attempt","attempt":"#);
+                put_int(&mut out, *attempt);
+                out.extend_from_slice(br#","outcome":"#);
+                put_str(&mut out, outcome.as_str());
                 if let Some(status) = status {
-                    out.push_str(r#","status":"#);
-                    push_int(&mut out, *status);
+                    out.extend_from_slice(br#","status":"#);
+                    put_int(&mut out, *status);
                 }
-                out.push_str(r#","latency_ms":"#);
-                push_int(&mut out, *latency_ms);
+                out.extend_from_slice(br#","latency_ms":"#);
+                put_int(&mut out, *latency_ms);
                 if let Some(error) = error {
-                    out.push_str(r#","error":"#);
-                    push_json_str(&mut out, error);
+                    out.extend_from_slice(br#","error":"#);
+                    put_str(&mut out, error);
                 }
             }
         }
-        out.push('}');
+        out.push(b'}');
     }
-    out.push(']');
-    out
-}
-
-fn push_int(out: &mut String, n: impl itoa::Integer) {
-    out.push_str(itoa::Buffer::new().format(n));
-}
-
-/// `s` as a JSON string, escaped as `serde_json` escapes: quote, backslash and control
-/// characters.
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    let mut plain_from = 0;
-    for (i, byte) in s.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[plain_from..i]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        } else {
-            out.push_str(escape);
-        }
-        plain_from = i + 1;
-    }
-    out.push_str(&s[plain_from..]);
-    out.push('"');
+    out.push(b']');
+    // Only `str`s and ASCII were written, so this is always UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]

@@ -1752,7 +1752,7 @@ fn write_event(out: &mut BytesMut, name: &str, data: &impl Serialize) {
 /// its value.
 fn write_block_delta(out: &mut BytesMut, index: usize, head: &[u8], value: &str) {
     out.put_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":");
-    jsonw::put_u64(out, index as u64);
+    jsonw::put_int(out, index as u64);
     out.put_slice(head);
     jsonw::put_str(out, value);
     out.put_slice(b"}}\n\n");
@@ -1774,7 +1774,7 @@ fn write_message_start(out: &mut BytesMut, id: &str, model: &str, usage: &WireUs
 /// `content_block_start`.
 fn write_block_start(out: &mut BytesMut, index: usize, block: &BlockStart) {
     out.put_slice(b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":");
-    jsonw::put_u64(out, index as u64);
+    jsonw::put_int(out, index as u64);
     match block {
         BlockStart::Text => out.put_slice(b",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"),
         BlockStart::ToolUse { id, name } => {
@@ -1793,7 +1793,7 @@ fn write_block_start(out: &mut BytesMut, index: usize, block: &BlockStart) {
 /// `content_block_stop`.
 fn write_block_stop(out: &mut BytesMut, index: usize) {
     out.put_slice(b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":");
-    jsonw::put_u64(out, index as u64);
+    jsonw::put_int(out, index as u64);
     out.put_slice(b"}\n\n");
 }
 
@@ -1819,23 +1819,23 @@ fn write_message_delta(
 /// A `usage` object, as [`WireUsage`] serializes.
 fn put_usage(out: &mut BytesMut, u: &WireUsage) {
     out.put_slice(b"{\"input_tokens\":");
-    jsonw::put_u64(out, u.input_tokens);
+    jsonw::put_int(out, u.input_tokens);
     out.put_slice(b",\"cache_creation_input_tokens\":");
-    jsonw::put_u64(out, u.cache_creation_input_tokens);
+    jsonw::put_int(out, u.cache_creation_input_tokens);
     out.put_slice(b",\"cache_read_input_tokens\":");
-    jsonw::put_u64(out, u.cache_read_input_tokens);
+    jsonw::put_int(out, u.cache_read_input_tokens);
     if let Some(c) = &u.cache_creation {
         out.put_slice(b",\"cache_creation\":{\"ephemeral_5m_input_tokens\":");
-        jsonw::put_u64(out, c.ephemeral_5m_input_tokens);
+        jsonw::put_int(out, c.ephemeral_5m_input_tokens);
         out.put_slice(b",\"ephemeral_1h_input_tokens\":");
-        jsonw::put_u64(out, c.ephemeral_1h_input_tokens);
+        jsonw::put_int(out, c.ephemeral_1h_input_tokens);
         out.put_u8(b'}');
     }
     out.put_slice(b",\"output_tokens\":");
-    jsonw::put_u64(out, u.output_tokens);
+    jsonw::put_int(out, u.output_tokens);
     if let Some(d) = &u.output_tokens_details {
         out.put_slice(b",\"output_tokens_details\":{\"thinking_tokens\":");
-        jsonw::put_u64(out, d.thinking_tokens);
+        jsonw::put_int(out, d.thinking_tokens);
         out.put_u8(b'}');
     }
     out.put_u8(b'}');

@@ -1,19 +1,19 @@
-//! JSON written by hand for the events every stream repeats: byte for byte what `serde_json`
-//! writes for the same values (the writers using this test themselves against it).
+//! JSON written by hand for what every request repeats (stream events, the logged decision
+//! chain): byte for byte what `serde_json` writes for the same values (the writers using this
+//! test themselves against it).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 use serde::{Serialize, Serializer};
 
 use super::lenient::fast::needs_escape;
 
 /// A JSON string, escaped as `serde_json` escapes it.
-pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(out: &mut impl BufMut, s: &str) {
     if needs_escape(s.as_bytes()) {
         // Writing a string into memory cannot fail.
         let _ = serde_json::to_writer(out.writer(), s);
         return;
     }
-    out.reserve(s.len() + 2);
     out.put_u8(b'"');
     out.put_slice(s.as_bytes());
     out.put_u8(b'"');
@@ -46,23 +46,15 @@ impl Serialize for Text<'_> {
     }
 }
 
-/// A non-negative integer.
-pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[at..]);
+/// An integer.
+pub(crate) fn put_int(out: &mut impl BufMut, n: impl itoa::Integer) {
+    out.put_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+
     use super::*;
 
     #[test]
@@ -89,8 +81,11 @@ mod tests {
         }
         for n in [0, 7, 10, 99, 100, 812, u64::from(u32::MAX), u64::MAX] {
             let mut out = BytesMut::new();
-            put_u64(&mut out, n);
+            put_int(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
         }
+        let mut out = Vec::new();
+        put_int(&mut out, i64::MIN);
+        assert_eq!(out, i64::MIN.to_string().as_bytes());
     }
 }

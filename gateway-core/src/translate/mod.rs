@@ -13,7 +13,7 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod ir;
-mod jsonw;
+pub(crate) mod jsonw;
 pub(crate) mod lenient;
 pub mod normalize;
 pub mod openai_chat;
