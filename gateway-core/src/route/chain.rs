@@ -163,11 +163,11 @@ pub fn chain_to_json(chain: &[ChainEntry]) -> String {
         match &entry.step {
             ChainStep::Skipped { reason } => {
                 out.extend_from_slice(br#","event":"skipped","reason":"#);
-                put_str(&mut out, reason.as_str());
+                put_name(&mut out, reason.as_str());
             }
             ChainStep::Selected { method, priority, tier_size } => {
                 out.extend_from_slice(br#","event":"selected","method":"#);
-                put_str(&mut out, method.as_str());
+                put_name(&mut out, method.as_str());
                 out.extend_from_slice(br#","priority":"#);
                 put_int(&mut out, *priority);
                 out.extend_from_slice(br#","tier_size":"#);
@@ -177,7 +177,7 @@ pub fn chain_to_json(chain: &[ChainEntry]) -> String {
                 out.extend_from_slice(br#","event":"attempt","attempt":"#);
                 put_int(&mut out, *attempt);
                 out.extend_from_slice(br#","outcome":"#);
-                put_str(&mut out, outcome.as_str());
+                put_name(&mut out, outcome.as_str());
                 if let Some(status) = status {
                     out.extend_from_slice(br#","status":"#);
                     put_int(&mut out, *status);
@@ -195,6 +195,13 @@ pub fn chain_to_json(chain: &[ChainEntry]) -> String {
     out.push(b']');
     // Only `str`s and ASCII were written, so this is always UTF-8.
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// An enum's name: snake_case ASCII, nothing to escape.
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'"');
 }
 
 #[cfg(test)]
