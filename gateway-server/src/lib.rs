@@ -5,3 +5,4 @@ pub mod app;
 pub mod db;
 pub mod serve;
 pub mod settings;
+pub mod workers;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::app::{AppState, app};
 use crate::db::{Database, UsageWriter, WriterConfig};
 use crate::settings::{CommonArgs, ServeArgs};
+use crate::workers::{self, Workers};
 
 /// Settings key of the SHA-256 of the admin token.
 pub const ADMIN_TOKEN_HASH_KEY: &str = "admin_token_sha256";
@@ -163,45 +164,20 @@ pub async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     let config_watch = watch_config(db.clone(), catalog, Duration::from_millis(args.config_poll_ms));
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let local = listener.local_addr()?;
+    let app = app(AppState { gateway, db: db.clone() });
+    let workers = Workers::start(args.listen, args.workers.unwrap_or_else(workers::default_count), app)?;
+    let local = workers.local_addr();
     tracing::info!(address = %local, database = db.backend_name(), "gateway listening");
     println!("listening on http://{local}");
 
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app(AppState {
-        gateway,
-        db: db.clone(),
-    }));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and the client's
-    // delayed ACK hold frames back by ~40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown requested: no new connections; letting requests in flight finish");
-        let _ = stop_tx.send(true);
-    });
-    let grace = Duration::from_secs(args.shutdown_grace_seconds);
-    let mut stop_seen = stop_rx.clone();
-    tokio::select! {
-        result = server => result.context("server failed")?,
-        () = async move {
-            let _ = stop_seen.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("grace period of {}s over; closing remaining connections", grace.as_secs());
-        }
-    }
+    shutdown_signal().await;
+    tracing::info!("shutdown requested: no new connections; letting requests in flight finish");
+    workers.drain(Duration::from_secs(args.shutdown_grace_seconds)).await;
     config_watch.abort();
-    // Dropping the server ended every remaining response body, so their records are queued.
+    // Every connection has ended, and with it every response body: their records are queued.
     writer.shutdown().await;
     db.close().await;
+    workers.stop().await;
     tracing::info!("stopped");
     Ok(())
 }

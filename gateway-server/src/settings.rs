@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:23000")]
     pub listen: SocketAddr,
+    /// Threads serving connections, each with its own runtime; one per CPU when unset.
+    #[arg(long, env = "GATEWAY_WORKERS")]
+    pub workers: Option<usize>,
     /// TOML file imported at start (upsert by name).
     #[arg(long, env = "GATEWAY_CONFIG")]
     pub config: Option<PathBuf>,

@@ -91,6 +91,8 @@ fn builder(opts: &ClientOptions) -> Result<reqwest::ClientBuilder, GatewayError>
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
+    /// The single-threaded runtime the client's connections belong to, if the caller runs on one.
+    runtime: Option<std::thread::ThreadId>,
     proxy: Option<String>,
     connect_timeout_ms: u64,
 }
@@ -307,9 +309,9 @@ impl ClientPool {
         };
         let proxy = provider.options.proxy_url.clone();
         let has_proxy = proxy.is_some();
-        let primary = self.get(ClientKey { proxy, connect_timeout_ms })?;
+        let primary = self.get(ClientKey { runtime: runtime_scope(), proxy, connect_timeout_ms })?;
         let direct_fallback = if has_proxy && provider.options.proxy_fallback_to_direct {
-            Some(self.get(ClientKey { proxy: None, connect_timeout_ms })?)
+            Some(self.get(ClientKey { runtime: runtime_scope(), proxy: None, connect_timeout_ms })?)
         } else {
             None
         };
@@ -339,7 +341,25 @@ impl ClientPool {
 
     /// A direct client with default settings (for listing models and similar side calls).
     pub fn default_client(&self) -> Result<UpstreamClient, GatewayError> {
-        self.get(ClientKey { proxy: None, connect_timeout_ms: duration_ms(self.opts.connect_timeout) })
+        self.get(ClientKey {
+            runtime: runtime_scope(),
+            proxy: None,
+            connect_timeout_ms: duration_ms(self.opts.connect_timeout),
+        })
+    }
+}
+
+/// Which pools a caller uses. hyper runs each connection as a task on the runtime that opened
+/// it, so under single-threaded runtimes (`gateway-server` runs one per CPU) each runtime keeps
+/// its own pools: a request then never waits on a connection task of another thread, and a
+/// runtime that stops takes only its own connections with it. Multi-threaded runtimes share one.
+fn runtime_scope() -> Option<std::thread::ThreadId> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::CurrentThread => {
+            Some(std::thread::current().id())
+        }
+        _ => None,
     }
 }
 
@@ -364,5 +384,49 @@ mod tests {
             pool.parsed_uri(&format!("http://127.0.0.1:1/v1/messages?n={n}")).expect("valid");
         }
         assert!(pool.uris.read().len() <= MAX_CACHED_URLS);
+    }
+
+    fn same(a: &UpstreamClient, b: &UpstreamClient) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+
+    #[test]
+    fn each_single_threaded_runtime_has_its_own_clients_and_a_multi_threaded_one_shares() {
+        let pool = ClientPool::new(ClientOptions::default());
+        let on_current_thread_runtime = |pool: ClientPool| {
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+                runtime.block_on(async move {
+                    let first = pool.default_client().expect("client");
+                    let again = tokio::spawn({
+                        let pool = pool.clone();
+                        async move { pool.default_client().expect("client") }
+                    })
+                    .await
+                    .expect("task");
+                    assert!(same(&first, &again), "one runtime, one client");
+                    first
+                })
+            })
+            .join()
+            .expect("thread")
+        };
+        let a = on_current_thread_runtime(pool.clone());
+        let b = on_current_thread_runtime(pool.clone());
+        assert!(!same(&a, &b), "two single-threaded runtimes never share connections");
+
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("runtime");
+        let (main, worker) = runtime.block_on(async {
+            let main = pool.default_client().expect("client");
+            let worker = tokio::spawn({
+                let pool = pool.clone();
+                async move { pool.default_client().expect("client") }
+            })
+            .await
+            .expect("task");
+            (main, worker)
+        });
+        assert!(same(&main, &worker), "threads of a multi-threaded runtime share one client");
+        assert!(!same(&main, &a));
     }
 }
