@@ -77,6 +77,29 @@ async fn delivers_records_in_batches_and_on_timer() {
 }
 
 #[tokio::test]
+async fn a_full_batch_is_written_at_once_and_a_partial_one_waits_for_its_delay() {
+    for t in backends().await {
+        let config =
+            WriterConfig { batch_delay: Duration::from_secs(3600), ..small_config(&t.path("spill.jsonl")) };
+        let writer = UsageWriter::start(t.db.clone(), config).await.expect("start");
+        // The writer sleeps while a batch fills; the record that completes it wakes it.
+        for r in records("full", 10) {
+            writer.record(r);
+            tokio::task::yield_now().await;
+        }
+        eventually(WAIT, "two full batches written", || async { count(&t.db).await == 10 }).await;
+        for r in records("partial", 3) {
+            writer.record(r);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(count(&t.db).await, 10, "{}: a partial batch waits for its delay", t.label);
+        writer.flush().await;
+        assert_eq!(count(&t.db).await, 13, "{}: a flush does not wait for the delay", t.label);
+        writer.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn records_queued_with_a_shutdown_are_all_written() {
     for t in backends().await {
         let spill = t.path("spill/usage.jsonl");

@@ -24,14 +24,14 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway_core::store::UsageSink;
 use gateway_core::usage::UsageRecord;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -147,8 +147,32 @@ enum Msg {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// How senders wake the writer task. It sleeps while its batch fills and is woken once the
+/// batch is full (or on flush and shutdown), not once per record: the server's connections run
+/// on runtimes of their own, and a wake-up across threads per record cost more CPU than the
+/// record's whole database write.
+#[derive(Default)]
+struct Wake {
+    /// Messages sent and not yet taken by the task.
+    queued: AtomicUsize,
+    /// The task is woken when `queued` reaches this (it sets it before sleeping).
+    at: AtomicUsize,
+    notify: Notify,
+}
+
+impl Wake {
+    /// Counts a message about to be sent; wakes the task if that completes its batch.
+    fn sent(&self) {
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if queued == self.at.load(Ordering::Acquire) {
+            self.notify.notify_one();
+        }
+    }
+}
+
 struct Shared {
     tx: mpsc::UnboundedSender<Msg>,
+    wake: Arc<Wake>,
     task: Mutex<Option<JoinHandle<()>>>,
     spill_path: PathBuf,
     counters: Arc<Counters>,
@@ -200,9 +224,11 @@ impl UsageWriter {
             }
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        let wake = Arc::new(Wake { at: AtomicUsize::new(usize::MAX), ..Wake::default() });
         let worker = Worker {
             db,
             rx,
+            wake: wake.clone(),
             config,
             counters: counters.clone(),
             backlog: VecDeque::new(),
@@ -211,14 +237,14 @@ impl UsageWriter {
             spill_pending,
         };
         let task = tokio::spawn(worker.run());
-        Ok(Self { shared: Arc::new(Shared { tx, task: Mutex::new(Some(task)), spill_path, counters }) })
+        Ok(Self { shared: Arc::new(Shared { tx, wake, task: Mutex::new(Some(task)), spill_path, counters }) })
     }
 
     /// Waits until every record handed over before this call is in the database, or in the
     /// spill file if the database is failing.
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
-        if self.shared.tx.send(Msg::Flush(ack)).is_ok() {
+        if self.send_now(Msg::Flush(ack)) {
             // An error means the task is gone; then there is nothing left to wait for.
             let _ = done.await;
         }
@@ -229,7 +255,7 @@ impl UsageWriter {
     /// are appended to the spill file directly, to be replayed at the next start.
     pub async fn shutdown(&self) {
         let (ack, done) = oneshot::channel();
-        if self.shared.tx.send(Msg::Shutdown(ack)).is_ok() {
+        if self.send_now(Msg::Shutdown(ack)) {
             let _ = done.await;
         }
         let task = self.shared.task.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
@@ -238,6 +264,14 @@ impl UsageWriter {
         {
             tracing::error!(error = %e, "usage writer task failed");
         }
+    }
+
+    /// Sends a control message and wakes the task at once; `false` if the task is gone.
+    fn send_now(&self, msg: Msg) -> bool {
+        self.shared.wake.sent();
+        let sent = self.shared.tx.send(msg).is_ok();
+        self.shared.wake.notify.notify_one();
+        sent
     }
 
     /// Counters since start.
@@ -254,6 +288,7 @@ impl UsageWriter {
 impl UsageSink for UsageWriter {
     fn record(&self, record: UsageRecord) {
         self.shared.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.shared.wake.sent();
         if let Err(mpsc::error::SendError(msg)) = self.shared.tx.send(Msg::Record(Box::new(record)))
             && let Msg::Record(record) = msg
         {
@@ -407,6 +442,7 @@ enum Next {
 struct Worker {
     db: Database,
     rx: mpsc::UnboundedReceiver<Msg>,
+    wake: Arc<Wake>,
     config: WriterConfig,
     counters: Arc<Counters>,
     /// Records received and not yet written or spilled, oldest first.
@@ -426,38 +462,44 @@ impl Worker {
         loop {
             // Wait for work.
             if self.backlog.is_empty() {
-                let next = match self.rx.recv().await {
-                    Some(msg) => self.handle(msg).await,
-                    None => self.finish().await,
-                };
-                if next == Next::Exit {
+                let msg = self.rx.recv().await;
+                if self.received(msg).await == Next::Exit {
                     return;
                 }
                 continue;
             }
 
-            // Let the batch fill until it is full or its oldest record has waited long enough.
-            // One timer per batch and messages taken in bulk: under load, a wake-up and a timer
-            // per record were a measurable share of the gateway's CPU.
+            // Let the batch fill until it is full or its oldest record has waited long enough,
+            // taking messages in bulk and sleeping in between (see `Wake`).
             let deadline = self.oldest.unwrap_or_else(Instant::now) + self.config.batch_delay;
             let batch_deadline = tokio::time::sleep_until(deadline);
             tokio::pin!(batch_deadline);
-            while self.backlog.len() < self.config.batch_size {
+            loop {
+                let room = self.config.batch_size.saturating_sub(self.backlog.len()).max(1);
+                if self.take_ready(&mut inbox, room).await == Next::Exit {
+                    return;
+                }
+                if self.backlog.is_empty()
+                    || self.backlog.len() >= self.config.batch_size
+                    || Instant::now() >= deadline
+                {
+                    break;
+                }
                 let room = self.config.batch_size - self.backlog.len();
+                let woken = self.wake.notify.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                self.wake.at.store(room, Ordering::Release);
+                // Whatever arrived between taking and arming is taken at once.
+                if self.wake.queued.load(Ordering::Acquire) >= room {
+                    continue;
+                }
                 tokio::select! {
-                    received = self.rx.recv_many(&mut inbox, room) => {
-                        let next = if received == 0 {
-                            self.finish().await
-                        } else {
-                            self.handle_all(&mut inbox).await
-                        };
-                        if next == Next::Exit {
-                            return;
-                        }
-                    }
-                    () = &mut batch_deadline => break,
+                    () = woken => {}
+                    () = &mut batch_deadline => {}
                 }
             }
+            self.wake.at.store(usize::MAX, Ordering::Release);
             if self.backlog.is_empty() {
                 // A flush inside the loop above already wrote everything.
                 continue;
@@ -474,11 +516,7 @@ impl Worker {
             loop {
                 tokio::select! {
                     msg = self.rx.recv() => {
-                        let next = match msg {
-                            Some(msg) => self.handle(msg).await,
-                            None => self.finish().await,
-                        };
-                        if next == Next::Exit {
+                        if self.received(msg).await == Next::Exit {
                             return;
                         }
                     }
@@ -486,6 +524,37 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Handles what `recv` returned: a message, or `None` once every sender is gone.
+    async fn received(&mut self, msg: Option<Msg>) -> Next {
+        match msg {
+            Some(msg) => {
+                self.wake.queued.fetch_sub(1, Ordering::AcqRel);
+                self.handle(msg).await
+            }
+            None => self.finish().await,
+        }
+    }
+
+    /// Takes up to `room` messages already in the channel, without waiting, and handles them.
+    async fn take_ready(&mut self, inbox: &mut Vec<Msg>, room: usize) -> Next {
+        let mut disconnected = false;
+        while inbox.len() < room {
+            match self.rx.try_recv() {
+                Ok(msg) => inbox.push(msg),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+        self.wake.queued.fetch_sub(inbox.len(), Ordering::AcqRel);
+        if self.handle_all(inbox).await == Next::Exit {
+            return Next::Exit;
+        }
+        if disconnected { self.finish().await } else { Next::Continue }
     }
 
     async fn handle(&mut self, msg: Msg) -> Next {
