@@ -30,6 +30,21 @@ pub mod usage;
 /// a fast hash (foldhash) needs no resistance to chosen keys.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Which connections a caller uses: the single-threaded runtime it runs on, or `None` (shared)
+/// on a multi-threaded one. A connection (upstream HTTP, Redis) is driven by a task on the
+/// runtime that opened it, so under single-threaded runtimes (`gateway-server` runs one per
+/// CPU) each keeps its own: a request then never waits on another thread's tasks, and a runtime
+/// that stops takes only its own connections with it.
+pub(crate) fn runtime_scope() -> Option<std::thread::ThreadId> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::CurrentThread => {
+            Some(std::thread::current().id())
+        }
+        _ => None,
+    }
+}
+
 pub use error::{ErrorKind, GatewayError};
 pub use pipeline::{Gateway, GatewayBuilder, GatewaySettings};
 pub use request::{GatewayBody, GatewayRequest, GatewayResponse, RequestContext};

@@ -499,6 +499,57 @@ mod redis_only {
         fixture.finish().await;
     }
 
+    /// Clients connected to the Redis at `url`, counting the one that asks.
+    async fn connected_clients(url: &str) -> usize {
+        let client = redis::Client::open(url).expect("url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+        let info: String = redis::cmd("INFO").arg("clients").query_async(&mut conn).await.expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("connected_clients")
+    }
+
+    /// A single-threaded runtime uses a connection of its own (its driver task runs there), opened
+    /// once; callers on a multi-threaded runtime share the store's first one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn single_threaded_runtimes_get_a_connection_of_their_own() {
+        let port = crate::common::redis_fixture::free_port();
+        let Some(_server) = PrivateRedis::start(port) else {
+            assert!(std::env::var("CI").is_err(), "CI: cannot start redis-server");
+            eprintln!("skipping single_threaded_runtimes_get_a_connection_of_their_own: cannot start redis-server");
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{port}");
+        let options = RedisStateOptions { prefix: "gwtest:runtimes:".to_owned(), ..RedisStateOptions::default() };
+        let store = Arc::new(RedisStateStore::connect(&url, options).await.expect("store"));
+        store.bind_session("m", 1, Duration::from_secs(60)).await.expect("shared connection");
+        let shared_only = connected_clients(&url).await;
+        let spawned = tokio::spawn({
+            let store = store.clone();
+            async move { store.bind_session("m2", 1, Duration::from_secs(60)).await }
+        });
+        spawned.await.expect("task").expect("another worker thread, the same connection");
+        assert_eq!(connected_clients(&url).await, shared_only);
+
+        let on_its_own_runtime = std::thread::spawn({
+            let (store, url) = (store.clone(), url.clone());
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                runtime.block_on(async move {
+                    for n in 0..3 {
+                        store.bind_session(&format!("t{n}"), 1, Duration::from_secs(60)).await.expect("bind");
+                    }
+                    connected_clients(&url).await
+                })
+            }
+        });
+        let count = tokio::task::spawn_blocking(move || on_its_own_runtime.join().expect("thread"))
+            .await
+            .expect("join");
+        assert_eq!(count, shared_only + 1, "one more connection, reused by all three calls");
+    }
+
     /// Redis goes away and comes back: calls fail meanwhile, then work again by themselves.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reconnects_after_a_restart() {

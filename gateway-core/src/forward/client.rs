@@ -91,7 +91,7 @@ fn builder(opts: &ClientOptions) -> Result<reqwest::ClientBuilder, GatewayError>
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
-    /// The single-threaded runtime the client's connections belong to, if the caller runs on one.
+    /// The runtime the client's connections belong to (see [`crate::runtime_scope`]).
     runtime: Option<std::thread::ThreadId>,
     proxy: Option<String>,
     connect_timeout_ms: u64,
@@ -309,9 +309,9 @@ impl ClientPool {
         };
         let proxy = provider.options.proxy_url.clone();
         let has_proxy = proxy.is_some();
-        let primary = self.get(ClientKey { runtime: runtime_scope(), proxy, connect_timeout_ms })?;
+        let primary = self.get(ClientKey { runtime: crate::runtime_scope(), proxy, connect_timeout_ms })?;
         let direct_fallback = if has_proxy && provider.options.proxy_fallback_to_direct {
-            Some(self.get(ClientKey { runtime: runtime_scope(), proxy: None, connect_timeout_ms })?)
+            Some(self.get(ClientKey { runtime: crate::runtime_scope(), proxy: None, connect_timeout_ms })?)
         } else {
             None
         };
@@ -342,24 +342,10 @@ impl ClientPool {
     /// A direct client with default settings (for listing models and similar side calls).
     pub fn default_client(&self) -> Result<UpstreamClient, GatewayError> {
         self.get(ClientKey {
-            runtime: runtime_scope(),
+            runtime: crate::runtime_scope(),
             proxy: None,
             connect_timeout_ms: duration_ms(self.opts.connect_timeout),
         })
-    }
-}
-
-/// Which pools a caller uses. hyper runs each connection as a task on the runtime that opened
-/// it, so under single-threaded runtimes (`gateway-server` runs one per CPU) each runtime keeps
-/// its own pools: a request then never waits on a connection task of another thread, and a
-/// runtime that stops takes only its own connections with it. Multi-threaded runtimes share one.
-fn runtime_scope() -> Option<std::thread::ThreadId> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::CurrentThread => {
-            Some(std::thread::current().id())
-        }
-        _ => None,
     }
 }
 

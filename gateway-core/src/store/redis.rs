@@ -66,11 +66,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 use super::state::{AttemptResult, Clock, EpochMs, ProviderHealth, RoutingView, StateError, StateStore};
+use crate::FastMap;
 use crate::config::Id;
 use crate::limit::spec::{SpendFrame, SpendWindow, Subject};
 use crate::limit::state::{
@@ -137,10 +138,10 @@ impl PartialEq for RedisStateOptions {
 impl Eq for RedisStateOptions {}
 
 /// Routing state shared by gateway replicas through Redis. Cheap to clone: clones share the
-/// connection.
+/// connections.
 #[derive(Clone)]
 pub struct RedisStateStore {
-    conn: ConnectionManager,
+    connections: Arc<Connections>,
     prefix: String,
     timeout: Duration,
     /// The test clock of the limit scripts ([`RedisStateOptions::clock`]).
@@ -157,6 +158,32 @@ impl std::fmt::Debug for RedisStateStore {
             .field("timeout", &self.timeout)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
+    }
+}
+
+/// One self-reconnecting connection per runtime that uses the store (see
+/// [`crate::runtime_scope`]), opened on first use; callers on multi-threaded runtimes share one.
+struct Connections {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    shared: ConnectionManager,
+    per_runtime: RwLock<FastMap<std::thread::ThreadId, ConnectionManager>>,
+}
+
+impl Connections {
+    fn current(&self) -> ConnectionManager {
+        let Some(runtime) = crate::runtime_scope() else {
+            return self.shared.clone();
+        };
+        if let Some(conn) = self.per_runtime.read().get(&runtime) {
+            return conn.clone();
+        }
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(conn) => self.per_runtime.write().entry(runtime).or_insert(conn).clone(),
+            // The same client and config made `shared`, so this does not happen; if it did, the
+            // shared connection still works, only across threads.
+            Err(_) => self.shared.clone(),
+        }
     }
 }
 
@@ -847,10 +874,10 @@ impl RedisStateStore {
             .set_connection_timeout(Some(options.timeout.max(Duration::from_secs(1))))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let shared = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| StateError(format!("redis: {e}")))?;
         let store = Self {
-            conn,
+            connections: Arc::new(Connections { client, config, shared, per_runtime: RwLock::default() }),
             prefix: options.prefix,
             timeout: options.timeout,
             clock: options.clock,
@@ -866,7 +893,7 @@ impl RedisStateStore {
         };
         // Connect now, so the first request does not pay for it; load the scripts for the same
         // reason (EVALSHA would load them on NOSCRIPT anyway).
-        let mut conn = store.conn.clone();
+        let mut conn = store.connections.current();
         let scripts = store.scripts.clone();
         let warm_up = store
             .call("connect", async move {
@@ -985,7 +1012,7 @@ impl RedisStateStore {
         pipe.ignore_errors();
         pipe.invoke_script(invocation);
         self.push_view(&mut pipe, session, providers, keep_binding);
-        let mut conn = self.conn.clone();
+        let mut conn = self.connections.current();
         self.call("admit_and_view", pipe.query_async(&mut conn)).await
     }
 
@@ -1167,7 +1194,7 @@ impl StateStore for RedisStateStore {
         Box::pin(async move {
             let mut pipe = redis::pipe();
             self.push_view(&mut pipe, session, providers, keep_binding);
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             let replies: Vec<Value> = self.call("routing_view", pipe.query_async(&mut conn)).await?;
             parse_view(&mut replies.into_iter(), session, providers)
         })
@@ -1181,7 +1208,7 @@ impl StateStore for RedisStateStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             let mut invocation = self.scripts.acquire.key(self.sessions_key(provider));
             invocation.arg(session).arg(limit).arg(ms(ttl).min(MAX_LUA_MS));
             let admitted: i64 =
@@ -1205,7 +1232,7 @@ impl StateStore for RedisStateStore {
                 AttemptResult::Success => "success",
                 AttemptResult::Failure => "failure",
             };
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             let mut invocation = self.scripts.record.key(self.breaker_key(provider));
             invocation
                 .arg(kind)
@@ -1227,7 +1254,7 @@ impl StateStore for RedisStateStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StateError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             let key = self.binding_key(session);
             let ttl_ms = ms(ttl).min(MAX_LUA_MS);
             // One single-key command, atomic; the expiry counts on the server's clock. A zero TTL
@@ -1246,7 +1273,7 @@ impl StateStore for RedisStateStore {
 
     fn set_cooldown(&self, provider: Id, until_ms: EpochMs) -> BoxFuture<'_, Result<(), StateError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             let mut invocation = self.scripts.cooldown.key(self.cooldown_key(provider));
             invocation.arg(until_ms);
             let _set: i64 = self.call("set_cooldown", invocation.invoke_async(&mut conn)).await?;
@@ -1262,7 +1289,7 @@ impl StateStore for RedisStateStore {
         Box::pin(async move {
             let mut pipe = redis::pipe();
             pipe.cmd("TIME").cmd("HMGET").arg(self.breaker_key(provider)).arg(&BREAKER_FIELDS[..]);
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             let (time, record): (Value, Value) =
                 self.call("breaker_status", pipe.query_async(&mut conn)).await?;
             // The state is derived by the same Rust code as for the memory store.
@@ -1272,7 +1299,7 @@ impl StateStore for RedisStateStore {
 
     fn reset_breaker(&self, provider: Id) -> BoxFuture<'_, Result<(), StateError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             // Both keys carry the provider's hash tag: one atomic DEL, also on a cluster.
             let mut cmd = redis::cmd("DEL");
             cmd.arg(self.breaker_key(provider)).arg(self.cooldown_key(provider));
@@ -1285,7 +1312,7 @@ impl StateStore for RedisStateStore {
             if check.is_empty() {
                 return Ok(Admission::Admitted { providers_over: Vec::new() });
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             let invocation = self.admit_invocation(check);
             let reply: Value = self.call("admit", invocation.invoke_async(&mut conn)).await?;
             parse_admission(check, reply)
@@ -1313,7 +1340,7 @@ impl StateStore for RedisStateStore {
                     if e.kind() == Some(ServerErrorKind::NoScript))
             };
             if no_script(&replies) {
-                let mut conn = self.conn.clone();
+                let mut conn = self.connections.current();
                 let loaded = self.call("admit_and_view", invocation.load_async(&mut conn)).await;
                 replies = match loaded {
                     // The first pipeline's GETEX already refreshed the binding; again is harmless.
@@ -1347,7 +1374,7 @@ impl StateStore for RedisStateStore {
                 invocation.arg(&r.shape).arg(r.at_ms).arg(&r.request_id).arg(r.amount.0);
                 frame_args(&mut invocation, &r.frame);
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             let _: i64 = self.call("add_spend", invocation.invoke_async(&mut conn)).await?;
             Ok(())
         })
@@ -1374,7 +1401,7 @@ impl StateStore for RedisStateStore {
                     invocation.arg(*at).arg(id).arg(amount.0);
                 }
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             let _: i64 = self.call("warm_spend", invocation.invoke_async(&mut conn)).await?;
             Ok(())
         })
@@ -1393,7 +1420,7 @@ impl StateStore for RedisStateStore {
                     cmd.arg(self.limit_key(subject, part));
                 }
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.connections.current();
             self.call("invalidate_spend", cmd.exec_async(&mut conn)).await
         })
     }
