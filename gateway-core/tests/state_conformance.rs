@@ -517,11 +517,14 @@ mod redis_only {
         let port = crate::common::redis_fixture::free_port();
         let Some(_server) = PrivateRedis::start(port) else {
             assert!(std::env::var("CI").is_err(), "CI: cannot start redis-server");
-            eprintln!("skipping single_threaded_runtimes_get_a_connection_of_their_own: cannot start redis-server");
+            eprintln!(
+                "skipping single_threaded_runtimes_get_a_connection_of_their_own: cannot start redis-server"
+            );
             return;
         };
         let url = format!("redis://127.0.0.1:{port}");
-        let options = RedisStateOptions { prefix: "gwtest:runtimes:".to_owned(), ..RedisStateOptions::default() };
+        let options =
+            RedisStateOptions { prefix: "gwtest:runtimes:".to_owned(), ..RedisStateOptions::default() };
         let store = Arc::new(RedisStateStore::connect(&url, options).await.expect("store"));
         store.bind_session("m", 1, Duration::from_secs(60)).await.expect("shared connection");
         let shared_only = connected_clients(&url).await;
@@ -535,7 +538,8 @@ mod redis_only {
         let on_its_own_runtime = std::thread::spawn({
             let (store, url) = (store.clone(), url.clone());
             move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let runtime =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
                 runtime.block_on(async move {
                     for n in 0..3 {
                         store.bind_session(&format!("t{n}"), 1, Duration::from_secs(60)).await.expect("bind");

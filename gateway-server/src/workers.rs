@@ -150,6 +150,12 @@ impl Workers {
 /// elsewhere they are duplicates of one socket.
 #[cfg(target_os = "linux")]
 fn bind(addr: SocketAddr, runtimes: &[tokio::runtime::Runtime]) -> std::io::Result<Vec<TcpListener>> {
+    // With `SO_REUSEPORT` a second gateway started on the same port would bind as well and
+    // silently take half the connections. A plain bind first fails on a port anything listens
+    // on, as a server's start should.
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr)?);
+    }
     let mut addr = addr;
     let mut listeners = Vec::with_capacity(runtimes.len());
     for runtime in runtimes {
@@ -327,4 +333,43 @@ async fn serve_connection(tcp: TcpStream, app: App, registered: Registered) {
         connection.as_mut().poll(cx).map(|_| ())
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtimes(n: usize) -> Vec<tokio::runtime::Runtime> {
+        (0..n)
+            .map(|_| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"))
+            .collect()
+    }
+
+    #[test]
+    fn every_worker_listens_on_the_same_port() {
+        let rts = runtimes(3);
+        let listeners = bind("127.0.0.1:0".parse().expect("addr"), &rts).expect("bind");
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().expect("addr")).collect();
+        assert_eq!(addrs.len(), 3);
+        assert_ne!(addrs[0].port(), 0);
+        assert!(addrs.iter().all(|a| *a == addrs[0]), "{addrs:?}");
+    }
+
+    #[test]
+    fn a_port_in_use_is_an_error_even_for_a_second_gateway() {
+        let rts = runtimes(2);
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        assert!(bind(addr, &rts).is_err(), "a port another program listens on");
+        drop(taken);
+
+        let first = bind("127.0.0.1:0".parse().expect("addr"), &rts).expect("first gateway");
+        let addr = first[0].local_addr().expect("addr");
+        let second = bind(addr, &runtimes(2));
+        assert_eq!(
+            second.map(|_| ()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::AddrInUse),
+            "a second gateway on the port of a running one"
+        );
+    }
 }
