@@ -59,6 +59,20 @@ async fn start(chunks: usize, grace_seconds: u64, workers: usize) -> Server {
 }
 
 impl Server {
+    /// Starts a streamed request; returns its response, still streaming, and its request id.
+    async fn start_stream(&self, client: &reqwest::Client) -> (reqwest::Response, String) {
+        let resp = client
+            .post(format!("{}/v1/messages", self.addr))
+            .header("x-api-key", "sk-shutdown-01")
+            .body(STREAM_BODY)
+            .send()
+            .await
+            .expect("stream starts");
+        assert_eq!(resp.status(), 200);
+        let request_id = resp.headers()["x-request-id"].to_str().expect("id").to_owned();
+        (resp, request_id)
+    }
+
     fn terminate(&self) {
         let status =
             Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
@@ -81,15 +95,7 @@ async fn sigterm_drains_streams_and_flushes_the_log() {
     // 20 deltas x 100 ms: the stream is still running when SIGTERM arrives.
     let server = start(20, 30, 2).await;
     let client = build_client(&ClientOptions::default()).expect("client");
-    let resp = client
-        .post(format!("{}/v1/messages", server.addr))
-        .header("x-api-key", "sk-shutdown-01")
-        .body(STREAM_BODY)
-        .send()
-        .await
-        .expect("stream starts");
-    assert_eq!(resp.status(), 200);
-    let request_id = resp.headers()["x-request-id"].to_str().expect("id").to_owned();
+    let (resp, request_id) = server.start_stream(&client).await;
 
     server.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -114,15 +120,7 @@ async fn a_stream_longer_than_the_grace_period_is_cut_and_still_logged() {
     // 100 deltas x 100 ms: ten seconds, far beyond a grace period of one.
     let server = start(100, 1, 2).await;
     let client = build_client(&ClientOptions::default()).expect("client");
-    let resp = client
-        .post(format!("{}/v1/messages", server.addr))
-        .header("x-api-key", "sk-shutdown-01")
-        .body(STREAM_BODY)
-        .send()
-        .await
-        .expect("stream starts");
-    assert_eq!(resp.status(), 200);
-    let request_id = resp.headers()["x-request-id"].to_str().expect("id").to_owned();
+    let (resp, request_id) = server.start_stream(&client).await;
     // An idle keep-alive connection must not hold the shutdown up either.
     let idle = client.get(format!("{}/healthz", server.addr)).send().await.expect("healthz");
     assert_eq!(idle.status(), 200);
