@@ -309,9 +309,10 @@ impl ClientPool {
         };
         let proxy = provider.options.proxy_url.clone();
         let has_proxy = proxy.is_some();
-        let primary = self.get(ClientKey { runtime: crate::runtime_scope(), proxy, connect_timeout_ms })?;
+        let runtime = crate::runtime_scope();
+        let primary = self.get(ClientKey { runtime, proxy, connect_timeout_ms })?;
         let direct_fallback = if has_proxy && provider.options.proxy_fallback_to_direct {
-            Some(self.get(ClientKey { runtime: crate::runtime_scope(), proxy: None, connect_timeout_ms })?)
+            Some(self.get(ClientKey { runtime, proxy: None, connect_timeout_ms })?)
         } else {
             None
         };
@@ -376,6 +377,12 @@ mod tests {
         Arc::ptr_eq(&a.0, &b.0)
     }
 
+    /// The default client as a task spawned on the current runtime gets it.
+    async fn from_a_spawned_task(pool: &ClientPool) -> UpstreamClient {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.default_client().expect("client") }).await.expect("task")
+    }
+
     #[test]
     fn each_single_threaded_runtime_has_its_own_clients_and_a_multi_threaded_one_shares() {
         let pool = ClientPool::new(ClientOptions::default());
@@ -384,12 +391,7 @@ mod tests {
                 let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
                 runtime.block_on(async move {
                     let first = pool.default_client().expect("client");
-                    let again = tokio::spawn({
-                        let pool = pool.clone();
-                        async move { pool.default_client().expect("client") }
-                    })
-                    .await
-                    .expect("task");
+                    let again = from_a_spawned_task(&pool).await;
                     assert!(same(&first, &again), "one runtime, one client");
                     first
                 })
@@ -404,13 +406,7 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("runtime");
         let (main, worker) = runtime.block_on(async {
             let main = pool.default_client().expect("client");
-            let worker = tokio::spawn({
-                let pool = pool.clone();
-                async move { pool.default_client().expect("client") }
-            })
-            .await
-            .expect("task");
-            (main, worker)
+            (main, from_a_spawned_task(&pool).await)
         });
         assert!(same(&main, &worker), "threads of a multi-threaded runtime share one client");
         assert!(!same(&main, &a));

@@ -474,18 +474,16 @@ impl Worker {
             let deadline = self.oldest.unwrap_or_else(Instant::now) + self.config.batch_delay;
             let batch_deadline = tokio::time::sleep_until(deadline);
             tokio::pin!(batch_deadline);
-            loop {
-                let room = self.config.batch_size.saturating_sub(self.backlog.len()).max(1);
-                if self.take_ready(&mut inbox, room).await == Next::Exit {
+            while self.backlog.len() < self.config.batch_size {
+                if self.take_ready(&mut inbox, self.config.batch_size - self.backlog.len()).await
+                    == Next::Exit
+                {
                     return;
                 }
-                if self.backlog.is_empty()
-                    || self.backlog.len() >= self.config.batch_size
-                    || Instant::now() >= deadline
-                {
+                let room = self.config.batch_size.saturating_sub(self.backlog.len());
+                if self.backlog.is_empty() || room == 0 || Instant::now() >= deadline {
                     break;
                 }
-                let room = self.config.batch_size - self.backlog.len();
                 let woken = self.wake.notify.notified();
                 tokio::pin!(woken);
                 woken.as_mut().enable();
