@@ -661,3 +661,61 @@ async fn unsupported_urls_are_rejected_without_echoing_secrets() {
     assert!(matches!(err, DbError::UnsupportedUrl(ref s) if s == "mysql"), "{err:?}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+/// Migration 0006 rebuilds SQLite's `request_log` without `AUTOINCREMENT`: the rows logged
+/// before it keep their ids and values, its indexes come back, and the next row follows the
+/// largest id.
+#[tokio::test]
+async fn sqlite_request_log_rebuild_keeps_rows_and_ids() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    let before_rebuild = {
+        let db = Database::connect(&url).await.expect("connect");
+        let Some(pool) = db.as_sqlite() else { panic!("a SQLite database") };
+        sqlx::migrate!("../migrations/sqlite").run_to(5, pool).await.expect("migrations up to 0005");
+        let schema: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'request_log'")
+            .fetch_one(pool)
+            .await
+            .expect("schema");
+        assert!(schema.contains("AUTOINCREMENT"), "{schema}");
+        db.insert_usage_records(&records("old", 3)).await.expect("insert");
+        // A gap, as deleted rows leave: the next id must follow the largest.
+        sqlx::query("UPDATE request_log SET id = 41 WHERE request_id = 'old-2'")
+            .execute(pool)
+            .await
+            .expect("move an id");
+        let rows = db.recent_request_logs(10).await.expect("rows");
+        db.close().await;
+        rows
+    };
+    assert_eq!(before_rebuild.iter().map(|r| r.id).collect::<Vec<_>>(), [41, 2, 1]);
+
+    let db = Database::connect(&url).await.expect("reconnect");
+    db.migrate().await.expect("migrate through 0006");
+    let Some(pool) = db.as_sqlite() else { panic!("a SQLite database") };
+    let schema: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'request_log'")
+        .fetch_one(pool)
+        .await
+        .expect("schema");
+    assert!(!schema.contains("AUTOINCREMENT"), "{schema}");
+    let mut indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'request_log' \
+         AND name NOT LIKE 'sqlite_autoindex%'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("indexes");
+    indexes.sort();
+    assert_eq!(
+        indexes,
+        ["request_log_key_created", "request_log_provider_created", "request_log_user_created"]
+    );
+    assert_eq!(db.recent_request_logs(10).await.expect("rows"), before_rebuild, "rows and ids kept");
+
+    db.insert_usage_records(&records("new", 1)).await.expect("insert after the rebuild");
+    let newest = db.request_log_by_request_id("new-0").await.expect("query").expect("new row");
+    assert_eq!(newest.id, 42);
+    let duplicate = db.insert_usage_records(&records("old", 1)).await;
+    assert!(duplicate.is_ok(), "request_id stays unique and a replay is skipped: {duplicate:?}");
+    assert_eq!(db.request_log_count().await.expect("count"), 4);
+}

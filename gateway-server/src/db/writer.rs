@@ -44,7 +44,7 @@ pub struct WriterConfig {
     /// JSON-lines file for records the database cannot take. Default
     /// `./data/usage-spill.jsonl`.
     pub spill_path: PathBuf,
-    /// Most records per database write. Default 512, the largest single `INSERT` of the request
+    /// Most records per database write. Default 1024, the largest single `INSERT` of the request
     /// log, so a full batch is one statement.
     pub batch_size: usize,
     /// Longest a record waits for its batch to fill. Default 200 ms.
@@ -62,7 +62,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             spill_path: PathBuf::from(DEFAULT_SPILL_PATH),
-            batch_size: 512,
+            batch_size: 1024,
             batch_delay: Duration::from_millis(200),
             spill_threshold: 10_000,
             backoff_min: Duration::from_millis(100),
