@@ -37,6 +37,12 @@ pub use catalog::{ImportCounts, ImportSummary};
 pub use usage::RequestLogRow;
 pub use writer::{UsageWriter, WriterConfig, WriterStats};
 
+/// WAL pages (4 KiB each) after which a commit of the request log's connection copies the WAL
+/// back into the database file. SQLite's default of 1000 made a checkpoint, with its two
+/// `fsync`s, every few hundred milliseconds under load, a fifth of the log's cost; at 8000 (a
+/// WAL of up to 32 MiB) they come eight times less often and copy each hot page once.
+const LOG_WRITER_WAL_AUTOCHECKPOINT: &str = "8000";
+
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -244,7 +250,7 @@ impl Database {
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_lazy_with(options);
+                .connect_lazy_with(options.pragma("wal_autocheckpoint", LOG_WRITER_WAL_AUTOCHECKPOINT));
             return Ok(Self {
                 backend: Backend::Sqlite(pool),
                 log_writer: Some(Backend::Sqlite(log_writer)),
@@ -360,5 +366,27 @@ impl Database {
             sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(pool).await?.rows_affected()
         });
         Ok(result > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_request_log_connection_of_a_sqlite_file_checkpoints_less_often() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::connect(&format!("sqlite://{}", dir.path().join("gw.db").display()))
+            .await
+            .expect("connect");
+        db.migrate().await.expect("migrate");
+        let pragma = "PRAGMA wal_autocheckpoint";
+        let Backend::Sqlite(log) = db.log_backend() else { panic!("SQLite log writer") };
+        let log_pages: i64 = sqlx::query_scalar(pragma).fetch_one(log).await.expect("log writer");
+        assert_eq!(log_pages.to_string(), LOG_WRITER_WAL_AUTOCHECKPOINT);
+        let Some(main) = db.as_sqlite() else { panic!("SQLite pool") };
+        let main_pages: i64 = sqlx::query_scalar(pragma).fetch_one(main).await.expect("main pool");
+        assert_eq!(main_pages, 1000, "other connections keep SQLite's default");
+        db.close().await;
     }
 }
