@@ -343,7 +343,7 @@ macro_rules! add_record {
 
 impl Database {
     /// Writes records to the request log with multi-row `INSERT`s of at most 1024 rows, all in one
-    /// transaction. A record whose `request_id` is already stored is skipped
+    /// transaction (a single statement's own). A record whose `request_id` is already stored is skipped
     /// (`ON CONFLICT (request_id) DO NOTHING`), so retrying a batch is harmless.
     pub async fn insert_usage_records(&self, records: &[UsageRecord]) -> Result<()> {
         use sqlx::Arguments;
@@ -352,9 +352,8 @@ impl Database {
         }
         let mut repeated = RepeatedColumns::default();
         with_pool!(backend: self.log_backend(), |pool| {
-            let mut tx = pool.begin_write().await?;
-            for chunk in statement_chunks(records) {
-                let sql = insert_sql_for(pool, chunk.len());
+            let mut chunks = statement_chunks(records).peekable();
+            let mut statement = |chunk: &[UsageRecord]| {
                 let mut args = arguments_for(pool);
                 args.reserve(chunk.len() * COLUMNS, 0);
                 let added: std::result::Result<(), sqlx::error::BoxDynError> = (|| {
@@ -364,9 +363,24 @@ impl Database {
                     Ok(())
                 })();
                 added.map_err(sqlx::Error::Encode)?;
-                sqlx::query_with(sql, args).execute(&mut *tx).await?;
+                Ok::<_, sqlx::Error>(sqlx::query_with(insert_sql_for(pool, chunk.len()), args))
+            };
+            match (chunks.next(), chunks.peek()) {
+                (None, _) => {}
+                // One statement (every full batch) commits on its own: no `BEGIN`/`COMMIT` round
+                // trips to the driver, and no statement journal, which SQLite keeps for a
+                // statement inside a larger transaction.
+                (Some(only), None) => {
+                    statement(only)?.execute(pool).await?;
+                }
+                (Some(first), Some(_)) => {
+                    let mut tx = pool.begin_write().await?;
+                    for chunk in std::iter::once(first).chain(chunks) {
+                        statement(chunk)?.execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                }
             }
-            tx.commit().await?;
         });
         Ok(())
     }
