@@ -342,17 +342,17 @@ macro_rules! add_record {
 }
 
 impl Database {
-    /// Writes records to the request log with multi-row `INSERT`s of at most 1024 rows, all in one
-    /// transaction (a single statement's own). A record whose `request_id` is already stored is skipped
-    /// (`ON CONFLICT (request_id) DO NOTHING`), so retrying a batch is harmless.
+    /// Writes records to the request log with multi-row `INSERT`s of at most 1024 rows, all in
+    /// one transaction. A record whose `request_id` is already stored is skipped (`ON CONFLICT
+    /// (request_id) DO NOTHING`), so retrying a batch is harmless.
     pub async fn insert_usage_records(&self, records: &[UsageRecord]) -> Result<()> {
         use sqlx::Arguments;
         if records.is_empty() {
             return Ok(());
         }
+        let chunks: Vec<&[UsageRecord]> = statement_chunks(records).collect();
         let mut repeated = RepeatedColumns::default();
         with_pool!(backend: self.log_backend(), |pool| {
-            let mut chunks = statement_chunks(records).peekable();
             let mut statement = |chunk: &[UsageRecord]| {
                 let mut args = arguments_for(pool);
                 args.reserve(chunk.len() * COLUMNS, 0);
@@ -365,21 +365,17 @@ impl Database {
                 added.map_err(sqlx::Error::Encode)?;
                 Ok::<_, sqlx::Error>(sqlx::query_with(insert_sql_for(pool, chunk.len()), args))
             };
-            match (chunks.next(), chunks.peek()) {
-                (None, _) => {}
-                // One statement (every full batch) commits on its own: no `BEGIN`/`COMMIT` round
-                // trips to the driver, and no statement journal, which SQLite keeps for a
+            if let [only] = chunks[..] {
+                // One statement (every full batch) is its own transaction: no `BEGIN`/`COMMIT`
+                // round trips to the driver, and no statement journal, which SQLite keeps for a
                 // statement inside a larger transaction.
-                (Some(only), None) => {
-                    statement(only)?.execute(pool).await?;
+                statement(only)?.execute(pool).await?;
+            } else {
+                let mut tx = pool.begin_write().await?;
+                for &chunk in &chunks {
+                    statement(chunk)?.execute(&mut *tx).await?;
                 }
-                (Some(first), Some(_)) => {
-                    let mut tx = pool.begin_write().await?;
-                    for chunk in std::iter::once(first).chain(chunks) {
-                        statement(chunk)?.execute(&mut *tx).await?;
-                    }
-                    tx.commit().await?;
-                }
+                tx.commit().await?;
             }
         });
         Ok(())
